@@ -1,0 +1,110 @@
+"""Argument checks shared by every module, raised in Python before any tracing.
+
+Each check raises ``ValueError`` naming the argument and its valid range, so bad input
+never becomes a silent NaN deep inside a compiled loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_p(p: Any, name: str = 'p') -> float:
+  """Returns ``p`` as a float, raising unless ``1 <= p <= inf``."""
+  try:
+    p = float(p)
+  except (TypeError, ValueError):
+    raise ValueError(f'{name} must be a number in [1, inf], got {p!r}') from None
+  if math.isnan(p) or p < 1:
+    raise ValueError(f'{name} must be in [1, inf] (use float("inf") for Linf), got {p}')
+  return p
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+  """Raises unless a concrete ``value`` is >= 0 (scalars or arrays)."""
+  if _is_concrete(value) and np.any(np.asarray(value) < 0):
+    raise ValueError(f'{name} must be >= 0, got {value}')
+
+
+def check_positive(value: Any, name: str) -> None:
+  """Raises unless a concrete ``value`` is > 0 (scalars or arrays)."""
+  if _is_concrete(value) and np.any(~(np.asarray(value) > 0)):
+    raise ValueError(f'{name} must be > 0, got {value}')
+
+
+def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
+  """Returns ``value`` as an int, raising unless it is an integer >= ``minimum``."""
+  if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
+    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  return int(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
+  """Raises unless ``value`` is one of ``choices``; the message lists them."""
+  choices = tuple(choices)
+  if value not in choices:
+    valid = ', '.join(repr(c) for c in choices)
+    raise ValueError(f'unknown {name} {value!r}; valid choices: {valid}')
+  return value
+
+
+def check_float_inputs(inputs: Any, name: str = 'inputs') -> None:
+  """Raises unless ``inputs`` is a floating array with a batch axis."""
+  dtype = jnp.result_type(inputs)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'{name} must be a floating array (e.g. float32 in [0, 1]), '
+                     f'got dtype {dtype}')
+  if jnp.ndim(inputs) < 1:
+    raise ValueError(f'{name} must have a batch axis [B, ...], got a scalar')
+
+
+def check_same_shape(a: Any, b: Any, name_a: str, name_b: str) -> None:
+  """Raises unless ``a`` and ``b`` have the same shape."""
+  if jnp.shape(a) != jnp.shape(b):
+    raise ValueError(f'{name_b} must have the shape of {name_a} {jnp.shape(a)}, '
+                     f'got {jnp.shape(b)}')
+
+
+def check_labels(labels: Any, batch_size: int, num_classes: int | None = None,
+                 name: str = 'labels') -> None:
+  """Raises unless ``labels`` are integers ``[B]``, in ``[0, K)`` when concrete."""
+  dtype = jnp.result_type(labels)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f'{name} must be an integer array [B], got dtype {dtype}')
+  if jnp.shape(labels) != (batch_size,):
+    raise ValueError(f'{name} must have shape [B] = ({batch_size},), '
+                     f'got {jnp.shape(labels)}')
+  if num_classes is not None and _is_concrete(labels) and batch_size:
+    values = np.asarray(labels)
+    if values.min() < 0 or values.max() >= num_classes:
+      raise ValueError(f'{name} must lie in [0, {num_classes}), got values in '
+                       f'[{values.min()}, {values.max()}]')
+
+
+def check_bounds(bounds: Any, name: str = 'bounds') -> tuple[float, float] | None:
+  """Returns ``bounds`` as ``(low, high)`` with ``low < high``, or None for no box."""
+  if bounds is None:
+    return None
+  try:
+    low, high = bounds
+  except (TypeError, ValueError):
+    raise ValueError(f'{name} must be a pair (low, high) or None, got {bounds!r}') from None
+  if _is_concrete(low) and _is_concrete(high) and not np.all(np.asarray(low) < np.asarray(high)):
+    raise ValueError(f'{name} must satisfy low < high, got {bounds!r}')
+  return low, high
+
+
+def check_per_example(values: Any, batch_size: int, name: str = 'loss_fn') -> None:
+  """Raises unless a function's output has shape ``[B]`` (per-example values)."""
+  if jnp.shape(values) != (batch_size,):
+    raise ValueError(f'{name} must return per-example values of shape [B] = '
+                     f'({batch_size},), got shape {jnp.shape(values)}')

@@ -1,0 +1,190 @@
+"""Per-example Lp geometry: norms, the Frank-Wolfe LMO, projections, random init.
+
+Every function treats axis 0 as the batch axis and reduces over all the others, for any
+``p`` in ``[1, inf]`` (``float('inf')`` or ``jnp.inf`` for Linf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax.types import Array, PRNGKey
+
+_TINY = 1e-30
+
+
+def _feature_axes(x: Array) -> tuple[int, ...]:
+  return tuple(range(1, jnp.ndim(x)))
+
+
+def _per_example(values: Array, x: Array) -> Array:
+  """Reshapes ``[B]`` values to broadcast against ``x`` ``[B, ...]``."""
+  return jnp.reshape(values, (-1,) + (1,) * (jnp.ndim(x) - 1))
+
+
+def dual_exponent(p: float) -> float:
+  """The Hoelder conjugate ``q`` with ``1/p + 1/q = 1`` (1 <-> inf)."""
+  p = _checks.check_p(p)
+  if p == 1:
+    return math.inf
+  if math.isinf(p):
+    return 1.0
+  return p / (p - 1)
+
+
+def norm(x: Array, p: float) -> Array:
+  """Per-example Lp norm ``[B]`` of ``x`` ``[B, ...]``; stable for large or tiny p."""
+  p = _checks.check_p(p)
+  axes = _feature_axes(x)
+  ax = jnp.abs(x)
+  if math.isinf(p):
+    return jnp.max(ax, axis=axes) if axes else ax
+  if p == 1:
+    return jnp.sum(ax, axis=axes)
+  if p == 2:
+    # Double-where keeps the gradient finite at x = 0.
+    sq = jnp.sum(ax * ax, axis=axes)
+    safe = jnp.where(sq > 0, sq, 1.0)
+    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+  scale = jnp.max(ax, axis=axes, keepdims=True)
+  safe_scale = jnp.where(scale > 0, scale, 1.0)
+  powered = jnp.sum((ax / safe_scale) ** p, axis=axes)
+  return jnp.reshape(safe_scale, powered.shape) * powered ** (1.0 / p)
+
+
+def normalize(x: Array, p: float) -> Array:
+  """``x / ||x||_p`` per example; an all-zero example maps to zero, never NaN."""
+  n = norm(x, p)
+  safe = jnp.where(n > 0, n, 1.0)
+  return jnp.where(_per_example(n > 0, x), x / _per_example(safe, x), 0.0)
+
+
+def lmo(g: Array, eps: Array | float, p: float) -> Array:
+  """Linear maximisation oracle: ``argmax_{||s||_p <= eps} <s, g>`` per example.
+
+  SCORPIO eq. 8: ``eps * sign(g)`` for p = inf, ``eps * e_i`` at the largest ``|g_i|``
+  for p = 1, and ``eps * sign(g)|g|^{q-1} / ||g||_q^{q-1}`` for 1 < p < inf, so that
+  ``<lmo(g), g> = eps * ||g||_q``. A zero ``g`` gives ``s = 0``.
+
+  Args:
+    g: ``[B, ...]`` the linear objective (e.g. a gradient).
+    eps: scalar or ``[B]`` radius.
+    p: the norm of the ball.
+
+  Returns:
+    ``[B, ...]`` the maximiser, of norm ``eps`` where ``g != 0``.
+  """
+  p = _checks.check_p(p)
+  _checks.check_nonnegative(eps, 'eps')
+  eps = _per_example(jnp.broadcast_to(jnp.asarray(eps, g.dtype), g.shape[:1]), g)
+  if math.isinf(p):
+    return eps * jnp.sign(g)
+  if p == 1:
+    flat = jnp.reshape(g, (g.shape[0], -1))
+    idx = jnp.argmax(jnp.abs(flat), axis=1)
+    onehot = jax.nn.one_hot(idx, flat.shape[1], dtype=g.dtype) * jnp.sign(flat)
+    return eps * jnp.reshape(onehot, g.shape)
+  if p == 2:
+    return eps * normalize(g, 2.0)
+  q = dual_exponent(p)
+  # Scale by the per-example max first so |g|^(q-1) cannot overflow for p near 1.
+  scale = _per_example(norm(g, math.inf), g)
+  scaled = jnp.abs(g) / jnp.where(scale > 0, scale, 1.0)
+  direction = jnp.sign(g) * scaled ** (q - 1.0)
+  return eps * normalize(direction, p)
+
+
+def steepest_ascent(g: Array, p: float) -> Array:
+  """Unit-Lp-norm direction maximising ``<s, g>``: the normalised steepest ascent step."""
+  return lmo(g, 1.0, p)
+
+
+def _project_l1(delta: Array, eps: Array) -> Array:
+  """Exact Euclidean projection onto the L1 ball (sort-based, per example)."""
+  flat = jnp.reshape(delta, (delta.shape[0], -1))
+  d = flat.shape[1]
+  eps = jnp.reshape(eps, (-1, 1))
+  mags = jnp.abs(flat)
+  sorted_mags = -jnp.sort(-mags, axis=1)
+  cumsum = jnp.cumsum(sorted_mags, axis=1)
+  ranks = jnp.arange(1, d + 1, dtype=flat.dtype)
+  candidates = (cumsum - eps) / ranks
+  active = sorted_mags > candidates
+  rho = jnp.sum(active, axis=1, keepdims=True)  # >= 1 whenever outside the ball
+  theta = jnp.take_along_axis(candidates, jnp.maximum(rho - 1, 0), axis=1)
+  theta = jnp.maximum(theta, 0.0)
+  inside = jnp.sum(mags, axis=1, keepdims=True) <= eps
+  projected = jnp.sign(flat) * jnp.maximum(mags - theta, 0.0)
+  return jnp.reshape(jnp.where(inside, flat, projected), delta.shape)
+
+
+def project(delta: Array, eps: Array | float, p: float) -> Array:
+  """Projects ``delta`` ``[B, ...]`` onto the Lp ball of radius ``eps`` (scalar or [B]).
+
+  Exact Euclidean projection for p in {1, 2, inf} (sort-based for L1). For other p the
+  point is rescaled radially onto the sphere, which lands in the ball but is not the
+  nearest point.
+  """
+  p = _checks.check_p(p)
+  _checks.check_nonnegative(eps, 'eps')
+  eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
+  if math.isinf(p):
+    bound = _per_example(eps, delta)
+    return jnp.clip(delta, -bound, bound)
+  if p == 1:
+    return _project_l1(delta, eps)
+  n = norm(delta, p)
+  factor = jnp.minimum(1.0, eps / jnp.where(n > 0, n, 1.0))
+  return delta * _per_example(factor, delta)
+
+
+def random_ball(rng: PRNGKey, shape: tuple[int, ...], eps: Array | float, p: float,
+                dtype=jnp.float32) -> Array:
+  """Samples ``[B, ...]`` uniformly (in volume) from the Lp ball of radius ``eps``.
+
+  The cube for p = inf; otherwise the generalised-Gaussian construction of Barthe,
+  Guedon, Mendelson and Naor (2005): ``y_i ~ exp(-|t|^p)``, ``z ~ Exp(1)``,
+  ``x = y / (||y||_p^p + z)^(1/p)`` is uniform in the unit ball.
+  """
+  p = _checks.check_p(p)
+  _checks.check_nonnegative(eps, 'eps')
+  eps = _per_example(jnp.broadcast_to(jnp.asarray(eps, dtype), shape[:1]),
+                     jnp.zeros(shape[:1] + (1,) * (len(shape) - 1)))
+  if math.isinf(p):
+    return eps * jax.random.uniform(rng, shape, dtype, -1.0, 1.0)
+  rng_mag, rng_sign, rng_exp = jax.random.split(rng, 3)
+  if p == 2:
+    y = jax.random.normal(rng_mag, shape, dtype) * math.sqrt(0.5)  # density ∝ exp(-t²)
+    radius_p = jnp.sum(y * y, axis=tuple(range(1, len(shape))))
+  else:
+    gamma = jax.random.gamma(rng_mag, 1.0 / p, shape, dtype)
+    sign = jax.random.rademacher(rng_sign, shape, dtype)
+    y = sign * gamma ** (1.0 / p)
+    radius_p = jnp.sum(gamma, axis=tuple(range(1, len(shape))))
+  z = jax.random.exponential(rng_exp, shape[:1], dtype)
+  scale = (radius_p + z) ** (-1.0 / p)
+  return eps * y * _per_example(scale, y)
+
+
+def clip_to_box(x: Array, bounds: tuple[float, float] | None) -> Array:
+  """Clips ``x`` to the input box ``[low, high]``; ``None`` means unbounded."""
+  if bounds is None:
+    return x
+  low, high = bounds
+  return jnp.clip(x, low, high)
+
+
+def project_ball_and_box(x_adv: Array, x: Array, eps: Array | float, p: float,
+                         bounds: tuple[float, float] | None) -> Array:
+  """Returns a point of ``ball(x, eps) ∩ box`` near ``x_adv``.
+
+  Projects onto the ball, then clips to the box. For p = inf this is the exact projection
+  onto the intersection; for other p it is feasible (clipping toward ``x`` inside the box
+  never increases the distance to ``x``) though not always the nearest point.
+  """
+  delta = project(x_adv - x, eps, p)
+  return clip_to_box(x + delta, bounds)
