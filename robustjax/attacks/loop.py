@@ -1,0 +1,148 @@
+"""The attack engine: maximise a per-example objective over ``ball(x, eps) ∩ box``.
+
+An attack is composed from parts (initialisation, step rule, projection, objective,
+step size) and looped with ``jax.lax.scan``. Everything here works on any JAX function
+``objective(x_adv) -> [B]``; :mod:`robustjax.attacks.pgd` builds objectives from logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax import geometry
+from robustjax.types import Array, Bounds, PRNGKey
+
+INITS = ('zero', 'uniform')
+STEP_RULES = ('steepest', 'sign', 'adam')
+
+PerExampleObjective = Callable[[Array], Array]  # x_adv [B, ...] -> values [B]
+
+
+class AdamState(NamedTuple):
+  """Adam moments on the perturbation (LLR's inner loop)."""
+  mu: Array  # [B, ...] first moment
+  nu: Array  # [B, ...] second moment
+  count: Array  # [] int32 steps taken
+
+
+class AttackState(NamedTuple):
+  """Carry of the attack loop."""
+  x_adv: Array  # [B, ...] current iterate
+  best_x: Array  # [B, ...] best iterate so far
+  best_value: Array  # [B] objective at best_x
+  adam: AdamState
+
+
+def init_perturbation(rng: PRNGKey, inputs: Array, *, eps, p: float, init: str,
+                      bounds: Bounds | None) -> Array:
+  """Starting point ``x + δ₀`` in ``ball ∩ box``: ``δ₀ = 0`` or uniform in the ball."""
+  _checks.check_choice(init, 'init', INITS)
+  if init == 'zero':
+    return inputs
+  delta = geometry.random_ball(rng, inputs.shape, eps, p, inputs.dtype)
+  return geometry.clip_to_box(inputs + delta, bounds)
+
+
+def default_step_size(eps, steps: int, step_rule: str):
+  """``2.5 ε / steps`` for steepest/sign (Madry et al.), 0.1 for Adam (LLR F.2)."""
+  if step_rule == 'adam':
+    return 0.1
+  return 2.5 * jnp.asarray(eps) / max(steps, 1)
+
+
+def _per_example(values: Array, x: Array) -> Array:
+  return jnp.reshape(values, (-1,) + (1,) * (x.ndim - 1))
+
+
+def _adam_direction(grad: Array, state: AdamState, b1=0.9, b2=0.999, tiny=1e-8):
+  count = state.count + 1
+  mu = b1 * state.mu + (1 - b1) * grad
+  nu = b2 * state.nu + (1 - b2) * grad * grad
+  mu_hat = mu / (1 - b1 ** count)
+  nu_hat = nu / (1 - b2 ** count)
+  return mu_hat / (jnp.sqrt(nu_hat) + tiny), AdamState(mu, nu, count)
+
+
+def step_direction(grad: Array, p: float, step_rule: str, adam: AdamState):
+  """The ascent direction for one step, and the updated Adam state."""
+  if step_rule == 'sign':
+    return jnp.sign(grad), adam
+  if step_rule == 'adam':
+    return _adam_direction(grad, adam)
+  return geometry.steepest_ascent(grad, p), adam
+
+
+def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps,
+             p: float, steps: int, step_size=None, init: str = 'uniform',
+             step_rule: str = 'steepest', bounds: Bounds | None = (0.0, 1.0),
+             keep_best: bool = True, unroll: int | bool = True) -> tuple[Array, Array]:
+  """Projected ascent on ``objective`` over ``ball(inputs, eps) ∩ box``.
+
+  Args:
+    objective: ``x_adv [B, ...] -> [B]``; examples must not interact.
+    inputs: ``[B, ...]`` clean points.
+    rng: key for the random start.
+    eps: radius, scalar or ``[B]``.
+    p: norm of the ball, ``[1, inf]``.
+    steps: number of ascent steps (0 returns the start).
+    step_size: scalar, ``[B]`` or a schedule ``step -> size``; default from
+      :func:`default_step_size`.
+    init: ``'zero'`` or ``'uniform'`` (uniform in the ball).
+    step_rule: ``'steepest'`` (normalised steepest ascent for p; sign for inf),
+      ``'sign'`` or ``'adam'`` (Adam on δ, LLR Alg. 1).
+    bounds: the input box or None.
+    keep_best: return, per example, the iterate with the highest objective seen
+      (costs one extra forward pass) instead of the last one.
+    unroll: ``lax.scan`` unroll; full unrolling keeps the per-step cost near one
+      gradient on XLA:CPU (DESIGN.md).
+
+  Returns:
+    ``(x_adv [B, ...], values [B])``: the perturbed points, in ``ball ∩ box``, and the
+    objective there. No gradient flows through ``x_adv``.
+  """
+  p = _checks.check_p(p)
+  _checks.check_nonnegative(eps, 'eps')
+  steps = _checks.check_int(steps, 'steps')
+  _checks.check_choice(step_rule, 'step_rule', STEP_RULES)
+  _checks.check_float_inputs(inputs)
+  bounds = _checks.check_bounds(bounds)
+  inputs = jax.lax.stop_gradient(inputs)
+  if step_size is None:
+    step_size = default_step_size(eps, steps, step_rule)
+  schedule = step_size if callable(step_size) else (lambda _: step_size)
+
+  def summed(x):
+    values = objective(x)
+    return jnp.sum(values), values
+
+  value_and_grad = jax.value_and_grad(summed, has_aux=True)
+
+  def body(state: AttackState, k):
+    (_, values), grad = value_and_grad(state.x_adv)
+    improved = values > state.best_value
+    best_x = jnp.where(_per_example(improved, grad), state.x_adv, state.best_x)
+    best_value = jnp.where(improved, values, state.best_value)
+    direction, adam = step_direction(grad, p, step_rule, state.adam)
+    size = jnp.broadcast_to(jnp.asarray(schedule(k), inputs.dtype), inputs.shape[:1])
+    x_next = state.x_adv + _per_example(size, direction) * direction
+    x_next = geometry.project_ball_and_box(x_next, inputs, eps, p, bounds)
+    return AttackState(jax.lax.stop_gradient(x_next), best_x, best_value, adam), None
+
+  x0 = init_perturbation(rng, inputs, eps=eps, p=p, init=init, bounds=bounds)
+  zeros = jnp.zeros_like(inputs)
+  state = AttackState(x0, x0, jnp.full(inputs.shape[:1], -jnp.inf, inputs.dtype),
+                      AdamState(zeros, zeros, jnp.zeros([], jnp.int32)))
+  if steps:
+    state, _ = jax.lax.scan(body, state, jnp.arange(steps),
+                            unroll=steps if unroll is True else max(int(unroll), 1))
+  final_x = jax.lax.stop_gradient(state.x_adv)
+  if not keep_best:
+    return final_x, objective(final_x)
+  final_value = objective(final_x)
+  improved = final_value > state.best_value
+  best_x = jnp.where(_per_example(improved, final_x), final_x, state.best_x)
+  return jax.lax.stop_gradient(best_x), jnp.maximum(final_value, state.best_value)
