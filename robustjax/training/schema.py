@@ -1,0 +1,302 @@
+"""The config schema of a training run, and its validation before anything compiles.
+
+Every config file in ``configs/`` starts from :func:`base_config` and overrides values;
+:func:`validate` checks a config against this schema (unknown keys, unknown names,
+impossible values) and raises one ``ValueError`` naming the field, before any model is
+built, any data is read or anything in the workdir is written.
+
+Schema (``config.<key>``)::
+
+  seed                    int, the run's only source of randomness
+  batch_size              global batch, divisible by the number of devices
+  num_train_steps         optimizer steps
+  checkpoint_every_steps  periodic checkpoint interval (a final one is always saved)
+  keep_checkpoints        how many checkpoints to keep (orbax max_to_keep)
+  log_every_steps         metrics fetched, checked for NaN and written every that many steps
+  dataset.name            'digits' (embedded) | 'mnist' | 'cifar10' | 'svhn'
+  dataset.data_dir        TFDS data dir ('' = TFDS default)
+  dataset.augment         random crop + flip (CIFAR-style) for the training split
+  model.name              a robustjax.models name ('mlp', 'cnn', 'resnet18', ...)
+  model.kwargs            free-form module attributes (widths, activation, ...)
+  optimizer.name          'sgd' | 'adam' | 'adamw'
+  optimizer.lr            peak learning rate
+  optimizer.momentum      SGD momentum (0 = plain SGD)
+  optimizer.nesterov      SGD Nesterov momentum
+  optimizer.weight_decay  L2 regularisation added to the gradient (decoupled for adamw)
+  optimizer.grad_clip     global gradient-norm clip of the whole update (0 = off)
+  optimizer.schedule      'constant' | 'piecewise' | 'cosine'
+  optimizer.boundaries    piecewise: fractions of num_train_steps where lr *= decay_factor
+  optimizer.decay_factor  piecewise decay factor
+  optimizer.warmup_steps  linear warm-up from warmup_init * lr
+  optimizer.warmup_init   warm-up start as a fraction of lr
+  nominal_weight          weight of the clean cross-entropy
+  regularizers.<label>    terms added to the objective, each:
+      name                a robustjax.regularizers name
+      weight              weight of the batch mean of the penalty values
+      hparams             free-form keyword hyperparameters of the penalty
+      grad_clip           clip the L2 norm of this term's parameter gradient (SOAR: 30)
+      eps_ramp_steps      hparams.eps grows linearly from 0 over that many steps (LLR)
+      aux_loss            name of a per-example entry of the penalty's aux added to the
+                          objective (SOAR's loss at the start point x'); '' = none
+      aux_loss_weight     its weight
+  controller.name         'none' | 'adaptive_psi' (Woods et al. eq. 15)
+  controller.term         the label of the regularizer whose weight it scales
+  controller.*            target_loss, k0, k, eps_better, eps_worse (eq. 15)
+  bn.stop_gradient_stats  cut the params-gradient through clean-batch BN statistics
+  init_from               a workdir whose latest params (and BN stats) start this run
+  eval.*                  eps, p, steps, restarts, step_size (0 = 2.5 eps / steps),
+                          objective, batch_size, num_examples (0 = whole split), split
+  distributed.*           initialize (jax.distributed.initialize), coordinator_address,
+                          num_processes, process_id (0 / -1 = auto-detect)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tempfile
+from typing import Any, Sequence
+
+import ml_collections
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('constant', 'piecewise', 'cosine')
+CONTROLLERS = ('none', 'adaptive_psi')
+EVAL_OBJECTIVES = ('ce', 'margin')
+DATASETS = ('digits', 'mnist', 'cifar10', 'svhn')
+FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked here
+
+
+def term(name: str, *, weight: float = 1.0, grad_clip: float = 0.0,
+         eps_ramp_steps: int = 0, aux_loss: str = '', aux_loss_weight: float = 1.0,
+         **hparams: Any) -> ml_collections.ConfigDict:
+  """One regularizer term of the objective: ``weight * mean(penalty(...))``."""
+  return ml_collections.ConfigDict({
+      'name': name, 'weight': float(weight), 'grad_clip': float(grad_clip),
+      'eps_ramp_steps': int(eps_ramp_steps), 'aux_loss': aux_loss,
+      'aux_loss_weight': float(aux_loss_weight),
+      'hparams': ml_collections.ConfigDict(hparams)})
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The full schema with defaults: standard training of a small MLP on digits."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128
+  c.num_train_steps = 1000
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.log_every_steps = 50
+
+  c.dataset = ml_collections.ConfigDict({'name': 'digits', 'data_dir': '', 'augment': False})
+  c.model = ml_collections.ConfigDict({
+      'name': 'mlp',
+      'kwargs': ml_collections.ConfigDict({'widths': (128, 128), 'activation': 'relu'})})
+
+  c.optimizer = ml_collections.ConfigDict({
+      'name': 'sgd', 'lr': 0.1, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0,
+      'grad_clip': 0.0, 'schedule': 'cosine', 'boundaries': (0.5, 0.75),
+      'decay_factor': 0.1, 'warmup_steps': 0, 'warmup_init': 0.1})
+
+  c.nominal_weight = 1.0
+  c.regularizers = ml_collections.ConfigDict()
+  c.controller = ml_collections.ConfigDict({
+      'name': 'none', 'term': '', 'target_loss': 1.0, 'k0': 220.0, 'k': 0.02,
+      'eps_better': 1.0, 'eps_worse': 0.01})
+  c.bn = ml_collections.ConfigDict({'stop_gradient_stats': False})
+  c.init_from = ''
+
+  c.eval = ml_collections.ConfigDict({
+      'eps': 0.1, 'p': math.inf, 'steps': 20, 'restarts': 1, 'step_size': 0.0,
+      'objective': 'ce', 'batch_size': 256, 'num_examples': 0, 'split': 'test'})
+  c.distributed = ml_collections.ConfigDict({
+      'initialize': False, 'coordinator_address': '', 'num_processes': 0,
+      'process_id': -1})
+  return c
+
+
+TERM_KEYS = tuple(term('x').keys())
+
+
+def _fail(field: str, message: str):
+  raise ValueError(f'config.{field}: {message}')
+
+
+def _unknown_keys(config, schema, prefix: str = '') -> None:
+  for key in config.keys():
+    field = f'{prefix}{key}'
+    if field in FREE_FORM or key in FREE_FORM:
+      continue
+    if prefix == 'regularizers.' or field == 'regularizers':
+      continue
+    if key not in schema:
+      valid = ', '.join(sorted(schema.keys()))
+      _fail(field, f'unknown key {key!r}; valid keys here: {valid}')
+    value, expected = config[key], schema[key]
+    if isinstance(expected, ml_collections.ConfigDict):
+      if not isinstance(value, (ml_collections.ConfigDict, dict)):
+        _fail(field, f'must be a group of settings, got {value!r}')
+      _unknown_keys(value, expected, f'{field}.')
+
+
+def _check_number(config, field: str, *, minimum=None, strict=False, integer=False):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    _fail(field, f'must be a number, got {value!r}')
+  if integer and not float(value).is_integer():
+    _fail(field, f'must be an integer, got {value!r}')
+  if math.isnan(value):
+    _fail(field, 'must not be NaN')
+  if minimum is not None and (value < minimum or (strict and value == minimum)):
+    _fail(field, f'must be {">" if strict else ">="} {minimum}, got {value!r}')
+  return value
+
+
+def _choice(value, field: str, choices: Sequence[str]):
+  if value not in choices:
+    _fail(field, f'unknown name {value!r}; valid choices: {", ".join(map(repr, choices))}')
+
+
+def _penalty_hparams(penalty) -> tuple[set[str], bool]:
+  """Keyword hyperparameter names of a penalty, and whether it accepts **kwargs."""
+  fn = inspect.unwrap(penalty)
+  params = inspect.signature(fn).parameters.values()
+  names = {p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != 'rng'}
+  return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def dataset_names() -> tuple[str, ...]:
+  """Dataset names the data package accepts (falls back to :data:`DATASETS`)."""
+  try:
+    from robustjax import data  # pylint: disable=g-import-not-at-top
+    names = getattr(data, 'dataset_names', None)
+    return tuple(names()) if callable(names) else DATASETS
+  except ImportError:
+    return DATASETS
+
+
+def validate_terms(config) -> None:
+  """Checks every regularizer term: known name, known hparams, sane values."""
+  from robustjax import regularizers  # pylint: disable=g-import-not-at-top
+  for label, t in config.regularizers.items():
+    field = f'regularizers.{label}'
+    if not isinstance(t, (ml_collections.ConfigDict, dict)):
+      _fail(field, f'must be a term group (see schema.term), got {t!r}')
+    for key in t.keys():
+      if key not in TERM_KEYS:
+        _fail(f'{field}.{key}', f'unknown key {key!r}; valid keys: {", ".join(TERM_KEYS)}')
+    for key in ('name', 'weight'):
+      if key not in t:
+        _fail(f'{field}.{key}', 'is required')
+    _choice(t['name'], f'{field}.name', regularizers.names())
+    _check_number(config, f'{field}.weight')
+    for key, minimum in (('grad_clip', 0), ('eps_ramp_steps', 0), ('aux_loss_weight', None)):
+      if key in t:
+        _check_number(config, f'{field}.{key}', minimum=minimum)
+    hparams = dict(t.get('hparams', {}) or {})
+    known, open_kwargs = _penalty_hparams(regularizers.get(t['name']))
+    for key, value in hparams.items():
+      if key not in known and not open_kwargs:
+        _fail(f'{field}.hparams.{key}', f'unknown hyperparameter of {t["name"]!r}; valid: '
+              f'{", ".join(sorted(known))}')
+      if key in ('eps', 'h', 'alpha') and isinstance(value, (int, float)) and value < 0:
+        _fail(f'{field}.hparams.{key}', f'must be >= 0, got {value!r}')
+      if key == 'p' and isinstance(value, (int, float)) and not value >= 1:
+        _fail(f'{field}.hparams.p', f'must be in [1, inf], got {value!r}')
+    if t.get('eps_ramp_steps', 0) and 'eps' not in hparams:
+      _fail(f'{field}.eps_ramp_steps', 'needs hparams.eps to ramp')
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises unless ``workdir`` exists or can be created, and is writable."""
+  if not workdir:
+    raise ValueError('workdir: must be a directory path, got an empty string')
+  path = os.path.abspath(workdir)
+  probe = path
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe):
+    raise ValueError(f'workdir: {probe!r} exists and is not a directory')
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ValueError(f'workdir: {workdir!r} is not writable (checked {probe!r})')
+  if probe == path:
+    try:
+      with tempfile.TemporaryFile(dir=path):
+        pass
+    except OSError as e:
+      raise ValueError(f'workdir: {workdir!r} is not writable ({e})') from None
+
+
+def validate(config, *, num_devices: int = 1, process_count: int = 1,
+             workdir: str | None = None) -> None:
+  """Raises a ``ValueError`` naming the first bad field of ``config``; touches nothing.
+
+  Args:
+    config: a ConfigDict built from :func:`base_config`.
+    num_devices: devices of the data mesh; ``batch_size`` must be divisible by it.
+    process_count: hosts; ``batch_size`` must be divisible by it too.
+    workdir: checked to exist or be creatable, and writable, when given.
+  """
+  from robustjax import models  # pylint: disable=g-import-not-at-top
+  _unknown_keys(config, base_config())
+  for key in ('seed', 'batch_size', 'num_train_steps', 'checkpoint_every_steps',
+              'keep_checkpoints', 'log_every_steps'):
+    if key not in config:
+      _fail(key, 'is required')
+  _check_number(config, 'seed', minimum=0, integer=True)
+  _check_number(config, 'batch_size', minimum=1, integer=True)
+  _check_number(config, 'num_train_steps', minimum=0, integer=True)
+  _check_number(config, 'checkpoint_every_steps', minimum=1, integer=True)
+  _check_number(config, 'keep_checkpoints', minimum=1, integer=True)
+  _check_number(config, 'log_every_steps', minimum=1, integer=True)
+  if config.batch_size % num_devices:
+    _fail('batch_size', f'{config.batch_size} is not divisible by the number of devices '
+          f'({num_devices}); use a multiple of {num_devices}')
+  if config.batch_size % process_count:
+    _fail('batch_size', f'{config.batch_size} is not divisible by the number of hosts '
+          f'({process_count})')
+
+  _choice(config.dataset.name, 'dataset.name', dataset_names())
+  _choice(config.model.name, 'model.name', models.model_names())
+
+  opt = config.optimizer
+  _choice(opt.name, 'optimizer.name', OPTIMIZERS)
+  _choice(opt.schedule, 'optimizer.schedule', SCHEDULES)
+  _check_number(config, 'optimizer.lr', minimum=0)
+  _check_number(config, 'optimizer.momentum', minimum=0)
+  _check_number(config, 'optimizer.weight_decay', minimum=0)
+  _check_number(config, 'optimizer.grad_clip', minimum=0)
+  _check_number(config, 'optimizer.warmup_steps', minimum=0, integer=True)
+  for b in opt.boundaries:
+    if not 0 <= b <= 1:
+      _fail('optimizer.boundaries', f'are fractions of num_train_steps in [0, 1], got {b!r}')
+
+  _check_number(config, 'nominal_weight')
+  validate_terms(config)
+
+  ctl = config.controller
+  _choice(ctl.name, 'controller.name', CONTROLLERS)
+  if ctl.name != 'none':
+    if ctl.term not in config.regularizers:
+      _fail('controller.term', f'{ctl.term!r} is not a regularizer label; labels: '
+            f'{", ".join(map(repr, config.regularizers.keys())) or "(none)"}')
+    _check_number(config, 'controller.target_loss', minimum=0, strict=True)
+
+  ev = config.eval
+  _check_number(config, 'eval.eps', minimum=0)
+  _check_number(config, 'eval.p', minimum=1)
+  _check_number(config, 'eval.steps', minimum=0, integer=True)
+  _check_number(config, 'eval.restarts', minimum=1, integer=True)
+  _check_number(config, 'eval.step_size', minimum=0)
+  _check_number(config, 'eval.batch_size', minimum=1, integer=True)
+  _check_number(config, 'eval.num_examples', minimum=0, integer=True)
+  _choice(ev.objective, 'eval.objective', EVAL_OBJECTIVES)
+  _choice(ev.split, 'eval.split', ('test', 'train'))
+  if workdir is not None:
+    check_workdir(workdir)

@@ -1,0 +1,380 @@
+"""``train_and_evaluate(config, workdir)``: the whole run, importable from a notebook.
+
+Order of a run: validate the config (one clear error naming the field, before anything
+compiles or is written), initialise ``jax.distributed`` when configured, load data,
+build model/optimizer/objective, restore the latest checkpoint (or ``init_from``, or a
+fresh init), train with periodic checkpoints and metrics, save a final checkpoint, and
+evaluate clean and PGD robust accuracy at ``config.eval.eps`` on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from robustjax import losses
+from robustjax import models
+from robustjax.training import checkpoints
+from robustjax.training import controllers
+from robustjax.training import feed
+from robustjax.training import observe
+from robustjax.training import optim
+from robustjax.training import schema
+from robustjax.training import step as step_lib
+
+CONFIG_FILE = 'config.json'
+FINAL_METRICS_FILE = 'final_metrics.json'
+MAX_UNSYNCED_STEPS = 10  # block on metrics at least this often (see module docstring)
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or penalty became NaN/inf; the message names the term and the step."""
+
+
+def _as_config(config) -> ml_collections.ConfigDict:
+  if isinstance(config, ml_collections.FrozenConfigDict):
+    config = ml_collections.ConfigDict(config.as_configdict())
+  elif isinstance(config, dict):
+    config = ml_collections.ConfigDict(config)
+  return ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+
+
+def build_model(config, info):
+  """The Flax module of ``config.model`` for a dataset's classes and pixel statistics."""
+  kwargs = {k: step_lib._tuplify(v) for k, v in dict(config.model.kwargs).items()}  # pylint: disable=protected-access
+  if info.mean is not None and 'mean' not in kwargs:
+    kwargs['mean'], kwargs['std'] = info.mean, info.std
+  return models.create(config.model.name, num_classes=info.num_classes, **kwargs)
+
+
+def _maybe_initialize_distributed(dist) -> None:
+  if not dist.initialize:
+    return
+  jax.distributed.initialize(
+      coordinator_address=dist.coordinator_address or None,
+      num_processes=dist.num_processes or None,
+      process_id=dist.process_id if dist.process_id >= 0 else None)
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop checks it each step, saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def handler(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning('SIGTERM received: saving a checkpoint and stopping')
+    self.requested = True
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self.handler)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step: int, metrics: dict, terms: Sequence[step_lib.Term]) -> None:
+  """Raises :class:`NonFiniteError` naming the first non-finite term at ``step``."""
+  names = [(t.label, f"regularizer term {t.label!r} (penalty {t.name!r})") for t in terms]
+  names += [('nominal', 'nominal cross-entropy'), ('loss', 'total loss'),
+            ('grad_norm', 'gradient norm')]
+  names += [(k, f'term {k!r}') for k in metrics if '/' in k]
+  for key, what in names:
+    if key in metrics and not math.isfinite(float(metrics[key])):
+      raise NonFiniteError(f'non-finite {what} at step {step}: {float(metrics[key])}')
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved in ``workdir/config.json``."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'workdir: no {CONFIG_FILE} in {workdir!r}; is it a robustjax run?')
+  with open(path, encoding='utf-8') as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  return config
+
+
+def _eval_fn(logits_fn, *, eps, p, steps, restarts, step_size, objective):
+  from robustjax import attacks  # pylint: disable=g-import-not-at-top
+
+  def fn(params, x, y, mask, key):
+    clean_ok = jnp.argmax(logits_fn(params, x), -1) == y
+    if eps > 0 and steps > 0:
+      kwargs = dict(rng=key, eps=eps, p=p, steps=steps, restarts=restarts,
+                    objective=objective)
+      if step_size:
+        kwargs['step_size'] = step_size
+      if hasattr(attacks, 'pgd'):
+        x_adv = attacks.pgd(logits_fn, params, (x, y), **kwargs)
+        x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
+      else:  # TODO(training): remove once attacks.pgd lands.
+        x_adv, _ = attacks.maximize(
+            lambda xa: losses.cross_entropy(logits_fn(params, xa), y), x, rng=key,
+            eps=eps, p=p, steps=steps, step_size=step_size or None)
+      robust_ok = clean_ok & (jnp.argmax(logits_fn(params, x_adv), -1) == y)
+    else:
+      robust_ok = clean_ok
+    return jnp.sum(clean_ok * mask), jnp.sum(robust_ok * mask)
+
+  return fn
+
+
+def evaluate(logits_fn, params, images: np.ndarray, labels: np.ndarray, *, eps: float,
+             p: float = math.inf, steps: int = 20, restarts: int = 1,
+             step_size: float = 0.0, objective: str = 'ce', batch_size: int = 256,
+             seed: int = 0, mesh=None) -> dict:
+  """Clean and PGD robust accuracy of ``logits_fn`` on ``images [N, ...]``, ``labels [N]``.
+
+  Robust accuracy counts an example when it is classified correctly both clean and at
+  the PGD point (``restarts`` random starts, the worst kept per example).
+
+  Returns:
+    ``{'clean_accuracy', 'robust_accuracy', 'num_examples'}``.
+  """
+  mesh = step_lib.make_mesh() if mesh is None else mesh
+  n = len(labels)
+  batch_size = int(math.ceil(min(batch_size, max(n, 1)) / mesh.size) * mesh.size)
+  rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
+  fn = jax.jit(_eval_fn(logits_fn, eps=eps, p=p, steps=steps, restarts=restarts,
+                        step_size=step_size, objective=objective),
+               in_shardings=(rep, shard, shard, shard, rep), out_shardings=rep)
+  clean = robust = 0.0
+  key = jax.random.PRNGKey(seed)
+  for i, start in enumerate(range(0, n, batch_size)):
+    x = images[start:start + batch_size]
+    y = labels[start:start + batch_size]
+    mask = np.ones(len(y), np.float32)
+    pad = batch_size - len(y)
+    if pad:
+      x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
+      y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
+      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+    arrays = [jax.make_array_from_callback(a.shape, shard, lambda idx, a=a: a[idx])
+              for a in (x, y, mask)]
+    c, r = fn(params, *arrays, jax.random.fold_in(key, i))
+    clean += float(c)
+    robust += float(r)
+  return {'clean_accuracy': clean / max(n, 1), 'robust_accuracy': robust / max(n, 1),
+          'num_examples': n}
+
+
+def _describe_attack(ev) -> str:
+  p = 'Linf' if math.isinf(ev.p) else f'L{ev.p:g}'
+  restarts = f' x{ev.restarts} restarts' if ev.restarts > 1 else ''
+  return f'PGD-{ev.steps} {p} eps={ev.eps:g}{restarts}'
+
+
+def _init_from(config, state, mesh):
+  """Replaces params / batch stats of a fresh ``state`` with those of another run."""
+  raw = checkpoints.restore_raw_state(config.init_from)
+  params, stats = raw['params'], raw.get('batch_stats', {}) or {}
+  want = jax.tree.structure(state.params)
+  if jax.tree.structure(jax.tree.map(np.asarray, params)) != want:
+    raise ValueError(f'config.init_from: params in {config.init_from!r} do not match '
+                     f'config.model ({config.model.name}); use the same model settings')
+  rep = step_lib.replicated(mesh)
+  params = jax.device_put(jax.tree.map(jnp.asarray, params), rep)
+  if jax.tree.structure(state.batch_stats) == jax.tree.structure(stats):
+    stats = jax.device_put(jax.tree.map(jnp.asarray, stats), rep)
+  else:
+    stats = state.batch_stats
+  return params, stats
+
+
+def train_and_evaluate(config, workdir: str, *,
+                       devices: Sequence[jax.Device] | None = None) -> dict:
+  """Trains as ``config`` says in ``workdir`` (resuming if possible) and evaluates.
+
+  Args:
+    config: a ConfigDict following :func:`schema.base_config` (e.g. from configs/).
+    workdir: directory for checkpoints, metrics.jsonl, TensorBoard events,
+      config.json and final_metrics.json. Re-running resumes from the latest checkpoint.
+    devices: devices of the data mesh (default: all devices of all hosts).
+
+  Returns:
+    The final metrics: ``clean_accuracy``, ``robust_accuracy`` (PGD at
+    ``config.eval.eps``), ``step``, ``preemption_count``, and ``preempted: True``
+    (without evaluation) when SIGTERM stopped the run early.
+
+  Raises:
+    ValueError: bad config or workdir (naming the field), before any compilation.
+    NonFiniteError: a loss or penalty became non-finite (naming term and step); the
+      last good checkpoint is kept.
+  """
+  config = _as_config(config)
+  schema.validate(config, workdir=workdir)
+  _maybe_initialize_distributed(config.distributed)
+  mesh = step_lib.make_mesh(devices)
+  schema.validate(config, num_devices=mesh.size, process_count=jax.process_count())
+  if config.init_from and checkpoints.latest_step(config.init_from) is None:
+    raise ValueError(f'config.init_from: no checkpoint in {config.init_from!r}')
+  feed.check_available(config.dataset)
+  info = feed.info(config.dataset)
+  model = build_model(config, info)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  terms = step_lib.resolve_terms(config)
+  controller = controllers.from_config(config.controller)
+
+  is_lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_lead:
+    _write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+
+  state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(config.seed),
+                              input_shape=info.input_shape, mesh=mesh,
+                              controller=controller)
+  mngr = checkpoints.manager(workdir, max_to_keep=config.keep_checkpoints)
+  preemption_count = 0
+  if mngr.latest_step() is not None:
+    state, meta = checkpoints.restore(mngr, checkpoints.abstract(state))
+    preemption_count = int(meta.get('preemption_count', 0))
+    logging.info('resumed from step %d of %s', int(state.step), workdir)
+  elif config.init_from:
+    params, stats = _init_from(config, state, mesh)
+    state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(config.seed),
+                                input_shape=info.input_shape, mesh=mesh,
+                                controller=controller, params=params, batch_stats=stats)
+    logging.info('initialised params from %s', config.init_from)
+
+  train_step = step_lib.jit_train_step(step_lib.make_train_step(
+      model=model, terms=terms, tx=tx, schedule=schedule,
+      nominal_weight=float(config.nominal_weight), controller=controller,
+      controlled_term=config.controller.term,
+      stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
+
+  start = int(jax.device_get(state.step))
+  total = int(config.num_train_steps)
+  writer = observe.MetricWriter(workdir, enabled=is_lead)
+  progress = observe.Progress(start=start, total=total, enabled=is_lead)
+  pending: list[tuple[int, Any]] = []
+  last_good = mngr.latest_step()
+
+  def flush():
+    nonlocal pending
+    fetched = jax.device_get(pending)
+    pending = []
+    for s, m in fetched:
+      _check_finite(s, m, terms)
+    return fetched
+
+  log_buffer = []
+  preempted = False
+  try:
+    with _Preemption() as preemption:
+      batches = feed.train_batches(config.dataset, batch_size=config.batch_size,
+                                   seed=config.seed, start_step=start,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+      for s, local in zip(range(start, total), batches):
+        state, metrics = train_step(state, step_lib.global_batch(local, mesh))
+        pending.append((s + 1, metrics))
+        done = s + 1
+        is_log = done % config.log_every_steps == 0 or done == total
+        is_ckpt = done % config.checkpoint_every_steps == 0 or done == total
+        if is_log or is_ckpt or preemption.requested or len(pending) >= MAX_UNSYNCED_STEPS:
+          try:
+            log_buffer.extend(flush())
+          except NonFiniteError as e:
+            where = (f'the last good checkpoint (step {last_good}) is kept in '
+                     f'{os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}'
+                     if last_good is not None else 'no checkpoint was written')
+            raise NonFiniteError(f'{e}; training stopped, {where}') from None
+        if is_log and log_buffer:
+          mean = {k: float(np.mean([m[k] for _, m in log_buffer])) for k in log_buffer[-1][1]}
+          writer.write(done, mean)
+          progress.update(done, mean)
+          log_buffer = []
+        if is_ckpt or preemption.requested:
+          if preemption.requested:
+            preemption_count += 1
+          checkpoints.save(mngr, state, preemption_count=preemption_count)
+          last_good = done
+        if preemption.requested:
+          preempted = True
+          break
+  finally:
+    progress.close()
+    mngr.close()
+
+  step = int(jax.device_get(state.step))
+  if preempted:
+    writer.close()
+    logging.warning('stopped at step %d after SIGTERM; re-run the same command to resume',
+                    step)
+    return {'preempted': True, 'step': step, 'preemption_count': preemption_count}
+
+  ev = config.eval
+  images, labels = feed.eval_arrays(config.dataset, split=ev.split, num_examples=ev.num_examples)
+  logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
+                                   if state.batch_stats else {})
+  results = evaluate(logits_fn, state.params, images, labels, eps=ev.eps, p=ev.p,
+                     steps=ev.steps, restarts=ev.restarts, step_size=ev.step_size,
+                     objective=ev.objective, batch_size=ev.batch_size, seed=config.seed,
+                     mesh=mesh)
+  final = {**results, 'step': step, 'preemption_count': preemption_count,
+           'eval_eps': ev.eps, 'eval_p': ev.p if math.isfinite(ev.p) else 'inf',
+           'eval_attack': _describe_attack(ev)}
+  writer.write(step, {k: results[k] for k in ('clean_accuracy', 'robust_accuracy')},
+               prefix='eval')
+  writer.close()
+  line = (f'final: clean_accuracy={results["clean_accuracy"]:.4f} '
+          f'robust_accuracy={results["robust_accuracy"]:.4f} ({_describe_attack(ev)})')
+  if is_lead:
+    _write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
+    print(line, flush=True)
+  logging.info(line)
+  return final
+
+
+def restore(workdir: str, *, step: int | None = None):
+  """Loads a trained run for inference-mode evaluation.
+
+  Args:
+    workdir: a run's workdir (holds config.json and checkpoints/).
+    step: checkpoint step (default: latest).
+
+  Returns:
+    ``(config, logits_fn, params)``: ``logits_fn(params, inputs [B, ...]) -> [B, K]``
+    uses BatchNorm running averages (inference mode).
+  """
+  config = load_config(workdir)
+  if checkpoints.latest_step(workdir) is None:
+    raise ValueError(f'workdir: no checkpoint in {workdir!r}')
+  info = feed.info(config.dataset)
+  model = build_model(config, info)
+  tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  mesh = step_lib.make_mesh(jax.local_devices()[:1])
+  controller = controllers.from_config(config.controller)
+  abstract = jax.eval_shape(lambda: step_lib.init_state(
+      model, tx, rng=jax.random.PRNGKey(0), input_shape=info.input_shape, mesh=mesh,
+      controller=controller))
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                         sharding=step_lib.replicated(mesh)),
+                          abstract)
+  with contextlib.closing(checkpoints.manager(workdir, create=False)) as mngr:
+    state, _ = checkpoints.restore(mngr, abstract, step)
+  logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
+                                   if state.batch_stats else {})
+  return config, logits_fn, state.params
