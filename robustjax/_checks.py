@@ -30,8 +30,8 @@ def check_p(p: Any, name: str = 'p') -> float:
 
 
 def check_nonnegative(value: Any, name: str) -> None:
-  """Raises unless a concrete ``value`` is >= 0 (scalars or arrays)."""
-  if _is_concrete(value) and np.any(np.asarray(value) < 0):
+  """Raises unless a concrete ``value`` is >= 0 (scalars or arrays); NaN is rejected."""
+  if _is_concrete(value) and np.any(~(np.asarray(value) >= 0)):
     raise ValueError(f'{name} must be >= 0, got {value}')
 
 
@@ -43,9 +43,22 @@ def check_positive(value: Any, name: str) -> None:
 
 def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
   """Returns ``value`` as an int, raising unless it is an integer >= ``minimum``."""
-  if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
+  try:
+    ok = not isinstance(value, bool) and float(value).is_integer() and value >= minimum
+  except (TypeError, ValueError, OverflowError):
+    ok = False
+  if not ok:
     raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
   return int(value)
+
+
+def check_radius(eps: Any, batch_size: int, name: str = 'eps') -> None:
+  """Raises unless ``eps`` is a scalar or a ``[B]`` array, >= 0 when concrete."""
+  shape = jnp.shape(eps)
+  if shape not in ((), (batch_size,)):
+    raise ValueError(f'{name} must be a scalar or have shape [B] = ({batch_size},), '
+                     f'got shape {shape}')
+  check_nonnegative(eps, name)
 
 
 def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:

@@ -37,7 +37,12 @@ def dual_exponent(p: float) -> float:
 
 
 def norm(x: Array, p: float) -> Array:
-  """Per-example Lp norm ``[B]`` of ``x`` ``[B, ...]``; stable for large or tiny p."""
+  """Per-example Lp norm ``[B]`` of ``x`` ``[B, ...]``; stable for large or tiny p and x.
+
+  Finite p divides by the per-example max first, so neither ``|x|^p`` for large p nor
+  ``x²`` for tiny or huge x under- or overflows, and the gradient is finite (zero) at
+  ``x = 0`` for every p.
+  """
   p = _checks.check_p(p)
   axes = _feature_axes(x)
   ax = jnp.abs(x)
@@ -45,15 +50,15 @@ def norm(x: Array, p: float) -> Array:
     return jnp.max(ax, axis=axes) if axes else ax
   if p == 1:
     return jnp.sum(ax, axis=axes)
-  if p == 2:
-    # Double-where keeps the gradient finite at x = 0.
-    sq = jnp.sum(ax * ax, axis=axes)
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
-  scale = jnp.max(ax, axis=axes, keepdims=True)
+  scale = jnp.max(ax, axis=axes, keepdims=True) if axes else ax
   safe_scale = jnp.where(scale > 0, scale, 1.0)
-  powered = jnp.sum((ax / safe_scale) ** p, axis=axes)
-  return jnp.reshape(safe_scale, powered.shape) * powered ** (1.0 / p)
+  ratio = ax / safe_scale  # in [0, 1]
+  powered = jnp.sum(ratio * ratio if p == 2 else ratio ** p, axis=axes)
+  # Double-where: the root's derivative is infinite at 0, so never evaluate it there.
+  positive = powered > 0
+  safe_powered = jnp.where(positive, powered, 1.0)
+  root = jnp.sqrt(safe_powered) if p == 2 else safe_powered ** (1.0 / p)
+  return jnp.where(positive, jnp.reshape(safe_scale, powered.shape) * root, 0.0)
 
 
 def normalize(x: Array, p: float) -> Array:
@@ -79,7 +84,8 @@ def lmo(g: Array, eps: Array | float, p: float) -> Array:
     ``[B, ...]`` the maximiser, of norm ``eps`` where ``g != 0``.
   """
   p = _checks.check_p(p)
-  _checks.check_nonnegative(eps, 'eps')
+  _checks.check_float_inputs(g, 'g')
+  _checks.check_radius(eps, g.shape[0])
   eps = _per_example(jnp.broadcast_to(jnp.asarray(eps, g.dtype), g.shape[:1]), g)
   if math.isinf(p):
     return eps * jnp.sign(g)
@@ -130,7 +136,8 @@ def project(delta: Array, eps: Array | float, p: float) -> Array:
   nearest point.
   """
   p = _checks.check_p(p)
-  _checks.check_nonnegative(eps, 'eps')
+  _checks.check_float_inputs(delta, 'delta')
+  _checks.check_radius(eps, delta.shape[0])
   eps = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), delta.shape[:1])
   if math.isinf(p):
     bound = _per_example(eps, delta)
@@ -151,7 +158,12 @@ def random_ball(rng: PRNGKey, shape: tuple[int, ...], eps: Array | float, p: flo
   ``x = y / (||y||_p^p + z)^(1/p)`` is uniform in the unit ball.
   """
   p = _checks.check_p(p)
-  _checks.check_nonnegative(eps, 'eps')
+  shape = tuple(shape)
+  if not shape:
+    raise ValueError('shape must have a batch axis [B, ...], got ()')
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f'dtype must be floating, got {dtype}')
+  _checks.check_radius(eps, shape[0])
   eps = _per_example(jnp.broadcast_to(jnp.asarray(eps, dtype), shape[:1]),
                      jnp.zeros(shape[:1] + (1,) * (len(shape) - 1)))
   if math.isinf(p):
@@ -186,5 +198,6 @@ def project_ball_and_box(x_adv: Array, x: Array, eps: Array | float, p: float,
   onto the intersection; for other p it is feasible (clipping toward ``x`` inside the box
   never increases the distance to ``x``) though not always the nearest point.
   """
+  _checks.check_same_shape(x, x_adv, 'x', 'x_adv')
   delta = project(x_adv - x, eps, p)
   return clip_to_box(x + delta, bounds)
