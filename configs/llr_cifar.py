@@ -1,0 +1,22 @@
+"""LLR on CIFAR-10 (LLR supplement F, Wide-ResNet-28-8 row): softplus WRN-28-8, lambda 4,
+mu 3, nominal loss weight 2, 10 Adam steps (0.1) for delta*, eps ramped from 0 to 8/255
+over 15 epochs; lr 0.1 / 10 after epochs 100 and 105, 110 epochs, momentum 0.9, L2 2e-4,
+batch 256; clean-batch BatchNorm statistics for perturbed passes (F.2).
+
+  python -m robustjax.main --config=configs/llr_cifar.py --workdir=/tmp/llr_cifar
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.cifar10(model='wrn28_8', batch_size=256, num_epochs=110)
+  c.model.kwargs = {'activation': 'softplus'}
+  c.optimizer.lr = 0.1
+  c.optimizer.boundaries = (100 / 110, 105 / 110)
+  c.nominal_weight = 2.0
+  c.regularizers.llr = base.term('llr', weight=1.0,
+                                 eps_ramp_steps=base.epochs(15, 'cifar10', 256),
+                                 eps=8 / 255, p=base.INF, steps=10, lam=4.0, mu=3.0,
+                                 step_size=0.1)
+  return c

@@ -1,0 +1,156 @@
+"""Every config file loads, validates, names things by string and builds its model."""
+
+import glob
+import importlib.util
+import math
+import os
+import sys
+
+import jax
+import ml_collections
+import pytest
+
+from robustjax import models
+from robustjax.training import schema
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
+                      if os.path.basename(p) != 'base.py')
+METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
+           'lipschitz', 'crt')
+
+
+def load(path):
+  spec = importlib.util.spec_from_file_location(
+      'cfg_' + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _leaves(config, prefix=''):
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def test_every_method_has_a_digits_variant_and_a_paper_dataset():
+  names = {os.path.basename(p)[:-3] for p in CONFIG_FILES}
+  for method in METHODS:
+    assert f'{method}_digits' in names
+    assert any(n.startswith(method + '_') and not n.endswith('_digits') for n in names), method
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_config_loads_and_validates(path):
+  module = load(path)
+  assert module.__doc__ and 'python -m robustjax.main --config=configs/' in module.__doc__
+  config = module.get_config()
+  schema.validate(config, num_devices=1)
+  for key in ('seed', 'batch_size', 'num_train_steps', 'checkpoint_every_steps'):
+    assert key in config
+  assert config.eval.eps >= 0
+  for field, value in _leaves(config):  # strings, numbers, bools, tuples: no objects
+    ok = (value is None or isinstance(value, (str, int, float, bool)) or
+          (isinstance(value, (tuple, list)) and
+           all(isinstance(v, (str, int, float)) for v in value)))
+    assert ok, f'{field} holds {type(value)}'
+  # The model builds for the dataset (shapes only, nothing compiled).
+  from robustjax.training import train  # pylint: disable=g-import-not-at-top
+  from robustjax.training import feed  # pylint: disable=g-import-not-at-top
+  model = train.build_model(config, feed.info(config.dataset))
+  shapes = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
+                                              feed.info(config.dataset).input_shape))
+  assert 'params' in shapes
+
+
+def _parse(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'cfg', flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def test_overrides_work_like_the_command_line():
+  path = os.path.join(ROOT, 'configs', 'llr_digits.py')
+  config = _parse(['prog', f'--config={path}', '--config.optimizer.lr=0.05',
+                   '--config.regularizers.llr.hparams.lam=2.5', '--config.eval.eps=0.2'])
+  assert config.optimizer.lr == 0.05
+  assert config.regularizers.llr.hparams.lam == 2.5
+  assert config.eval.eps == 0.2
+  schema.validate(config)
+  with pytest.raises(Exception, match='optimiser'):
+    _parse(['prog', f'--config={path}', '--config.optimiser.lr=0.05'])
+
+
+def test_several_terms_combine_with_weights():
+  config = load(os.path.join(ROOT, 'configs', 'lipschitz_digits.py')).get_config()
+  assert len(config.regularizers) == 2
+  config.regularizers.extra = schema.term('gradient_norm', weight=0.1)
+  schema.validate(config)
+
+
+@pytest.mark.parametrize('mutate, field', [
+    (lambda c: c.update({'optimiser': 1}), 'config.optimiser'),
+    (lambda c: c.eval.update({'epsilon': 1.0}), 'config.eval.epsilon'),
+    (lambda c: c.model.update({'name': 'resnet99'}), 'config.model.name'),
+    (lambda c: c.dataset.update({'name': 'imagenet'}), 'config.dataset.name'),
+    (lambda c: c.optimizer.update({'name': 'lion'}), 'config.optimizer.name'),
+    (lambda c: c.eval.update({'eps': -0.1}), 'config.eval.eps'),
+    (lambda c: c.eval.update({'p': 0.5}), 'config.eval.p'),
+    (lambda c: c.update({'batch_size': 0}), 'config.batch_size'),
+    (lambda c: c.update({'num_train_steps': -1}), 'config.num_train_steps'),
+    (lambda c: c.regularizers.update({'r': schema.term('scorpion')}),
+     'config.regularizers.r.name'),
+    (lambda c: c.regularizers.update({'r': schema.term('llr', lamda=1.0)}),
+     'config.regularizers.r.hparams.lamda'),
+    (lambda c: c.regularizers.update({'r': schema.term('llr', eps=-1.0)}),
+     'config.regularizers.r.hparams.eps'),
+    (lambda c: c.controller.update({'name': 'adaptive_psi', 'term': 'nope'}),
+     'config.controller.term'),
+])
+def test_bad_config_names_the_field(mutate, field):
+  config = schema.base_config()
+  mutate(config)
+  with pytest.raises(ValueError) as info:
+    schema.validate(config)
+  assert str(info.value).startswith(field), str(info.value)
+
+
+def test_unknown_names_list_valid_choices():
+  config = schema.base_config()
+  config.regularizers.r = schema.term('scorpion')
+  with pytest.raises(ValueError, match="'scorpio'.*|.*'scorpio'"):
+    schema.validate(config)
+  config = schema.base_config()
+  config.model.name = 'vgg'
+  with pytest.raises(ValueError, match="'resnet18'"):
+    schema.validate(config)
+
+
+def test_batch_size_must_divide_over_devices():
+  config = schema.base_config()
+  config.batch_size = 30
+  with pytest.raises(ValueError, match=r'config.batch_size.*devices \(4\)'):
+    schema.validate(config, num_devices=4)
+  config.batch_size = 32
+  schema.validate(config, num_devices=4)
+
+
+def test_paper_values_are_kept():
+  soar = load(os.path.join(ROOT, 'configs', 'soar_cifar.py')).get_config()
+  assert soar.regularizers.soar.grad_clip == 30.0
+  assert soar.regularizers.soar.hparams.value_clip == 10.0
+  assert soar.regularizers.soar.weight == 0.5 and soar.init_from
+  llr = load(os.path.join(ROOT, 'configs', 'llr_cifar.py')).get_config()
+  assert (llr.regularizers.llr.hparams.lam, llr.regularizers.llr.hparams.mu) == (4.0, 3.0)
+  assert llr.nominal_weight == 2.0 and llr.regularizers.llr.eps_ramp_steps > 0
+  assert math.isclose(llr.eval.eps, 8 / 255)
