@@ -56,7 +56,11 @@ def hvp(loss_fn: LossFn, params: Params, inputs: Inputs, labels: Labels, v: Arra
     ``[B, ...]`` the products.
   """
   _checks.check_choice(method, 'method', HVP_METHODS)
+  _checks.check_float_inputs(inputs)
   _checks.check_same_shape(inputs, v, 'inputs', 'v')
+  _checks.check_float_inputs(v, 'v')
+  if grad is not None:
+    _checks.check_same_shape(inputs, grad, 'inputs', 'grad')
   if method != 'exact':
     _checks.check_positive(h, 'h')
   gradient = lambda x: input_grad(loss_fn, params, x, labels)
@@ -74,7 +78,9 @@ def ggn_vp(logits_fn: LogitsFn, params: Params, inputs: Inputs, v: Array) -> Arr
   ``J`` is the input Jacobian of the logits and ``p`` the softmax (LLR supplement C.1);
   the GGN of cross-entropy does not depend on the label. Returns ``[B, ...]``.
   """
+  _checks.check_float_inputs(inputs)
   _checks.check_same_shape(inputs, v, 'inputs', 'v')
+  _checks.check_float_inputs(v, 'v')
   logits, jv = jax.jvp(lambda x: logits_fn(params, x), (inputs,), (v,))  # [B, K] each
   probs = jax.nn.softmax(logits, axis=-1)
   hjv = probs * jv - probs * jnp.sum(probs * jv, axis=-1, keepdims=True)
@@ -90,7 +96,11 @@ def top_hessian_eigenvalue(loss_fn: LossFn, params: Params, inputs: Inputs,
   Returns the eigenvalue of largest magnitude (signed, as the Rayleigh quotient of the
   final iterate) ``[B]`` and the unit-L2 eigenvector ``[B, ...]``.
   """
-  _checks.check_int(num_iters, 'num_iters', minimum=1)
+  num_iters = _checks.check_int(num_iters, 'num_iters', minimum=1)
+  _checks.check_choice(method, 'method', HVP_METHODS)
+  _checks.check_float_inputs(inputs)
+  if method != 'exact':
+    _checks.check_positive(h, 'h')
   grad = input_grad(loss_fn, params, inputs, labels) if method == 'forward' else None
   product = lambda v: hvp(loss_fn, params, inputs, labels, v, method=method, h=h, grad=grad)
   v0 = geometry.normalize(jax.random.normal(rng, inputs.shape, inputs.dtype), 2.0)
