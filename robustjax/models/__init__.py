@@ -119,7 +119,8 @@ def init(model: nn.Module, rng: jax.Array, input_shape: Sequence[int]) -> dict[s
     ``{'params': ...}`` plus ``'batch_stats'`` for models with BatchNorm.
   """
   dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
-  variables = model.init(rng, dummy, train=False)
+  # One compiled program instead of one per initialiser op (much faster for ResNets).
+  variables = jax.jit(lambda key, x: model.init(key, x, train=False))(rng, dummy)
   return dict(variables)
 
 
@@ -144,7 +145,8 @@ def logits_fn_for(model: nn.Module, variables_rest: Variables | None = None, *,
   Returns:
     A pure, jit-able :class:`robustjax.types.LogitsFn`.
   """
-  rest = {k: v for k, v in dict(variables_rest or {}).items() if k != 'params'}
+  rest = {k: v for k, v in dict(variables_rest or {}).items()
+          if k != 'params' and v is not None and (not isinstance(v, Mapping) or v)}
 
   def logits_fn(params: Any, inputs: jax.Array) -> jax.Array:
     return model.apply({'params': params, **rest}, inputs, train=train)
