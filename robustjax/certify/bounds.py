@@ -1,0 +1,197 @@
+"""Global curvature bounds of the classification margin of smooth MLPs (Singla & Feizi).
+
+An MLP here is a list of affine layers ``[(W_1, b_1), ..., (W_L, b_L)]`` with kernels
+``W_l`` ``[d_{l-1}, d_l]`` (Flax ``Dense`` convention, ``z_l = a_{l-1} W_l + b_l``),
+inputs flattened to ``[B, d_0]`` in pixel space, one smooth activation σ after every
+hidden layer and linear logits ``z_L``. :func:`mlp_layers` turns a Flax MLP's params
+``{'Dense_0': {'kernel', 'bias'}, ...}`` (optionally under ``'params'``) or a list of
+pairs into that list; a model that standardises its inputs must fold ``1/std`` into the
+first kernel (``W_1 / std[:, None]``) in its own adaptor.
+
+For the margin ``f(x) = z_y − z_t`` (t the attacked class) the input Hessian is
+(slides, "closed-form Hessian")
+
+    H(x) = Σ_{I<L} J_Iᵀ diag(∂f/∂a_I ⊙ σ''(z_I)) J_I,
+
+``J_I`` the Jacobian of ``z_I`` w.r.t. x. With ``s' = sup|σ'|`` and
+``σ'' ∈ [h_lo, h_hi]`` (constants below, as in DESIGN.md):
+
+* ``||J_I||₂ <= s'^{I−1} Π_{l<=I} ||W_l||₂`` (spectral norms, power iteration);
+* the last hidden layer has ``∂f/∂a_{L−1} = c = W_L[:, y] − W_L[:, t]`` exactly, so its
+  diagonal lies in ``[min(c h_lo, c h_hi), max(c h_lo, c h_hi)]`` (sign-aware: softplus
+  has σ'' >= 0);
+* earlier layers use the elementwise bound ``|∂f/∂a_I| <= s' |W_{I+1}| |∂f/∂a_{I+1}|``
+  and ``|σ''| <= max(|h_lo|, |h_hi|)``.
+
+Summing the per-layer eigenvalue bounds gives ``m I ⪯ H(x) ⪯ M I`` for every x, and the
+margin's Lipschitz constant ``||c||₂ s'^{L−1} Π_{l<L} ||W_l||₂``. Everything is
+differentiable w.r.t. the weights (CRT's ``K(θ)``). For a *certificate* use
+``method='svd'`` (exact spectral norms): power iteration approaches the norm from below.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax.types import Array, Labels
+
+SPECTRAL_METHODS = ('power', 'svd')
+
+
+class ActivationConstants(NamedTuple):
+  """Global derivative bounds of a smooth activation."""
+  d1: float  # sup |σ'|
+  d2_low: float  # inf σ''
+  d2_high: float  # sup σ''
+
+
+# sup|σ'| and the range of σ'' (rounded outwards): softplus'' = s(1−s) ∈ (0, 1/4];
+# sigmoid'' ∈ ±1/(6√3) ≈ ±0.096225; tanh'' ∈ ±4/(3√3) ≈ ±0.769800.
+ACTIVATION_CONSTANTS: dict[str, ActivationConstants] = {
+    'softplus': ActivationConstants(1.0, 0.0, 0.25),
+    'sigmoid': ActivationConstants(0.25, -0.09623, 0.09623),
+    'tanh': ActivationConstants(1.0, -0.7699, 0.7699),
+}
+
+_ACTIVATION_FNS = {'softplus': jax.nn.softplus, 'sigmoid': jax.nn.sigmoid,
+                   'tanh': jnp.tanh}
+
+Layers = Sequence[tuple[Array, Array]]
+
+
+class CurvatureBound(NamedTuple):
+  """Per-example global bounds of the margin ``z_y − z_t``: ``lower I ⪯ H(x) ⪯ upper I``."""
+  lower: Array  # [B] m <= 0
+  upper: Array  # [B] M >= 0
+  lipschitz: Array  # [B] bound on ||∇ₓ(z_y − z_t)||₂
+
+
+def _dense_index(name: str) -> int | None:
+  match = re.fullmatch(r'Dense_(\d+)', name)
+  return int(match.group(1)) if match else None
+
+
+def mlp_layers(params: Any) -> list[tuple[Array, Array]]:
+  """The affine layers ``[(W [d_in, d_out], b [d_out]), ...]`` of an MLP's params.
+
+  Accepts a sequence of ``(W, b)`` pairs or of ``{'kernel', 'bias'}`` dicts, or a Flax
+  params dict ``{'Dense_0': {'kernel', 'bias'}, 'Dense_1': ...}`` (optionally wrapped
+  as ``{'params': ...}``), ordered by the Dense index.
+  """
+  if isinstance(params, dict):
+    if set(params) == {'params'}:
+      return mlp_layers(params['params'])
+    dense = {k: v for k, v in params.items() if _dense_index(k) is not None}
+    if not dense:
+      raise ValueError('params must be a list of (W, b) pairs or a Flax MLP params dict '
+                       f"with 'Dense_<i>' entries; got keys {sorted(params)}")
+    ordered = sorted(dense, key=_dense_index)
+    return [(params[k]['kernel'], params[k]['bias']) for k in ordered]
+  layers = []
+  for layer in params:
+    if isinstance(layer, dict):
+      layers.append((layer['kernel'], layer['bias']))
+    else:
+      w, b = layer
+      layers.append((w, b))
+  if not layers:
+    raise ValueError('params must hold at least one (W, b) layer')
+  return layers
+
+
+def mlp_apply(layers: Layers, inputs: Array, *, activation: str) -> Array:
+  """Logits ``[B, K]`` of the MLP ``layers`` on inputs ``[B, ...]`` (flattened)."""
+  _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
+  act = _ACTIVATION_FNS[activation]
+  x = jnp.reshape(inputs, (inputs.shape[0], -1))
+  for i, (w, b) in enumerate(layers):
+    x = x @ w + b
+    if i < len(layers) - 1:
+      x = act(x)
+  return x
+
+
+def _unit(v: Array) -> Array:
+  n = jnp.sqrt(jnp.sum(v * v))
+  return v / jnp.where(n > 0, n, 1.0)
+
+
+def spectral_norm(w: Array, *, num_iters: int = 20, method: str = 'power') -> Array:
+  """``||W||₂`` of a matrix ``[m, n]``, differentiable w.r.t. W.
+
+  ``'power'``: ``num_iters`` power iterations on ``WᵀW`` from a fixed start; the value
+  ``uᵀ W v`` at the (stop-gradient'd) singular vectors has the exact gradient ``u vᵀ``
+  of the top singular value, and never exceeds the true norm. ``'svd'``: exact.
+  """
+  _checks.check_choice(method, 'method', SPECTRAL_METHODS)
+  _checks.check_int(num_iters, 'num_iters', minimum=1)
+  if w.ndim != 2:
+    raise ValueError(f'spectral_norm expects a matrix [m, n], got shape {w.shape}')
+  if method == 'svd':
+    return jnp.linalg.norm(w, 2)
+  frozen = jax.lax.stop_gradient(w)
+  v0 = _unit(jax.random.normal(jax.random.PRNGKey(0), (w.shape[1],), w.dtype) + 1e-3)
+
+  def step(v, _):
+    return _unit(frozen.T @ (frozen @ v)), None
+
+  v, _ = jax.lax.scan(step, v0, None, length=num_iters)
+  u = _unit(frozen @ v)
+  return u @ w @ v
+
+
+def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
+                           activation: str, num_iters: int = 20,
+                           method: str = 'power') -> CurvatureBound:
+  """Global bounds ``m I ⪯ ∇²ₓ(z_y − z_t) ⪯ M I`` per example, for a smooth MLP.
+
+  Args:
+    layers: ``[(W [d_in, d_out], b [d_out]), ...]`` (see :func:`mlp_layers`).
+    labels: ``[B]`` classes y.
+    targets: ``[B]`` classes t (e.g. the runner-up).
+    activation: ``'softplus'``, ``'sigmoid'`` or ``'tanh'`` (every hidden layer).
+    num_iters: power iterations per spectral norm.
+    method: ``'power'`` (cheap, differentiable; for training) or ``'svd'`` (exact;
+      use for certificates).
+
+  Returns:
+    :class:`CurvatureBound` with ``lower`` [B] (<= 0), ``upper`` [B] (>= 0) and
+    ``lipschitz`` [B]; differentiable w.r.t. the weights.
+  """
+  _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
+  consts = ACTIVATION_CONSTANTS[activation]
+  weights = [w for w, _ in layers]
+  last = weights[-1]
+  c = jnp.take(last, labels, axis=1).T - jnp.take(last, targets, axis=1).T  # [B, n_{L-1}]
+  c_norm = jnp.sqrt(jnp.sum(c * c, axis=-1))
+  hidden = weights[:-1]
+  if not hidden:  # a linear model: zero curvature
+    zeros = jnp.zeros(c.shape[:1], c.dtype)
+    return CurvatureBound(zeros, zeros, c_norm)
+  norms = [spectral_norm(w, num_iters=num_iters, method=method) for w in hidden]
+  jac = []  # s_I, bound on ||J_I||
+  running = None
+  for i, n in enumerate(norms):
+    running = n if i == 0 else running * consts.d1 * n
+    jac.append(running)
+  h_abs = max(abs(consts.d2_low), abs(consts.d2_high))
+  # Last hidden layer: the diagonal c ⊙ σ'' has a known sign pattern.
+  diag_hi = jnp.maximum(c * consts.d2_low, c * consts.d2_high)
+  diag_lo = jnp.minimum(c * consts.d2_low, c * consts.d2_high)
+  s_last = jac[-1] ** 2
+  upper = s_last * jnp.maximum(jnp.max(diag_hi, axis=-1), 0.0)
+  lower = -s_last * jnp.maximum(jnp.max(-diag_lo, axis=-1), 0.0)
+  # Earlier layers: |∂f/∂a_I| <= s' |W_{I+1}| |∂f/∂a_{I+1}| elementwise.
+  grad_bound = jnp.abs(c)  # [B, n_{L-1}]
+  for i in range(len(hidden) - 2, -1, -1):
+    grad_bound = consts.d1 * grad_bound @ jnp.abs(hidden[i + 1]).T  # [B, n_i]
+    term = h_abs * jac[i] ** 2 * jnp.max(grad_bound, axis=-1)
+    upper = upper + term
+    lower = lower - term
+  lipschitz = c_norm * consts.d1 * jac[-1]
+  return CurvatureBound(lower, upper, lipschitz)

@@ -1,0 +1,260 @@
+"""Curvature bounds of smooth MLPs, the CRT penalty and the CRC certificate."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax.attacks import loop
+from robustjax.certify import bounds
+from robustjax.certify.crc import crc
+from robustjax.certify.crc import crc_mlp
+from robustjax.regularizers import registry
+from robustjax.regularizers.crt import crt
+from robustjax.regularizers.crt import curvature_attack
+from robustjax.regularizers.crt import pair_margin
+
+ACTIVATIONS = ('softplus', 'sigmoid', 'tanh')
+
+
+def _layers(key, widths, scale=1.0):
+  keys = jax.random.split(key, len(widths) - 1)
+  return [(scale * jax.random.normal(k, (a, b)) / math.sqrt(a), 0.3 * jnp.ones(b))
+          for k, a, b in zip(keys, widths[:-1], widths[1:])]
+
+
+def _margin_hessians(layers, x, y, t, activation):
+  """Dense input Hessians [N, d, d] of z_y − z_t by jax.hessian, per point."""
+  def margin(xi, yi, ti):
+    z = bounds.mlp_apply(layers, xi[None], activation=activation)[0]
+    return z[yi] - z[ti]
+  return jax.vmap(jax.hessian(margin))(x, y, t)
+
+
+def test_power_iteration_spectral_norm_matches_svd_and_its_gradient():
+  for shape in [(5, 7), (7, 3), (1, 4)]:
+    w = jax.random.normal(jax.random.PRNGKey(sum(shape)), shape)
+    power = bounds.spectral_norm(w, num_iters=50)
+    np.testing.assert_allclose(power, jnp.linalg.norm(w, 2), rtol=1e-4)
+    g_power = jax.grad(lambda a: bounds.spectral_norm(a, num_iters=50))(w)
+    g_svd = jax.grad(lambda a: bounds.spectral_norm(a, method='svd'))(w)
+    np.testing.assert_allclose(g_power, g_svd, atol=1e-3)
+
+
+@pytest.mark.parametrize('activation', ACTIVATIONS)
+@pytest.mark.parametrize('widths', [(3, 6, 4), (3, 5, 4, 4)])
+def test_margin_curvature_bound_dominates_the_true_hessian(activation, widths):
+  layers = _layers(jax.random.PRNGKey(len(widths)), widths, scale=2.0)
+  n = 64
+  x = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (n, 3))
+  y = jax.random.randint(jax.random.PRNGKey(2), (n,), 0, 4)
+  t = (y + jax.random.randint(jax.random.PRNGKey(3), (n,), 1, 4)) % 4
+  bound = bounds.margin_curvature_bound(layers, y, t, activation=activation,
+                                        method='svd')
+  eig = jnp.linalg.eigvalsh(_margin_hessians(layers, x, y, t, activation))
+  assert np.all(eig.min(-1) >= bound.lower - 1e-5)
+  assert np.all(eig.max(-1) <= bound.upper + 1e-5)
+  assert np.all(bound.lower <= 0) and np.all(bound.upper >= 0)
+  grads = jax.vmap(jax.grad(lambda xi, yi, ti: pair_margin(
+      bounds.mlp_apply(layers, xi[None], activation=activation), yi[None], ti[None])[0]))(
+          x, y, t)
+  assert np.all(jnp.linalg.norm(grads, axis=-1) <= bound.lipschitz + 1e-5)
+  power = bounds.margin_curvature_bound(layers, y, t, activation=activation,
+                                        num_iters=50)
+  np.testing.assert_allclose(power.upper, bound.upper, rtol=1e-3)
+
+
+@pytest.mark.parametrize('activation', ACTIVATIONS)
+def test_bound_is_tight_for_one_unit(activation):
+  # f(x) = c σ(w x): f'' = c w² σ''(w x), whose extremes are c w² inf/sup σ''.
+  layers = [(jnp.array([[1.7]]), jnp.zeros(1)), (jnp.array([[0.0, 2.0]]), jnp.zeros(2))]
+  x = jnp.linspace(-6, 6, 4001)[:, None]
+  y, t = jnp.ones(4001, jnp.int32), jnp.zeros(4001, jnp.int32)
+  bound = bounds.margin_curvature_bound(layers, y[:1], t[:1], activation=activation,
+                                        method='svd')
+  h = _margin_hessians(layers, x, y, t, activation)[:, 0, 0]
+  assert float(h.max()) == pytest.approx(float(bound.upper[0]), rel=2e-3)
+  assert float(h.min()) == pytest.approx(float(bound.lower[0]), rel=2e-3, abs=1e-3)
+
+
+def test_mlp_layers_reads_flax_and_list_layouts():
+  w = [jnp.full((2, 2), float(i)) for i in range(12)]
+  flax = {'params': {f'Dense_{i}': {'kernel': w[i], 'bias': jnp.zeros(2)}
+                     for i in range(12)}}
+  got = bounds.mlp_layers(flax)
+  assert [float(k[0, 0]) for k, _ in got] == list(range(12))  # numeric, not lexicographic
+  got = bounds.mlp_layers([{'kernel': w[1], 'bias': jnp.ones(2)}, (w[2], jnp.zeros(2))])
+  assert float(got[0][0][0, 0]) == 1.0 and float(got[1][0][0, 0]) == 2.0
+  with pytest.raises(ValueError, match='Dense'):
+    bounds.mlp_layers({'conv': {}})
+
+
+def _logits_fn(activation):
+  return lambda params, x: bounds.mlp_apply(params, x, activation=activation)
+
+
+def test_curvature_attack_is_exact_for_a_linear_model():
+  layers = _layers(jax.random.PRNGKey(4), (2, 3))
+  x = jnp.array([[0.3, -0.2], [1.0, 0.5]])
+  y, t = jnp.array([0, 1]), jnp.array([2, 0])
+  bound = bounds.margin_curvature_bound(layers, y, t, activation='tanh')
+  x_adv = curvature_attack(_logits_fn('tanh'), layers, x, y, t, lower=bound.lower,
+                           upper=bound.upper, lipschitz=bound.lipschitz, eps=0.4,
+                           bounds=None)
+  w = layers[0][0]
+  c = (w[:, y] - w[:, t]).T
+  np.testing.assert_allclose(x_adv, x - 0.4 * c / jnp.linalg.norm(c, axis=1, keepdims=True),
+                             atol=1e-4)
+
+
+@pytest.mark.parametrize('activation', ['softplus', 'tanh'])
+def test_curvature_attack_beats_pgd_on_the_margin(activation):
+  # Where the dual is tight (x* on the sphere) it is the global minimiser over the ball:
+  # f(x*) + η/2 ε² <= f(x) + η/2 ||x − x0||² for all x. With a loose bound (tanh here) the
+  # dual may stop inside the ball; it still lowers the margin.
+  layers = _layers(jax.random.PRNGKey(5), (3, 8, 3), scale=0.7)
+  logits_fn = _logits_fn(activation)
+  x = jax.random.normal(jax.random.PRNGKey(6), (6, 3))
+  y = jnp.argmax(logits_fn(layers, x), -1)
+  z = logits_fn(layers, x)
+  t = jnp.argmax(jnp.where(jax.nn.one_hot(y, 3, dtype=bool), -jnp.inf, z), -1)
+  bound = bounds.margin_curvature_bound(layers, y, t, activation=activation)
+  x_adv = curvature_attack(logits_fn, layers, x, y, t, lower=bound.lower,
+                           upper=bound.upper, lipschitz=bound.lipschitz, eps=0.5,
+                           bounds=None)
+  margin = lambda xx: pair_margin(logits_fn(layers, xx), y, t)
+  pgd, _ = loop.maximize(lambda xx: -margin(xx), x, rng=jax.random.PRNGKey(0), eps=0.5,
+                         p=2.0, steps=40, step_size=0.05, init='zero', bounds=None)
+  dist = jnp.linalg.norm(x_adv - x, axis=1)
+  assert np.all(dist <= 0.5 + 1e-5)
+  active = np.asarray(dist >= 0.5 - 1e-4)
+  assert np.all(np.asarray(margin(x_adv) <= margin(pgd) + 1e-4)[active])
+  assert np.all(margin(x_adv) < margin(x))
+  if activation == 'softplus':  # sign-aware bound: tight for every example here
+    assert active.all()
+
+
+def _tiny_mlp(scale=1.0):
+  return _layers(jax.random.PRNGKey(7), (4, 5, 3), scale=scale)
+
+
+def test_crt_objective_is_ce_at_attack_points_plus_gamma_k():
+  layers = _tiny_mlp()
+  logits_fn = _logits_fn('softplus')
+  x = jax.random.uniform(jax.random.PRNGKey(8), (5, 2, 2))
+  y = jnp.array([0, 1, 2, 0, 1])
+  values, aux = crt(logits_fn, layers, (x, y), rng=None, gamma=0.5, eps=0.0)
+  ce = -jax.nn.log_softmax(logits_fn(layers, x))[jnp.arange(5), y]
+  np.testing.assert_allclose(values, ce + 0.5 * aux['curvature'], rtol=1e-5)
+  exact = bounds.margin_curvature_bound(layers, y, aux['targets'], activation='softplus',
+                                        method='svd')
+  np.testing.assert_allclose(aux['curvature'], jnp.maximum(exact.upper, -exact.lower),
+                             rtol=1e-3)
+  values, aux = crt(logits_fn, layers, (x, y), rng=None, gamma=0.5, eps=0.3,
+                    bisection_steps=8, inner_steps=3)
+  assert np.all(jnp.linalg.norm(jnp.reshape(aux['x_adv'] - x, (5, -1)), axis=1) <= 0.3 + 1e-5)
+  np.testing.assert_allclose(values, aux['ce'] + 0.5 * aux['curvature'], rtol=1e-6)
+  assert np.all(aux['ce'] >= ce - 1e-4)  # the attack lowers the margin
+
+
+@pytest.mark.parametrize('scale,flat', [(1e3, False), (1.0, True)])
+def test_crt_finite_and_differentiable_saturated_or_flat(scale, flat):
+  layers = _tiny_mlp(scale)
+  if flat:
+    layers = [(jnp.zeros_like(layers[0][0]), layers[0][1])] + layers[1:]
+  x = jax.random.uniform(jax.random.PRNGKey(9), (3, 4))
+  y = jnp.array([0, 1, 2])
+  fn = lambda p: crt(_logits_fn('tanh'), p, (x, y), rng=None, activation='tanh', eps=0.3,
+                     bisection_steps=4, inner_steps=2)[0]
+  values, vjp = jax.vjp(fn, layers)
+  grads = vjp(jnp.ones_like(values))[0]
+  assert np.all(np.isfinite(values))
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  if not flat:
+    assert float(jnp.abs(grads[0][0]).sum()) > 0  # γK reaches the first layer
+
+
+def test_crt_registry_and_bad_input():
+  assert registry.get('crt').takes == 'logits_fn'
+  x, y = jnp.zeros((2, 4)), jnp.array([0, 1])
+  for kwargs, name in [({'gamma': -1.0}, 'gamma'), ({'eps': -0.1}, 'eps'),
+                       ({'activation': 'relu'}, 'activation'),
+                       ({'num_iters': 0}, 'num_iters')]:
+    with pytest.raises(ValueError, match=name):
+      crt(_logits_fn('tanh'), _tiny_mlp(), (x, y), rng=None, **kwargs)
+
+
+def test_crc_equals_the_exact_distance_for_a_linear_model():
+  layers = _layers(jax.random.PRNGKey(10), (3, 4))
+  x = jax.random.normal(jax.random.PRNGKey(11), (6, 3))
+  w, b = layers[0]
+  z = x @ w + b
+  y = jnp.argmax(z, -1)
+  res = crc_mlp(layers, x, y, activation='tanh', bisection_steps=40)
+  dist = []
+  for t in range(4):
+    d = (z[jnp.arange(6), y] - z[:, t]) / jnp.linalg.norm(w[:, y] - w[:, t][:, None], axis=0)
+    dist.append(jnp.where(y == t, jnp.inf, d))
+  np.testing.assert_allclose(res.radius, jnp.min(jnp.stack(dist), 0), rtol=1e-4)
+  assert np.all(res.exact)
+  # The same through the generic entry point with a scalar curvature bound of 0.
+  res0 = crc(_logits_fn('tanh'), layers, x, y, curvature=0.0, bisection_steps=40)
+  np.testing.assert_allclose(res0.radius, res.radius, rtol=1e-4)
+
+
+def _brute_force_distance(layers, activation, x, y, max_radius=4.0, num_radii=1201):
+  """Smallest radius on a polar grid (2-D inputs) where the predicted class changes.
+
+  An upper bound of the true distance (every grid hit is a misclassified point).
+  """
+  angles = jnp.linspace(0.0, 2 * jnp.pi, 720, endpoint=False)
+  dirs = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+  radii = jnp.linspace(0.0, max_radius, num_radii)
+  pts = x[:, None, None, :] + radii[None, :, None, None] * dirs[None, None]
+  z = bounds.mlp_apply(layers, jnp.reshape(pts, (-1, 2)), activation=activation)
+  wrong = jnp.reshape(jnp.argmax(z, -1), pts.shape[:3]) != y[:, None, None]
+  return jnp.min(jnp.where(wrong, radii[None, :, None], jnp.inf), axis=(1, 2))
+
+
+@pytest.mark.parametrize('activation', ACTIVATIONS)
+def test_crc_is_sound_against_brute_force_on_a_2d_mlp(activation):
+  layers = _layers(jax.random.PRNGKey(12), (2, 8, 3), scale=2.0)
+  x = jax.random.uniform(jax.random.PRNGKey(13), (6, 2), minval=-1.0, maxval=1.0)
+  y = jnp.argmax(bounds.mlp_apply(layers, x, activation=activation), -1)
+  res = crc_mlp(layers, x, y, activation=activation, bisection_steps=20)
+  brute = _brute_force_distance(layers, activation, x, y)
+  assert np.all(res.radius <= brute + 1e-6), (res.radius, brute)
+  assert np.all(res.radius > 0)
+  wrong = crc_mlp(layers, x, (y + 1) % 3, activation=activation, bisection_steps=2)
+  np.testing.assert_array_equal(wrong.radius, 0.0)
+
+
+def test_crc_is_exact_where_primal_equals_dual():
+  layers = _layers(jax.random.PRNGKey(3), (2, 8, 3))
+  layers[1] = (3.0 * layers[1][0], layers[1][1])
+  x = jax.random.uniform(jax.random.PRNGKey(15), (8, 2), minval=-2.0, maxval=2.0)
+  y = jnp.argmax(bounds.mlp_apply(layers, x, activation='softplus'), -1)
+  res = crc_mlp(layers, x, y, activation='softplus')
+  brute = _brute_force_distance(layers, 'softplus', x, y, max_radius=3.0)
+  assert np.all(res.radius <= brute + 1e-6)
+  exact = np.asarray(res.exact)
+  assert exact.any()
+  # Where primal = dual the radius is the distance to the boundary (grid resolution).
+  np.testing.assert_allclose(res.radius[exact], brute[exact], atol=0.01)
+  assert np.all(res.radius[~exact] < brute[~exact])
+  runner = crc_mlp(layers, x, y, activation='softplus', targets='runner_up')
+  assert np.all(runner.radius >= res.radius - 1e-6)
+
+
+def test_crc_bad_input():
+  layers = _tiny_mlp()
+  x, y = jnp.zeros((2, 4)), jnp.array([0, 1])
+  for kwargs, name in [({'targets': 'some'}, 'targets'),
+                       ({'bisection_steps': 0}, 'bisection_steps'),
+                       ({'curvature': -1.0}, 'curvature')]:
+    kwargs = {'curvature': 1.0, **kwargs}
+    with pytest.raises(ValueError, match=name):
+      crc(_logits_fn('tanh'), layers, x, y, **kwargs)
