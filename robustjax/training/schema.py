@@ -178,9 +178,20 @@ def dataset_names() -> tuple[str, ...]:
     return DATASETS
 
 
+def load_regularizers():
+  """``robustjax.regularizers`` with every penalty module imported (registry complete)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  from robustjax import regularizers  # pylint: disable=g-import-not-at-top
+  for info in pkgutil.iter_modules(regularizers.__path__):
+    if not info.name.startswith('_'):
+      importlib.import_module(f'{regularizers.__name__}.{info.name}')
+  return regularizers
+
+
 def validate_terms(config) -> None:
   """Checks every regularizer term: known name, known hparams, sane values."""
-  from robustjax import regularizers  # pylint: disable=g-import-not-at-top
+  regularizers = load_regularizers()
   for label, t in config.regularizers.items():
     field = f'regularizers.{label}'
     if not isinstance(t, (ml_collections.ConfigDict, dict)):

@@ -56,7 +56,8 @@ def _tuplify(value):
 
 def resolve_terms(config) -> tuple[Term, ...]:
   """The config's regularizer terms as static :class:`Term` tuples, in label order."""
-  from robustjax import regularizers  # pylint: disable=g-import-not-at-top
+  from robustjax.training import schema  # pylint: disable=g-import-not-at-top
+  regularizers = schema.load_regularizers()
   terms = []
   for label in sorted(config.regularizers.keys()):
     t = config.regularizers[label]

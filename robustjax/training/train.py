@@ -277,7 +277,7 @@ def train_and_evaluate(config, workdir: str, *,
     pending = []
     for s, m in fetched:
       _check_finite(s, m, terms)
-    return fetched
+    return [m for _, m in fetched]
 
   log_buffer = []
   preempted = False
@@ -289,7 +289,7 @@ def train_and_evaluate(config, workdir: str, *,
                                    process_count=jax.process_count())
       for s, local in zip(range(start, total), batches):
         state, metrics = train_step(state, step_lib.global_batch(local, mesh))
-        pending.append((s + 1, metrics))
+        pending.append((s, metrics))  # s: the step whose loss these metrics are
         done = s + 1
         is_log = done % config.log_every_steps == 0 or done == total
         is_ckpt = done % config.checkpoint_every_steps == 0 or done == total
@@ -302,7 +302,7 @@ def train_and_evaluate(config, workdir: str, *,
                      if last_good is not None else 'no checkpoint was written')
             raise NonFiniteError(f'{e}; training stopped, {where}') from None
         if is_log and log_buffer:
-          mean = {k: float(np.mean([m[k] for _, m in log_buffer])) for k in log_buffer[-1][1]}
+          mean = {k: float(np.mean([m[k] for m in log_buffer])) for k in log_buffer[-1]}
           writer.write(done, mean)
           progress.update(done, mean)
           log_buffer = []
@@ -314,6 +314,8 @@ def train_and_evaluate(config, workdir: str, *,
         if preemption.requested:
           preempted = True
           break
+      if not preempted:
+        checkpoints.save(mngr, state, preemption_count=preemption_count)  # no-op if saved
   finally:
     progress.close()
     mngr.close()
