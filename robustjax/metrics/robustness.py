@@ -1,0 +1,224 @@
+"""Clean and robust accuracy, accuracy-vs-eps curves and the SCORPIO attack suite.
+
+Every function accepts one batch or an iterable of batches. A batch is
+``(inputs [B, ...], labels [B])`` or ``(inputs, labels, mask [B])`` where ``mask`` marks
+real examples (padded rows, e.g. from :func:`robustjax.data` eval pipelines, are ignored),
+so each example counts once. An example is *robust* when it is classified correctly both
+at ``x`` and at the attack's point.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import _checks
+from robustjax import attacks
+from robustjax.types import Array, Bounds, Labels, LogitsFn, Params, PRNGKey
+
+ATTACKS = ('pgd', 'fgsm', 'multi_targeted')
+# SCORPIO eq. 12 suite: name -> attack objective (robustjax.attacks.objectives).
+SCORPIO_ATTACKS = {'ul': 'ce', 'tl': 'targeted_ce', 'um': 'margin', 'tm': 'targeted_margin'}
+
+
+def as_batches(data: Any) -> list[tuple[Array, Array, Array]]:
+  """Normalises one batch or an iterable of batches to ``[(inputs, labels, mask)]``."""
+  if isinstance(data, (tuple, list)) and data and hasattr(data[0], 'ndim'):
+    data = [data]
+  out = []
+  for batch in data:
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+      raise ValueError('batches must be (inputs, labels) or (inputs, labels, mask) '
+                       f'tuples, got {type(batch).__name__}')
+    inputs, labels = batch[0], batch[1]
+    _checks.check_float_inputs(inputs)
+    _checks.check_labels(labels, jnp.shape(inputs)[0])
+    mask = batch[2] if len(batch) == 3 else jnp.ones(jnp.shape(labels), bool)
+    if jnp.shape(mask) != jnp.shape(labels):
+      raise ValueError(f'mask must have shape [B] = {jnp.shape(labels)}, '
+                       f'got {jnp.shape(mask)}')
+    out.append((inputs, labels, jnp.asarray(mask, bool)))
+  if not out:
+    raise ValueError('batches must contain at least one batch')
+  return out
+
+
+def correct(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels) -> Array:
+  """Whether each example is classified correctly, ``[B]`` bool."""
+  return jnp.argmax(logits_fn(params, inputs), axis=-1) == labels
+
+
+def accuracy(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels, *,
+             mask: Array | None = None) -> Array:
+  """Top-1 accuracy (a scalar) over the examples where ``mask`` (``[B]`` bool) is set."""
+  _checks.check_float_inputs(inputs)
+  _checks.check_labels(labels, jnp.shape(inputs)[0])
+  hits = correct(logits_fn, params, inputs, labels)
+  mask = jnp.ones_like(hits) if mask is None else jnp.asarray(mask, bool)
+  return jnp.sum(hits & mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def _attack_fn(logits_fn, *, attack, p, steps, restarts, objective, step_size, bounds):
+  """``(params, inputs, labels, rng, eps) -> x_adv`` for the chosen attack (eps traced)."""
+  _checks.check_choice(attack, 'attack', ATTACKS)
+
+  def run(params, inputs, labels, rng, eps):
+    batch = (inputs, labels)
+    if attack == 'fgsm':
+      return attacks.fgsm(logits_fn, params, batch, rng=rng, eps=eps, p=p,
+                          objective=objective, bounds=bounds)
+    if attack == 'multi_targeted':
+      return attacks.multi_targeted(logits_fn, params, batch, rng=rng, eps=eps, p=p,
+                                    steps=steps, step_size=step_size, restarts=restarts,
+                                    objective=objective, bounds=bounds)
+    return attacks.pgd(logits_fn, params, batch, rng=rng, eps=eps, p=p, steps=steps,
+                       step_size=step_size, restarts=restarts, objective=objective,
+                       bounds=bounds)
+
+  return run
+
+
+def _robust_fn(logits_fn, **attack_kwargs):
+  """A jitted ``(params, inputs, labels, rng, eps) -> [B]`` robust-correctness function.
+
+  ``eps`` is an argument, so one compilation serves every radius of a curve.
+  """
+  run = _attack_fn(logits_fn, **attack_kwargs)
+
+  @jax.jit
+  def robust(params, inputs, labels, rng, eps):
+    x_adv = run(params, inputs, labels, rng, eps)
+    return (correct(logits_fn, params, inputs, labels)
+            & correct(logits_fn, params, x_adv, labels))
+
+  return robust
+
+
+def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, eps,
+                   p: float, steps: int, restarts: int = 1, objective: str = 'ce',
+                   step_size=None, bounds: Bounds | None = (0.0, 1.0),
+                   attack: str = 'pgd') -> Array:
+  """Per example ``[B]`` bool: correct at ``x`` and at the attack's point in the eps-ball.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
+    params: model parameters.
+    batch: ``(inputs [B, ...], labels [B])``.
+    rng: key of the attack.
+    eps: radius, scalar or ``[B]``; ``0`` gives clean correctness.
+    p: norm of the ball.
+    steps, restarts, objective, step_size, bounds: as :func:`robustjax.attacks.pgd`.
+    attack: ``'pgd'``, ``'fgsm'`` or ``'multi_targeted'`` (targeted objective).
+  """
+  inputs, labels = batch[0], batch[1]
+  run = _attack_fn(logits_fn, attack=attack, p=p, steps=steps, restarts=restarts,
+                   objective=objective, step_size=step_size, bounds=bounds)
+  x_adv = run(params, inputs, labels, rng, eps)
+  return correct(logits_fn, params, inputs, labels) & correct(logits_fn, params, x_adv,
+                                                             labels)
+
+
+def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey, eps,
+                    p: float, steps: int, restarts: int = 1, objective: str = 'ce',
+                    step_size=None, bounds: Bounds | None = (0.0, 1.0),
+                    attack: str = 'pgd') -> float:
+  """Fraction of (unmasked) examples that stay correct under an attack of radius eps.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
+    params: model parameters.
+    batches: one batch or an iterable of batches ``(inputs, labels[, mask])``.
+    rng: key; batch ``i`` is attacked with ``fold_in(rng, i)``.
+    eps: scalar radius (``0``: clean accuracy, no attack is run).
+    p: norm of the ball, ``[1, inf]``.
+    steps: attack steps (``>= 0``).
+    restarts: random restarts (``>= 1``).
+    objective: attack objective (``'ce'``, ``'margin'``, ``'targeted_ce'``,
+      ``'targeted_margin'`` or SCORPIO's ``'ul'``, ``'um'``, ``'tl'``, ``'tm'``).
+    step_size: attack step; default ``2.5 eps / steps``.
+    bounds: input box or None.
+    attack: ``'pgd'``, ``'fgsm'`` or ``'multi_targeted'``.
+
+  Returns:
+    The robust accuracy as a Python float.
+  """
+  if np.ndim(eps) != 0:
+    raise ValueError(f'eps must be a scalar radius, got shape {np.shape(eps)}')
+  _checks.check_nonnegative(eps, 'eps')
+  robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
+                    objective=objective, step_size=step_size, bounds=bounds, attack=attack)
+  return _robust_mean(logits_fn, robust, as_batches(batches), params, rng, eps)
+
+
+def _prepare(logits_fn, *, p, steps, restarts, objective, step_size, bounds, attack):
+  """Checks the arguments (before any tracing) and builds the jitted robust function."""
+  p = _checks.check_p(p)
+  steps = _checks.check_int(steps, 'steps')
+  restarts = _checks.check_int(restarts, 'restarts', minimum=1)
+  attacks.objectives.canonical_name(objective)  # unknown names fail before compiling
+  bounds = _checks.check_bounds(bounds)
+  return _robust_fn(logits_fn, attack=attack, p=p, steps=steps, restarts=restarts,
+                    objective=objective, step_size=step_size, bounds=bounds)
+
+
+def _robust_mean(logits_fn, robust, batches, params, rng, eps) -> float:
+  """Mean robust correctness over unmasked examples; eps = 0 skips the attack."""
+  if float(eps) == 0.0:
+    clean = jax.jit(lambda prm, x, y: correct(logits_fn, prm, x, y))
+    per_example = lambda prm, x, y, key: clean(prm, x, y)
+  else:
+    per_example = lambda prm, x, y, key: robust(prm, x, y, key, jnp.asarray(float(eps)))
+  hits = total = 0
+  for i, (inputs, labels, mask) in enumerate(batches):
+    ok = per_example(params, inputs, labels, jax.random.fold_in(rng, i))
+    hits += int(jnp.sum(ok & mask))
+    total += int(jnp.sum(mask))
+  return hits / max(total, 1)
+
+
+def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey,
+                    eps_list: Iterable[float], p: float, steps: int, restarts: int = 1,
+                    objective: str = 'ce', step_size=None,
+                    bounds: Bounds | None = (0.0, 1.0),
+                    attack: str = 'pgd') -> dict[str, np.ndarray]:
+  """Robust accuracy at each radius of ``eps_list`` (the curves of Woods Fig. 3).
+
+  Same arguments as :func:`robust_accuracy`; every radius reuses ``rng``. ``eps = 0``
+  gives the clean accuracy. Returns ``{'eps': [E], 'accuracy': [E]}`` numpy arrays.
+  """
+  eps_values = np.asarray(list(eps_list), np.float64)
+  if eps_values.ndim != 1 or not eps_values.size:
+    raise ValueError(f'eps_list must be a non-empty list of radii, got {eps_list!r}')
+  _checks.check_nonnegative(eps_values, 'eps_list')
+  robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
+                    objective=objective, step_size=step_size, bounds=bounds, attack=attack)
+  batches = as_batches(batches)
+  accs = [_robust_mean(logits_fn, robust, batches, params, rng, e) for e in eps_values]
+  return {'eps': eps_values, 'accuracy': np.asarray(accs)}
+
+
+def scorpio_attack_accuracies(logits_fn: LogitsFn, params: Params, batches, *,
+                              rng: PRNGKey, eps, p: float, steps: int, restarts: int = 1,
+                              step_size=None, bounds: Bounds | None = (0.0, 1.0)
+                              ) -> dict[str, float]:
+  """Clean accuracy and accuracy under SCORPIO's four PGD attacks (eq. 12, Table 2).
+
+  UL: maximise the loss ``ℓ(x+δ, y)``; TL: random-targeted loss (minimise
+  ``ℓ(x+δ, r)``, ``r ~ U({1..K} \\ y)``); UM: minimise the margin
+  ``M(x+δ, y) = log p_y − max_{j≠y} log p_j``; TM: maximise ``M(x+δ, r)``.
+
+  Returns:
+    ``{'clean', 'ul', 'tl', 'um', 'tm'}`` accuracies (Python floats).
+  """
+  batches = as_batches(batches)
+  out = {'clean': robust_accuracy(logits_fn, params, batches, rng=rng, eps=0.0, p=p,
+                                  steps=0)}
+  for name, objective in SCORPIO_ATTACKS.items():
+    out[name] = robust_accuracy(logits_fn, params, batches, rng=rng, eps=eps, p=p,
+                                steps=steps, restarts=restarts, objective=objective,
+                                step_size=step_size, bounds=bounds)
+  return out
+
