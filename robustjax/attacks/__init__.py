@@ -1,7 +1,27 @@
-"""Iterative attacks as ``jax.lax.scan`` loops, composed from small parts."""
+"""Attacks as pure functions looped with ``jax.lax.scan``, composed from small parts.
 
+Entry points take ``logits_fn(params, inputs) -> [B, K]`` and ``batch = (inputs,
+labels)`` and return points in ``ball(inputs, eps) ∩ box``:
+
+- :func:`pgd` (restarts, any p, objectives UL/UM/TL/TM), :func:`fgsm`,
+  :func:`multi_targeted`;
+- :func:`min_norm` (smallest perturbation reaching a goal: the ARA attacks of Woods et al.);
+- :func:`simba` (black-box, for gradient-masking diagnostics);
+- :func:`maximize`, the projected-ascent loop on any per-example objective.
+"""
+
+from robustjax.attacks import objectives
+from robustjax.attacks.blackbox import simba
 from robustjax.attacks.loop import AttackState
 from robustjax.attacks.loop import default_step_size
 from robustjax.attacks.loop import init_perturbation
 from robustjax.attacks.loop import maximize
 from robustjax.attacks.loop import step_direction
+from robustjax.attacks.min_norm import goal_objective
+from robustjax.attacks.min_norm import min_norm
+from robustjax.attacks.objectives import get_objective
+from robustjax.attacks.objectives import random_targets
+from robustjax.attacks.pgd import fgsm
+from robustjax.attacks.pgd import multi_targeted
+from robustjax.attacks.pgd import pgd
+from robustjax.attacks.pgd import pgd_with_values

@@ -1,0 +1,156 @@
+"""Minimal-norm attacks: per example, the smallest perturbation that reaches a goal.
+
+These feed the accuracy-robustness area (ARA) metrics of Woods et al. (sec. III-A1/2):
+``goal='adv'`` is their ``g_adv`` (eq. 2, the top-1 label changes: attack ARA) and
+``goal='btr'`` their ``g_btr`` (eq. 4, the true-class probability falls below the
+random-classifier level ``1/K``: BTR ARA). Woods et al. measure perturbations by RMSE,
+``||δ||_2 / sqrt(d)`` with ``d`` the number of input features; the functions here return
+Lp norms, so divide the L2 norms by ``sqrt(d)`` for their scale.
+
+:func:`min_norm` bisects on the radius with PGD inside (any p); :func:`min_norm_ticktock`
+is the paper's Algorithm 1 (L2 only).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax import geometry
+from robustjax import losses
+from robustjax.attacks import _common
+from robustjax.attacks import loop
+from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+
+GOALS = ('adv', 'btr')
+
+
+def _per_example(values: Array, x: Array) -> Array:
+  return jnp.reshape(values, (-1,) + (1,) * (x.ndim - 1))
+
+
+def goal_objective(logits: Array, labels: Array, goal: str) -> Array:
+  """A per-example value ``[B]`` that is ``> 0`` exactly where ``goal`` is reached.
+
+  ``'adv'`` (Woods eq. 2): ``max_{j≠y} z_j − z_y``, positive when misclassified.
+  ``'btr'`` (Woods eq. 4): ``−log p_y − log K``, positive when ``p_y < 1/K``.
+  Both increase as the attack succeeds, so PGD maximises them.
+  """
+  _checks.check_choice(goal, 'goal', GOALS)
+  if goal == 'adv':
+    return -losses.margin(logits, labels)
+  return losses.cross_entropy(logits, labels) - math.log(logits.shape[-1])
+
+
+class BisectionState(NamedTuple):
+  """Carry of the radius bisection of :func:`min_norm`."""
+  low: Array  # [B] largest radius known (to the attack) not to reach the goal
+  high: Array  # [B] smallest radius at which the goal was reached
+  best_x: Array  # [B, ...] the goal-reaching point of smallest norm found so far
+  best_norm: Array  # [B] its perturbation norm; inf where none was found yet
+
+
+def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.0,
+             max_eps, goal: str = 'adv', search_steps: int = 10, steps: int = 20,
+             step_size=None, rng: PRNGKey | None = None, init: str = 'zero',
+             bounds: Bounds | None = (0.0, 1.0), unroll: int | bool = True,
+             search_unroll: int | bool = 1) -> tuple[Array, Array]:
+  """Smallest Lp perturbation reaching ``goal`` per example, by bisection on the radius.
+
+  PGD (``steps`` steps on :func:`goal_objective`) first runs at ``max_eps``; examples
+  that reach the goal there are bisected ``search_steps`` times on ``[0, max_eps]``,
+  each radius tested by a PGD run. The returned norm is that of the returned point
+  (the smallest goal-reaching perturbation found), an upper bound on the true minimum
+  that is tight to ``max_eps / 2**search_steps`` when PGD finds the worst case (e.g.
+  for linear models).
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
+    params: model parameters.
+    batch: ``(inputs [B, ...], labels [B])``.
+    p: norm, ``[1, inf]``.
+    max_eps: largest radius searched, scalar or ``[B]``, ``> 0``.
+    goal: ``'adv'`` (label change, Woods eq. 2) or ``'btr'`` (``p_y < 1/K``, eq. 4).
+    search_steps: bisection steps (``>= 0``).
+    steps: PGD steps per tested radius (``>= 1``).
+    step_size: PGD step; default ``2.5 eps / steps`` for the tested radius.
+    rng: key for random PGD starts; only needed with ``init='uniform'``.
+    init: PGD start, ``'zero'`` (default, deterministic) or ``'uniform'``.
+    bounds: input box or None.
+    unroll: unrolling of the PGD step loop (see :func:`robustjax.attacks.pgd`).
+    search_unroll: unrolling of the bisection loop; rolled by default to bound
+      compile time (XLA:CPU runs convolutions in loops slower, DESIGN.md).
+
+  Returns:
+    ``(x_adv [B, ...], norms [B])``: the goal-reaching points of smallest norm found
+    and ``||x_adv − x||_p``. Examples already reaching the goal at x get norm 0 and
+    ``x_adv = x``; examples for which no point within ``max_eps`` reaches it get
+    ``norms = inf`` and ``x_adv = x``.
+  """
+  p = _checks.check_p(p)
+  _checks.check_positive(max_eps, 'max_eps')
+  _checks.check_choice(goal, 'goal', GOALS)
+  search_steps = _checks.check_int(search_steps, 'search_steps')
+  steps = _checks.check_int(steps, 'steps', minimum=1)
+  _checks.check_choice(init, 'init', loop.INITS)
+  if init == 'uniform' and rng is None:
+    raise ValueError("rng is required with init='uniform'")
+  bounds = _checks.check_bounds(bounds)
+  inputs, labels, _ = _common.check_batch(logits_fn, params, batch)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  schedule = step_size if callable(step_size) else None
+  return _min_norm_core(params, inputs, labels, rng, max_eps,
+                        None if schedule else step_size, bounds, logits_fn=logits_fn, p=p,
+                        goal=goal, search_steps=search_steps, steps=steps, init=init,
+                        unroll=unroll, search_unroll=search_unroll, schedule=schedule)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    'logits_fn', 'p', 'goal', 'search_steps', 'steps', 'init', 'unroll', 'search_unroll',
+    'schedule'))
+def _min_norm_core(params, inputs, labels, rng, max_eps, step_size, bounds, *, logits_fn, p,
+                   goal, search_steps, steps, init, unroll, search_unroll, schedule):
+  """Compiled radius bisection on validated arguments."""
+  inputs = jax.lax.stop_gradient(inputs)
+  batch_size = inputs.shape[0]
+  step_size = schedule if schedule is not None else step_size
+
+  def objective(x):
+    return goal_objective(logits_fn(params, x), labels, goal)
+
+  def attack(radius, key):
+    x_adv, values = loop.maximize(objective, inputs, rng=key, eps=radius, p=p, steps=steps,
+                                  step_size=step_size, init=init, step_rule='steepest',
+                                  bounds=bounds, keep_best=True, unroll=unroll)
+    return x_adv, values > 0
+
+  def record(state_x, state_norm, x_adv, reached):
+    norms = geometry.norm(x_adv - inputs, p)
+    better = reached & (norms < state_norm)
+    return (jnp.where(_per_example(better, x_adv), x_adv, state_x),
+            jnp.where(better, norms, state_norm))
+
+  high = jnp.broadcast_to(jnp.asarray(max_eps, inputs.dtype), (batch_size,))
+  at_clean = objective(inputs) > 0
+  inf = jnp.full((batch_size,), jnp.inf, inputs.dtype)
+  best_x, best_norm = record(inputs, inf, *attack(high, jax.random.fold_in(rng, 0)))
+  best_x = jnp.where(_per_example(at_clean, inputs), inputs, best_x)
+  best_norm = jnp.where(at_clean, 0.0, best_norm)
+  state = BisectionState(jnp.zeros_like(high), high, best_x, best_norm)
+
+  def body(state: BisectionState, k):
+    mid = 0.5 * (state.low + state.high)
+    x_adv, reached = attack(mid, jax.random.fold_in(rng, k + 1))
+    best_x, best_norm = record(state.best_x, state.best_norm, x_adv, reached)
+    return BisectionState(jnp.where(reached, state.low, mid),
+                          jnp.where(reached, mid, state.high), best_x, best_norm), None
+
+  if search_steps:
+    unroll_n = search_steps if search_unroll is True else max(int(search_unroll), 1)
+    state, _ = jax.lax.scan(body, state, jnp.arange(search_steps), unroll=unroll_n)
+  return jax.lax.stop_gradient(state.best_x), jax.lax.stop_gradient(state.best_norm)
