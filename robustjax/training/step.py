@@ -200,8 +200,14 @@ def jit_train_step(train_step, mesh: Mesh):
 def init_state(model, tx, *, rng: jax.Array, input_shape: Sequence[int], mesh: Mesh,
                controller: controllers_lib.Controller | None = None,
                params=None, batch_stats=None) -> TrainState:
-  """Initialises the replicated :class:`TrainState` (optionally from given params)."""
-  init_key, run_key = jax.random.split(rng)
+  """Initialises the replicated :class:`TrainState` (optionally from given params).
+
+  Parameter initialisation draws from an ``'rbg'`` key derived from ``rng``: XLA:CPU
+  compiles threefry-based initialisers of a small CNN ~5x slower (8 s vs 1.6 s here).
+  The step keys stay threefry, whose bits do not depend on how a batch is sharded.
+  """
+  run_key = jax.random.fold_in(rng, 1)
+  init_key = jax.random.wrap_key_data(jnp.tile(jax.random.fold_in(rng, 0), 2), impl='rbg')
 
   def init_fn():
     variables = models.init(model, init_key, input_shape)
