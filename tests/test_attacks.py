@@ -372,6 +372,20 @@ def test_min_norm_sentinels():
   np.testing.assert_array_equal(np.asarray(x_adv)[unreachable], np.asarray(x)[unreachable])
 
 
+@pytest.mark.parametrize('goal', ['adv', 'btr'])
+def test_min_norm_ticktock_approaches_linear_closed_form(goal):
+  params, x, y, dist = _linear_binary(24)
+  logits_fn = lambda pp, xx: jnp.stack([jnp.zeros(xx.shape[0]), xx @ pp[0] + pp[1]], 1)
+  x_adv, norms = attacks.min_norm_ticktock(logits_fn, params, (x, y), goal=goal, steps=200,
+                                           bounds=None)
+  expected = np.asarray(dist / jnp.linalg.norm(params[0]))
+  norms = np.asarray(norms)
+  assert np.all(norms >= expected - 1e-5)  # every recorded point crossed the boundary
+  assert np.all(norms <= expected + 0.01), norms - expected
+  np.testing.assert_allclose(geometry.norm(x_adv - x, 2.0), norms, rtol=1e-5)
+  assert np.all(np.asarray(jnp.argmax(logits_fn(params, x_adv), 1)) != np.asarray(y))
+
+
 def test_simba_lowers_true_class_probability_within_box():
   key = jax.random.PRNGKey(22)
   params = mlp_params(key, 12, 3)

@@ -5,7 +5,8 @@ labels)`` and return points in ``ball(inputs, eps) ∩ box``:
 
 - :func:`pgd` (restarts, any p, objectives UL/UM/TL/TM), :func:`fgsm`,
   :func:`multi_targeted`;
-- :func:`min_norm` (smallest perturbation reaching a goal: the ARA attacks of Woods et al.);
+- :func:`min_norm` (smallest perturbation reaching a goal, any p, by bisection) and
+  :func:`min_norm_ticktock` (Woods et al.'s Algorithm 1, L2): the ARA attacks;
 - :func:`simba` (black-box, for gradient-masking diagnostics);
 - :func:`maximize`, the projected-ascent loop on any per-example objective.
 """
@@ -19,6 +20,7 @@ from robustjax.attacks.loop import maximize
 from robustjax.attacks.loop import step_direction
 from robustjax.attacks.min_norm import goal_objective
 from robustjax.attacks.min_norm import min_norm
+from robustjax.attacks.min_norm import min_norm_ticktock
 from robustjax.attacks.objectives import get_objective
 from robustjax.attacks.objectives import random_targets
 from robustjax.attacks.pgd import fgsm

@@ -1,0 +1,156 @@
+"""Per-step cost of PGD as a ratio to one input gradient, and against foolbox's LinfPGD.
+
+Run: ``python experiments/benchmarks/attack_speed.py [--steps 10] [--repeats 5]``.
+
+For an MLP and SOAR's 4-layer CNN (appendix C; written inline in ``lax.conv`` so the
+benchmark does not depend on the models package), batch 128 of 32x32x3 inputs, it times
+in one process (medians over repeats, after a warm-up, ``block_until_ready``):
+
+- one jitted input gradient of the summed cross-entropy (the unit);
+- ``robustjax.attacks.pgd`` (Linf, eps 8/255, ``steps`` steps, uniform start) for several
+  ``unroll`` settings, reported as per-step time / gradient time, with compile time;
+- foolbox 3's ``LinfPGD`` (same steps, step size and random start) on the same JAX
+  model, reported as foolbox time / robustjax time.
+
+Target (issue 2): per-step cost within 1.15x of one input gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import attacks
+from robustjax import losses
+
+BATCH, SHAPE, CLASSES, EPS = 128, (32, 32, 3), 10, 8 / 255
+
+
+def init_mlp(key, widths=(1024, 1024)):
+  dims = (int(np.prod(SHAPE)),) + widths + (CLASSES,)
+  keys = jax.random.split(key, len(dims) - 1)
+  return [(jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a), jnp.zeros(b))
+          for k, a, b in zip(keys, dims[:-1], dims[1:])]
+
+
+def mlp(params, x):
+  h = jnp.reshape(x, (x.shape[0], -1))
+  for i, (w, b) in enumerate(params):
+    h = h @ w + b
+    if i < len(params) - 1:
+      h = jax.nn.relu(h)
+  return h
+
+
+def init_cnn(key, channels=(32, 32, 64, 64)):
+  keys = jax.random.split(key, len(channels) + 1)
+  convs, c_in = [], SHAPE[-1]
+  for k, c_out in zip(keys, channels):
+    convs.append((jax.random.normal(k, (3, 3, c_in, c_out)) * math.sqrt(2.0 / (9 * c_in)),
+                  jnp.zeros(c_out)))
+    c_in = c_out
+  flat = (SHAPE[0] // 4) * (SHAPE[1] // 4) * channels[-1]
+  head = (jax.random.normal(keys[-1], (flat, CLASSES)) / math.sqrt(flat), jnp.zeros(CLASSES))
+  return convs, head
+
+
+def cnn(params, x):
+  """SOAR app. C: 3x3 convs 32-32-64-64, stride 1, ReLU, 2x2 max-pool after 2 and 4."""
+  convs, (w, b) = params
+  for i, (kernel, bias) in enumerate(convs):
+    x = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = jax.nn.relu(x + bias)
+    if i in (1, 3):
+      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
+
+
+def median_time(fn, *args, repeats):
+  jax.block_until_ready(fn(*args))  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def compiled(fn, *args):
+  start = time.perf_counter()
+  out = jax.jit(fn).lower(*args).compile()
+  return out, time.perf_counter() - start
+
+
+def foolbox_time(logits_fn, params, x, y, steps, repeats):
+  """Seconds per foolbox LinfPGD run, or None when foolbox is unavailable."""
+  try:
+    import foolbox as fb  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  model = jax.jit(lambda inputs: logits_fn(params, inputs))
+  fmodel = fb.JAXModel(model, bounds=(0.0, 1.0))
+  attack = fb.attacks.LinfPGD(abs_stepsize=2.5 * EPS / steps, steps=steps,
+                              random_start=True)
+  run = lambda: attack.run(fmodel, x, y, epsilon=EPS)
+  return median_time(lambda: run(), repeats=repeats)
+
+
+def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_foolbox):
+  loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
+  grad_fn, _ = compiled(jax.grad(loss, argnums=1), params, x, y)
+  t_grad = median_time(grad_fn, params, x, y, repeats=repeats)
+  rows = []
+  key = jax.random.PRNGKey(0)
+  t_best = None
+  for unroll in unrolls:
+    attack = lambda p, xx, yy, k, u=unroll: attacks.pgd(
+        logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
+    fn, t_compile = compiled(attack, params, x, y, key)
+    t_attack = median_time(fn, params, x, y, key, repeats=repeats)
+    t_best = t_attack if t_best is None else min(t_best, t_attack)
+    rows.append((name, f'pgd unroll={unroll}', t_attack / steps / t_grad, t_attack,
+                 t_compile))
+  if with_foolbox:
+    t_fb = foolbox_time(logits_fn, params, x, y, steps, max(1, repeats // 2))
+    if t_fb is not None:
+      rows.append((name, 'foolbox LinfPGD / best robustjax', t_fb / t_best, t_fb, None))
+  return t_grad, rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--models', default='mlp,cnn')
+  parser.add_argument('--unrolls', default='True,1', help='comma list: True, ints')
+  parser.add_argument('--no-foolbox', action='store_true')
+  args = parser.parse_args()
+  unrolls = [True if u == 'True' else int(u) for u in args.unrolls.split(',')]
+  key = jax.random.PRNGKey(0)
+  x = jax.random.uniform(jax.random.fold_in(key, 1), (BATCH,) + SHAPE)
+  y = jax.random.randint(jax.random.fold_in(key, 2), (BATCH,), 0, CLASSES).astype(jnp.int32)
+  models = {'mlp': (mlp, init_mlp(key)), 'cnn': (cnn, init_cnn(key))}
+  print(f'backend={jax.default_backend()} devices={jax.device_count()} batch={BATCH} '
+        f'input={SHAPE} steps={args.steps} repeats={args.repeats}')
+  print(f'{"model":5} | {"variant":34} | {"ratio":>7} | {"time s":>8} | {"compile s":>9}')
+  print('-' * 76)
+  for name in args.models.split(','):
+    logits_fn, params = models[name]
+    t_grad, rows = bench_model(name, logits_fn, params, x, y, steps=args.steps,
+                               repeats=args.repeats, unrolls=unrolls,
+                               with_foolbox=not args.no_foolbox)
+    print(f'{name:5} | {"one input gradient (unit)":34} | {1.0:7.3f} | {t_grad:8.4f} | ')
+    for model, variant, ratio, seconds, compile_s in rows:
+      comp = '' if compile_s is None else f'{compile_s:9.2f}'
+      print(f'{model:5} | {variant:34} | {ratio:7.3f} | {seconds:8.4f} | {comp}', flush=True)
+
+
+if __name__ == '__main__':
+  main()
