@@ -139,7 +139,7 @@ def test_contrastive_explanations_on_a_linear_two_class_model():
 def test_contrastive_explanations_move_the_loss_both_ways():
   params, x, y = make()
   out = explain.contrastive_explanations(mlp, params, (x, y), rng=jax.random.PRNGKey(4),
-                                         eps=0.5, steps=10)
+                                         eps=0.5, steps=4)
   loss = lambda v: losses.cross_entropy(mlp(params, v), y)
   assert np.all(loss(x + out['delta_max']) > loss(x))
   assert np.all(loss(x + out['delta_min']) < loss(x))

@@ -118,7 +118,7 @@ def test_accuracy_vs_eps_follows_the_closed_form_curve():
 def test_scorpio_attack_suite_on_a_linear_two_class_model():
   params, x, y = make_problem()
   out = metrics.scorpio_attack_accuracies(linear, params, (x, y), rng=jax.random.PRNGKey(3),
-                                          eps=0.15, p=INF, steps=10, bounds=None)
+                                          eps=0.15, p=INF, steps=3, bounds=None)
   assert set(out) == {'clean', 'ul', 'tl', 'um', 'tm'}
   want = expected_robust_accuracy(params, x, y, 0.15, INF)
   assert out['clean'] == pytest.approx(float(metrics.accuracy(linear, params, x, y)))
@@ -240,7 +240,7 @@ def test_classification_margin_is_scorpio_eq_12():
 
 def test_simba_vs_pgd_flags_a_masked_model_but_not_a_linear_one():
   params, x, y = make_problem()
-  kwargs = dict(rng=jax.random.PRNGKey(5), pgd_eps=0.2, p=INF, pgd_steps=10,
+  kwargs = dict(rng=jax.random.PRNGKey(5), pgd_eps=0.2, p=INF, pgd_steps=3,
                 simba_eps=0.2, simba_steps=D, bounds=None)  # SimBA stays in the Linf ball
   honest = metrics.simba_vs_pgd(linear, params, (x, y), **kwargs)
   margins, dw = closed_form(params, x, y)
@@ -284,9 +284,9 @@ def test_local_linearity_of_a_quadratic_loss():
 
 def test_transfer_accuracy():
   params, x, y = make_problem()
-  kwargs = dict(rng=jax.random.PRNGKey(7), eps=0.4, p=2.0, steps=10, bounds=None)
+  kwargs = dict(rng=jax.random.PRNGKey(7), eps=0.15, p=INF, steps=3, bounds=None)
   same = metrics.transfer_accuracy(linear, params, linear, params, (x, y), **kwargs)
-  assert same == pytest.approx(expected_robust_accuracy(params, x, y, 0.4, 2.0))
+  assert same == pytest.approx(expected_robust_accuracy(params, x, y, 0.15, INF))
   flipped = jax.tree.map(lambda a: -a, params)  # its attacks push the target toward y
   helped = metrics.transfer_accuracy(linear, flipped, linear, params, (x, y), **kwargs)
   assert helped == pytest.approx(float(metrics.accuracy(linear, params, x, y)))
