@@ -223,6 +223,21 @@ def test_jit_and_sharded_batch_agree_with_eager():
   assert len(sharded.sharding.device_set) == 4
 
 
+def test_unhashable_logits_fn_runs_uncompiled_with_same_result():
+
+  class Model:  # defines __eq__ without __hash__: unhashable, cannot be a jit static arg
+    __eq__ = lambda self, other: self is other
+
+    def __call__(self, params, x):
+      return mlp(params, x)
+
+  key = jax.random.PRNGKey(25)
+  params = mlp_params(key, 6, 3)
+  batch = make_batch(jax.random.PRNGKey(26), (4, 6), 3)
+  run = lambda f: attacks.pgd(f, params, batch, rng=key, eps=0.3, p=2.0, steps=2)
+  np.testing.assert_allclose(run(Model()), run(mlp), atol=1e-6)
+
+
 def test_unroll_does_not_change_result():
   key = jax.random.PRNGKey(16)
   params = mlp_params(key, 6, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -35,3 +36,30 @@ def check_batch(logits_fn: LogitsFn, params: Params, batch: Any,
   num_classes = int(out.shape[1])
   _checks.check_labels(labels, inputs.shape[0], num_classes)
   return inputs, labels, num_classes
+
+
+def compile_static(static_argnames: tuple[str, ...]):
+  """``jax.jit`` with keyword ``static_argnames``, falling back to plain tracing.
+
+  Entry points validate their arguments eagerly, then call a core decorated with this, so
+  eager calls run one compiled program (cached per ``logits_fn`` object and static
+  hyperparameters) instead of op-by-op dispatch. A static argument that is not hashable
+  (e.g. an unhashable callable) runs the core uncompiled instead of failing; inside an
+  outer ``jit`` both paths inline.
+  """
+
+  def decorate(fn):
+    jitted = jax.jit(fn, static_argnames=static_argnames)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+      try:
+        for name in static_argnames:
+          hash(kwargs.get(name))
+      except TypeError:
+        return fn(*args, **kwargs)
+      return jitted(*args, **kwargs)
+
+    return call
+
+  return decorate

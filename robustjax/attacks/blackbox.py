@@ -9,7 +9,6 @@ gradients is still attacked.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -63,7 +62,7 @@ def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, ep
                      steps=steps, stop_on_success=stop_on_success, unroll=unroll)
 
 
-@functools.partial(jax.jit, static_argnames=('logits_fn', 'steps', 'stop_on_success',
+@_common.compile_static(('logits_fn', 'steps', 'stop_on_success',
                                              'unroll'))
 def _simba_core(params, inputs, labels, rng, eps, bounds, *, logits_fn, steps,
                 stop_on_success, unroll):

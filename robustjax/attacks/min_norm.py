@@ -13,7 +13,6 @@ is the paper's Algorithm 1 (L2 only).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -110,7 +109,7 @@ def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.
                         unroll=unroll, search_unroll=search_unroll, schedule=schedule)
 
 
-@functools.partial(jax.jit, static_argnames=(
+@_common.compile_static((
     'logits_fn', 'p', 'goal', 'search_steps', 'steps', 'init', 'unroll', 'search_unroll',
     'schedule'))
 def _min_norm_core(params, inputs, labels, rng, max_eps, step_size, bounds, *, logits_fn, p,
@@ -208,7 +207,7 @@ def min_norm_ticktock(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                         logits_fn=logits_fn, goal=goal, steps=steps, unroll=unroll)
 
 
-@functools.partial(jax.jit, static_argnames=('logits_fn', 'goal', 'steps', 'unroll'))
+@_common.compile_static(('logits_fn', 'goal', 'steps', 'unroll'))
 def _ticktock_core(params, inputs, labels, learning_rate, momentum, eta, bounds, *,
                    logits_fn, goal, steps, unroll):
   """Compiled Algorithm 1 on validated arguments."""

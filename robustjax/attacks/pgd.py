@@ -9,7 +9,6 @@ inside ``ball(inputs, eps) ∩ box`` that carry no gradient. Objectives are name
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -53,7 +52,7 @@ _PGD_STATIC = ('logits_fn', 'num_classes', 'p', 'steps', 'restarts', 'objective'
                'step_rule', 'unroll', 'schedule')
 
 
-@functools.partial(jax.jit, static_argnames=_PGD_STATIC)
+@_common.compile_static(_PGD_STATIC)
 def _pgd_core(params, inputs, labels, rng, eps, step_size, bounds, targets, *, logits_fn,
               num_classes, p, steps, restarts, objective, init, step_rule, unroll,
               schedule):
@@ -182,7 +181,7 @@ def fgsm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey | No
                     num_classes=num_classes, p=p, objective=objective)
 
 
-@functools.partial(jax.jit, static_argnames=('logits_fn', 'num_classes', 'p', 'objective'))
+@_common.compile_static(('logits_fn', 'num_classes', 'p', 'objective'))
 def _fgsm_core(params, inputs, labels, rng, eps, bounds, targets, *, logits_fn,
                num_classes, p, objective):
   """Compiled FGSM on validated arguments."""
@@ -237,7 +236,7 @@ def multi_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PR
       schedule=schedule)
 
 
-@functools.partial(jax.jit, static_argnames=_PGD_STATIC)
+@_common.compile_static(_PGD_STATIC)
 def _multi_targeted_core(params, inputs, labels, rng, eps, step_size, bounds, *, logits_fn,
                          num_classes, p, steps, restarts, objective, init, step_rule, unroll,
                          schedule):
