@@ -9,6 +9,7 @@ in one process (medians over repeats, after a warm-up, ``block_until_ready``):
 - one jitted input gradient of the summed cross-entropy (the unit);
 - ``robustjax.attacks.pgd`` (Linf, eps 8/255, ``steps`` steps, uniform start) for several
   ``unroll`` settings, reported as per-step time / gradient time, with compile time;
+- the compile time of fully unrolled PGD with more steps (``--compile-steps``);
 - foolbox 3's ``LinfPGD`` (same steps, step size and random start) on the same JAX
   model, reported as foolbox time / robustjax time.
 
@@ -102,11 +103,18 @@ def foolbox_time(logits_fn, params, x, y, steps, repeats):
   return median_time(lambda: run(), repeats=repeats)
 
 
-def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_foolbox):
+def print_row(model, variant, ratio, seconds, compile_s=None):
+  comp = '' if compile_s is None else f'{compile_s:9.2f}'
+  print(f'{model:5} | {variant:34} | {ratio:7.3f} | {seconds:8.4f} | {comp}', flush=True)
+
+
+def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_foolbox,
+                compile_steps=()):
+  """Prints the gradient unit, PGD per-step ratios per unroll, and foolbox's ratio."""
   loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
-  grad_fn, _ = compiled(jax.grad(loss, argnums=1), params, x, y)
+  grad_fn, t_compile = compiled(jax.grad(loss, argnums=1), params, x, y)
   t_grad = median_time(grad_fn, params, x, y, repeats=repeats)
-  rows = []
+  print_row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
   key = jax.random.PRNGKey(0)
   t_best = None
   for unroll in unrolls:
@@ -115,13 +123,18 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     fn, t_compile = compiled(attack, params, x, y, key)
     t_attack = median_time(fn, params, x, y, key, repeats=repeats)
     t_best = t_attack if t_best is None else min(t_best, t_attack)
-    rows.append((name, f'pgd unroll={unroll}', t_attack / steps / t_grad, t_attack,
-                 t_compile))
+    print_row(name, f'pgd unroll={unroll}: step / gradient', t_attack / steps / t_grad,
+              t_attack, t_compile)
+  for more_steps in compile_steps:
+    attack = lambda p, xx, yy, k, n=more_steps: attacks.pgd(
+        logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=n, unroll=True)
+    _, t_compile = compiled(attack, params, x, y, key)
+    print(f'{name:5} | {f"compile only: unroll=True, {more_steps} steps":34} | '
+          f'{"":7} | {"":8} | {t_compile:9.2f}', flush=True)
   if with_foolbox:
     t_fb = foolbox_time(logits_fn, params, x, y, steps, max(1, repeats // 2))
     if t_fb is not None:
-      rows.append((name, 'foolbox LinfPGD / best robustjax', t_fb / t_best, t_fb, None))
-  return t_grad, rows
+      print_row(name, 'foolbox LinfPGD / best robustjax', t_fb / t_best, t_fb)
 
 
 def main():
@@ -131,6 +144,9 @@ def main():
   parser.add_argument('--models', default='mlp,cnn')
   parser.add_argument('--unrolls', default='True,1', help='comma list: True, ints')
   parser.add_argument('--no-foolbox', action='store_true')
+  parser.add_argument('--compile-steps', default='20',
+                      help='comma list of step counts whose fully unrolled compile time '
+                      'is measured (empty: none)')
   args = parser.parse_args()
   unrolls = [True if u == 'True' else int(u) for u in args.unrolls.split(',')]
   key = jax.random.PRNGKey(0)
@@ -143,13 +159,9 @@ def main():
   print('-' * 76)
   for name in args.models.split(','):
     logits_fn, params = models[name]
-    t_grad, rows = bench_model(name, logits_fn, params, x, y, steps=args.steps,
-                               repeats=args.repeats, unrolls=unrolls,
-                               with_foolbox=not args.no_foolbox)
-    print(f'{name:5} | {"one input gradient (unit)":34} | {1.0:7.3f} | {t_grad:8.4f} | ')
-    for model, variant, ratio, seconds, compile_s in rows:
-      comp = '' if compile_s is None else f'{compile_s:9.2f}'
-      print(f'{model:5} | {variant:34} | {ratio:7.3f} | {seconds:8.4f} | {comp}', flush=True)
+    bench_model(name, logits_fn, params, x, y, steps=args.steps, repeats=args.repeats,
+                unrolls=unrolls, with_foolbox=not args.no_foolbox,
+                compile_steps=[int(n) for n in args.compile_steps.split(',') if n])
 
 
 if __name__ == '__main__':
