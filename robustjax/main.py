@@ -11,6 +11,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 
@@ -33,9 +34,15 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and m
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _quiet_libraries(record) -> bool:
+  """Keeps warnings and robustjax's own info lines; drops orbax's per-save chatter."""
+  return record.levelno >= logging.WARNING or 'robustjax' in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   from robustjax import training  # pylint: disable=g-import-not-at-top
   try:
     training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

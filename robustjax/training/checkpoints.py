@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -38,7 +39,7 @@ def manager(workdir: str, *, max_to_keep: int = 3, create: bool = True
 def save(mngr: ocp.CheckpointManager, state, *, preemption_count: int = 0,
          force: bool = False) -> bool:
   """Saves ``state`` at its step with its metadata; returns whether a save happened."""
-  step = int(jax.device_get(state.step))
+  step = int(np.asarray(state.step.addressable_data(0)))
   if step in mngr.all_steps():
     return False
   meta = {'step': step, 'data_position': step, 'preemption_count': int(preemption_count)}

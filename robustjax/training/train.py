@@ -38,6 +38,12 @@ FINAL_METRICS_FILE = 'final_metrics.json'
 MAX_UNSYNCED_STEPS = 10  # block on metrics at least this often (see module docstring)
 
 
+def fetch(tree):
+  """Host copies of replicated arrays (their local shard: works on several hosts too)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))
+                      if isinstance(x, jax.Array) else x, tree)
+
+
 class NonFiniteError(FloatingPointError):
   """A loss or penalty became NaN/inf; the message names the term and the step."""
 
@@ -126,13 +132,7 @@ def _eval_fn(logits_fn, *, eps, p, steps, restarts, step_size, objective):
                     objective=objective)
       if step_size:
         kwargs['step_size'] = step_size
-      if hasattr(attacks, 'pgd'):
-        x_adv = attacks.pgd(logits_fn, params, (x, y), **kwargs)
-        x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv
-      else:  # TODO(training): remove once attacks.pgd lands.
-        x_adv, _ = attacks.maximize(
-            lambda xa: losses.cross_entropy(logits_fn(params, xa), y), x, rng=key,
-            eps=eps, p=p, steps=steps, step_size=step_size or None)
+      x_adv = attacks.pgd(logits_fn, params, (x, y), **kwargs)
       robust_ok = clean_ok & (jnp.argmax(logits_fn(params, x_adv), -1) == y)
     else:
       robust_ok = clean_ok
@@ -174,8 +174,8 @@ def evaluate(logits_fn, params, images: np.ndarray, labels: np.ndarray, *, eps: 
     arrays = [jax.make_array_from_callback(a.shape, shard, lambda idx, a=a: a[idx])
               for a in (x, y, mask)]
     c, r = fn(params, *arrays, jax.random.fold_in(key, i))
-    clean += float(c)
-    robust += float(r)
+    clean += float(fetch(c))
+    robust += float(fetch(r))
   return {'clean_accuracy': clean / max(n, 1), 'robust_accuracy': robust / max(n, 1),
           'num_examples': n}
 
@@ -225,7 +225,7 @@ def train_and_evaluate(config, workdir: str, *,
   """
   config = _as_config(config)
   schema.validate(config, workdir=workdir)
-  _maybe_initialize_distributed(config.distributed)
+  _maybe_initialize_distributed(config.distributed)  # before any JAX computation
   mesh = step_lib.make_mesh(devices)
   schema.validate(config, num_devices=mesh.size, process_count=jax.process_count())
   if config.init_from and checkpoints.latest_step(config.init_from) is None:
@@ -264,7 +264,7 @@ def train_and_evaluate(config, workdir: str, *,
       controlled_term=config.controller.term,
       stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
 
-  start = int(jax.device_get(state.step))
+  start = int(fetch(state.step))
   total = int(config.num_train_steps)
   writer = observe.MetricWriter(workdir, enabled=is_lead)
   progress = observe.Progress(start=start, total=total, enabled=is_lead)
@@ -273,7 +273,7 @@ def train_and_evaluate(config, workdir: str, *,
 
   def flush():
     nonlocal pending
-    fetched = jax.device_get(pending)
+    fetched = fetch(pending)
     pending = []
     for s, m in fetched:
       _check_finite(s, m, terms)
@@ -320,7 +320,7 @@ def train_and_evaluate(config, workdir: str, *,
     progress.close()
     mngr.close()
 
-  step = int(jax.device_get(state.step))
+  step = int(fetch(state.step))
   if preempted:
     writer.close()
     logging.warning('stopped at step %d after SIGTERM; re-run the same command to resume',

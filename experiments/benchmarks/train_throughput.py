@@ -1,0 +1,126 @@
+r"""Training throughput of every method's step, as a ratio to a plain cross-entropy step.
+
+For each method the objective is taken from its config file (``configs/<method>_digits.py``
+for the digits model, ``configs/<method>_cifar.py`` for the CIFAR-shaped model) and the
+full jitted, sharded train step of :mod:`robustjax.training` is timed: value and
+gradient of the whole objective, optimizer update, metrics. Models: the digits MLP of
+the digits configs (batch 64, 8x8x1) and SOAR's 4-layer CNN (batch 128, 32x32x3, the
+method's activation). Medians over timed steps after one warm-up step, one run.
+
+  python experiments/benchmarks/train_throughput.py [--models=digits,cifar] [--steps=30] [--cifar_steps=3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from robustjax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robustjax.training import controllers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robustjax.training import optim  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
+           'lipschitz', 'crt')
+
+
+def load_config(name):
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  if not os.path.exists(path):
+    return None
+  spec = importlib.util.spec_from_file_location(f'cfg_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def build(config, kind):
+  """(model, input_shape, batch_size) for the benchmark model of ``kind``."""
+  kwargs = dict(config.model.kwargs)
+  activation = kwargs.get('activation', 'relu')
+  if kind == 'digits':
+    model = models.create('mlp', num_classes=10, widths=tuple(kwargs.get('widths', (64, 64))),
+                          activation=activation, mean=kwargs.get('mean', 0.3),
+                          std=kwargs.get('std', 0.38))
+    return model, (8, 8, 1), 64
+  model = models.create('cnn', num_classes=10, activation=activation)
+  return model, (32, 32, 3), 128
+
+
+def time_method(config, kind, steps, mesh):
+  """Median seconds per train step of ``config``'s objective on the ``kind`` model."""
+  model, shape, batch = build(config, kind)
+  batch = batch - batch % mesh.size
+  tx, schedule = optim.make_optimizer(config.optimizer, 1000)
+  controller = controllers.from_config(config.controller)
+  train_step = step_lib.jit_train_step(step_lib.make_train_step(
+      model=model, terms=step_lib.resolve_terms(config), tx=tx, schedule=schedule,
+      nominal_weight=float(config.nominal_weight), controller=controller,
+      controlled_term=config.controller.term), mesh)
+  state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=shape,
+                              mesh=mesh, controller=controller)
+  rng = np.random.default_rng(0)
+  x = rng.random((batch, *shape), dtype=np.float32)
+  y = rng.integers(0, 10, batch).astype(np.int32)
+  data = step_lib.global_batch((x, y), mesh)
+  state, metrics = train_step(state, data)  # compile + warm-up
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = train_step(state, data)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), batch
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--models', default='digits,cifar')
+  parser.add_argument('--steps', type=int, default=30, help='timed steps, digits model')
+  parser.add_argument('--cifar_steps', type=int, default=3, help='timed steps, CNN')
+  parser.add_argument('--methods', default=','.join(METHODS))
+  args = parser.parse_args()
+  mesh = step_lib.make_mesh()
+  print(f'devices: {len(jax.devices())} x {jax.devices()[0].platform}; medians of '
+        f'{args.steps} (digits) / {args.cifar_steps} (CNN) steps after one warm-up step')
+  for kind in args.models.split(','):
+    rows = []
+    plain = None
+    for method in args.methods.split(','):
+      suffix = 'digits' if kind == 'digits' else 'cifar'
+      config = load_config(f'{method}_{suffix}')
+      if config is None:
+        rows.append((method, None, None, 'no config for this model'))
+        continue
+      steps = args.steps if kind == 'digits' else args.cifar_steps
+      seconds, batch = time_method(config, kind, steps, mesh)
+      if method == 'standard':
+        plain = seconds
+      terms = ', '.join(f'{t.name}' for t in step_lib.resolve_terms(config)) or 'CE'
+      rows.append((method, seconds, batch / seconds, terms))
+    title = ('digits MLP 64-64, batch 64, 8x8x1' if kind == 'digits'
+             else 'SOAR CNN 32-32-64-64, batch 128, 32x32x3')
+    print(f'\n{title}')
+    print(f'| method | ms/step | images/s | x plain step | objective |')
+    print('| --- | ---: | ---: | ---: | --- |')
+    for method, seconds, ips, terms in rows:
+      if seconds is None:
+        print(f'| {method} | - | - | - | {terms} |')
+        continue
+      ratio = seconds / plain if plain else float('nan')
+      print(f'| {method} | {1e3 * seconds:.1f} | {ips:.0f} | {ratio:.2f} | {terms} |')
+
+
+if __name__ == '__main__':
+  main()
