@@ -7,6 +7,7 @@ with numpy, and random search over the ball. Models are tiny plain-``jnp`` funct
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -16,12 +17,15 @@ import numpy as np
 import pytest
 
 from robustjax import losses as losses_lib
-from robustjax.regularizers import cure as cure_lib
-from robustjax.regularizers import gradient_norm as gradient_norm_lib
-from robustjax.regularizers import llr as llr_lib
 from robustjax.regularizers import registry
-from robustjax.regularizers import scorpio as scorpio_lib
-from robustjax.regularizers import soar as soar_lib
+
+# The package re-exports each penalty under its module's name, so the modules are
+# fetched by their full path (importing them registers the penalties).
+cure_lib = importlib.import_module('robustjax.regularizers.cure')
+gradient_norm_lib = importlib.import_module('robustjax.regularizers.gradient_norm')
+llr_lib = importlib.import_module('robustjax.regularizers.llr')
+scorpio_lib = importlib.import_module('robustjax.regularizers.scorpio')
+soar_lib = importlib.import_module('robustjax.regularizers.soar')
 
 INPUT_SHAPE = (2, 2, 3)  # d = 12
 NUM_CLASSES = 3
