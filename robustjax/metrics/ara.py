@@ -124,7 +124,7 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
     ``{'ara', 'distances' [N], 'clean_accuracy', 'naive_accuracy'}``.
   """
   _checks.check_choice(goal, 'goal', GOALS)
-  batches = robustness.as_batches(batches)
+  batches = robustness.iter_batches(batches)
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
   @jax.jit

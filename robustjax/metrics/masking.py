@@ -112,7 +112,7 @@ def transfer_accuracy(source_logits_fn: LogitsFn, source_params: Params,
   Much lower white-box than transfer accuracy is expected; a target that resists
   white-box attacks but falls to transferred ones masks its gradients (SOAR app. B).
   """
-  batches = robustness.as_batches(batches)
+  batches = robustness.iter_batches(batches)
 
   @jax.jit
   def robust(x, y, key):

@@ -9,7 +9,7 @@ at ``x`` and at the attack's point.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +24,14 @@ ATTACKS = ('pgd', 'fgsm', 'multi_targeted')
 SCORPIO_ATTACKS = {'ul': 'ce', 'tl': 'targeted_ce', 'um': 'margin', 'tm': 'targeted_margin'}
 
 
-def as_batches(data: Any) -> list[tuple[Array, Array, Array]]:
-  """Normalises one batch or an iterable of batches to ``[(inputs, labels, mask)]``."""
+def iter_batches(data: Any) -> Iterator[tuple[Array, Array, Array]]:
+  """Yields ``(inputs, labels, mask)`` from one batch or an iterable of batches, lazily.
+
+  Each batch is checked as it arrives; an iterable that yields nothing raises.
+  """
   if isinstance(data, (tuple, list)) and data and hasattr(data[0], 'ndim'):
     data = [data]
-  out = []
+  count = 0
   for batch in data:
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
       raise ValueError('batches must be (inputs, labels) or (inputs, labels, mask) '
@@ -40,10 +43,15 @@ def as_batches(data: Any) -> list[tuple[Array, Array, Array]]:
     if jnp.shape(mask) != jnp.shape(labels):
       raise ValueError(f'mask must have shape [B] = {jnp.shape(labels)}, '
                        f'got {jnp.shape(mask)}')
-    out.append((inputs, labels, jnp.asarray(mask, bool)))
-  if not out:
+    count += 1
+    yield inputs, labels, jnp.asarray(mask, bool)
+  if not count:
     raise ValueError('batches must contain at least one batch')
-  return out
+
+
+def as_batches(data: Any) -> list[tuple[Array, Array, Array]]:
+  """:func:`iter_batches` as a list, for metrics that pass over the data several times."""
+  return list(iter_batches(data))
 
 
 def correct(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels) -> Array:
@@ -150,7 +158,7 @@ def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
   _checks.check_nonnegative(eps, 'eps')
   robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
                     objective=objective, step_size=step_size, bounds=bounds, attack=attack)
-  return _robust_mean(logits_fn, robust, as_batches(batches), params, rng, eps)
+  return _robust_mean(logits_fn, robust, iter_batches(batches), params, rng, eps)
 
 
 def _prepare(logits_fn, *, p, steps, restarts, objective, step_size, bounds, attack):
