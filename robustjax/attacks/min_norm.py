@@ -104,7 +104,7 @@ def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.
   rng = jax.random.PRNGKey(0) if rng is None else rng
   schedule = step_size if callable(step_size) else None
   return _min_norm_core(params, inputs, labels, rng, max_eps,
-                        None if schedule else step_size, bounds, logits_fn=logits_fn, p=p,
+                        None if schedule is not None else step_size, bounds, logits_fn=logits_fn, p=p,
                         goal=goal, search_steps=search_steps, steps=steps, init=init,
                         unroll=unroll, search_unroll=search_unroll, schedule=schedule)
 

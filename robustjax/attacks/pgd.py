@@ -96,7 +96,7 @@ def pgd_with_values(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: P
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
   targets = _check_targets(objective, rng, labels, targets, num_classes)
   schedule = step_size if callable(step_size) else None
-  return _pgd_core(params, inputs, labels, rng, eps, None if schedule else step_size,
+  return _pgd_core(params, inputs, labels, rng, eps, None if schedule is not None else step_size,
                    bounds, targets, logits_fn=logits_fn, num_classes=num_classes, p=p,
                    steps=steps, restarts=restarts, objective=objective, init=init,
                    step_rule=step_rule, unroll=unroll, schedule=schedule)
@@ -230,7 +230,7 @@ def multi_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PR
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
   schedule = step_size if callable(step_size) else None
   return _multi_targeted_core(
-      params, inputs, labels, rng, eps, None if schedule else step_size, bounds,
+      params, inputs, labels, rng, eps, None if schedule is not None else step_size, bounds,
       logits_fn=logits_fn, num_classes=num_classes, p=p, steps=steps, restarts=restarts,
       objective=objective, init=init, step_rule=step_rule, unroll=unroll,
       schedule=schedule)
