@@ -62,8 +62,7 @@ def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, ep
                      steps=steps, stop_on_success=stop_on_success, unroll=unroll)
 
 
-@_common.compile_static(('logits_fn', 'steps', 'stop_on_success',
-                                             'unroll'))
+@_common.compile_static(('logits_fn', 'steps', 'stop_on_success', 'unroll'))
 def _simba_core(params, inputs, labels, rng, eps, bounds, *, logits_fn, steps,
                 stop_on_success, unroll):
   """Compiled SimBA on validated arguments."""
