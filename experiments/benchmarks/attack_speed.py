@@ -4,11 +4,13 @@ Run: ``python experiments/benchmarks/attack_speed.py [--steps 10] [--repeats 5]`
 
 For an MLP and SOAR's 4-layer CNN (appendix C; written inline in ``lax.conv`` so the
 benchmark does not depend on the models package), batch 128 of 32x32x3 inputs, it times
-in one process (medians over repeats, after a warm-up, ``block_until_ready``):
+in one process (after a warm-up, ``block_until_ready``; every ratio is the median over
+repeats of interleaved pairs, so load drift on a shared machine cancels):
 
 - one jitted input gradient of the summed cross-entropy (the unit);
 - ``robustjax.attacks.pgd`` (Linf, eps 8/255, ``steps`` steps, uniform start) for several
-  ``unroll`` settings, reported as per-step time / gradient time, with compile time;
+  ``unroll`` settings, reported as its time / the time of ``steps`` gradients (the
+  per-step cost in gradients), with compile time;
 - the compile time of fully unrolled PGD with more steps (``--compile-steps``);
 - foolbox 3's ``LinfPGD`` (same steps, step size and random start) on the same JAX
   model, reported as foolbox time / robustjax time.
@@ -73,14 +75,35 @@ def cnn(params, x):
   return jnp.reshape(x, (x.shape[0], -1)) @ w + b
 
 
+def _timed(fn, *args):
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
 def median_time(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))  # warm-up
-  times = []
+  """Median seconds of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
+  jax.block_until_ready(fn(*args))
+  return statistics.median(_timed(fn, *args) for _ in range(repeats))
+
+
+def paired(fn_a, args_a, fn_b, args_b, *, repeats, calls_b=1):
+  """Median of ``time(a) / (calls_b * time(b))`` over interleaved pairs, and median times.
+
+  Interleaving keeps the ratio honest on a shared machine whose load drifts; ``b`` is
+  called ``calls_b`` times back to back per pair (its reported time is per call).
+  """
+  jax.block_until_ready(fn_a(*args_a))
+  jax.block_until_ready(fn_b(*args_b))
+  ratios, times_a, times_b = [], [], []
   for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    t_a = _timed(fn_a, *args_a)
+    t_b = sum(_timed(fn_b, *args_b) for _ in range(calls_b))
+    ratios.append(t_a / t_b)
+    times_a.append(t_a)
+    times_b.append(t_b / calls_b)
+  return (statistics.median(ratios), statistics.median(times_a),
+          statistics.median(times_b))
 
 
 def compiled(fn, *args):
@@ -89,8 +112,8 @@ def compiled(fn, *args):
   return out, time.perf_counter() - start
 
 
-def foolbox_time(logits_fn, params, x, y, steps, repeats):
-  """Seconds per foolbox LinfPGD run, or None when foolbox is unavailable."""
+def foolbox_attack(logits_fn, params, steps):
+  """``(x, y) -> x_adv`` with foolbox 3's LinfPGD on the same JAX model, or None."""
   try:
     import foolbox as fb  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -99,8 +122,7 @@ def foolbox_time(logits_fn, params, x, y, steps, repeats):
   fmodel = fb.JAXModel(model, bounds=(0.0, 1.0))
   attack = fb.attacks.LinfPGD(abs_stepsize=2.5 * EPS / steps, steps=steps,
                               random_start=True)
-  run = lambda: attack.run(fmodel, x, y, epsilon=EPS)
-  return median_time(lambda: run(), repeats=repeats)
+  return lambda x, y: attack.run(fmodel, x, y, epsilon=EPS)
 
 
 def print_row(model, variant, ratio, seconds, compile_s=None):
@@ -116,15 +138,17 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
   t_grad = median_time(grad_fn, params, x, y, repeats=repeats)
   print_row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
   key = jax.random.PRNGKey(0)
-  t_best = None
+  best = None
   for unroll in unrolls:
     attack = lambda p, xx, yy, k, u=unroll: attacks.pgd(
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
     fn, t_compile = compiled(attack, params, x, y, key)
-    t_attack = median_time(fn, params, x, y, key, repeats=repeats)
-    t_best = t_attack if t_best is None else min(t_best, t_attack)
-    print_row(name, f'pgd unroll={unroll}: step / gradient', t_attack / steps / t_grad,
-              t_attack, t_compile)
+    # PGD-`steps` against `steps` back-to-back gradients, interleaved.
+    ratio, t_attack, _ = paired(fn, (params, x, y, key), grad_fn, (params, x, y),
+                                repeats=repeats, calls_b=steps)
+    if best is None or t_attack < best[0]:
+      best = (t_attack, fn)
+    print_row(name, f'pgd unroll={unroll}: step / gradient', ratio, t_attack, t_compile)
   for more_steps in compile_steps:
     attack = lambda p, xx, yy, k, n=more_steps: attacks.pgd(
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=n, unroll=True)
@@ -132,9 +156,11 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     print(f'{name:5} | {f"compile only: unroll=True, {more_steps} steps":34} | '
           f'{"":7} | {"":8} | {t_compile:9.2f}', flush=True)
   if with_foolbox:
-    t_fb = foolbox_time(logits_fn, params, x, y, steps, max(1, repeats // 2))
-    if t_fb is not None:
-      print_row(name, 'foolbox LinfPGD / best robustjax', t_fb / t_best, t_fb)
+    fb_attack = foolbox_attack(logits_fn, params, steps)
+    if fb_attack is not None:
+      ratio, t_fb, _ = paired(fb_attack, (x, y), best[1], (params, x, y, key),
+                              repeats=repeats)
+      print_row(name, 'foolbox LinfPGD / best robustjax', ratio, t_fb)
 
 
 def main():
