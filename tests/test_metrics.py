@@ -177,6 +177,8 @@ def test_ara_rejects_bad_distances():
   params, x, y = make_problem()
   with pytest.raises(ValueError, match='unknown goal'):
     metrics.ara(linear, params, (x, y), goal='explain')
+  with pytest.raises(ValueError, match='unknown method'):
+    metrics.ara(linear, params, (x, y), method='deepfool')
 
 
 @pytest.mark.parametrize('goal', ('adv', 'btr'))
@@ -189,6 +191,18 @@ def test_min_norm_distances_match_the_linear_closed_form(goal):
   got = metrics.min_norm_distances(linear, params, (x, y), goal=goal, max_rmse=max_rmse,
                                    search_steps=12, steps=10, bounds=None)
   np.testing.assert_allclose(got, want, atol=2 * max_rmse / 2**12)
+
+
+def test_ticktock_distances_bound_the_closed_form_from_above_and_approach_it():
+  """Woods Alg. 1 only records goal-reaching points, so it can never beat the minimum."""
+  params, x, y = make_problem()
+  margins, dw = closed_form(params, x, y)
+  want = np.where(margins > 0, margins / np.linalg.norm(dw, axis=1), 0.0) / math.sqrt(D)
+  got = np.asarray(metrics.min_norm_distances(linear, params, (x, y), goal='adv',
+                                              max_rmse=1.0, steps=150, bounds=None,
+                                              method='ticktock'))
+  assert np.all(got >= want - 1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-4)  # measured: within 0.4%
 
 
 def test_attack_ara_end_to_end_matches_closed_form():

@@ -27,6 +27,7 @@ from robustjax.metrics import robustness
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 GOALS = ('adv', 'btr')
+METHODS = ('bisection', 'ticktock')
 
 
 def rmse(delta: Array) -> Array:
@@ -73,11 +74,14 @@ def ara_from_distances(distances: Any, *, naive_accuracy: float) -> float:
 def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                        goal: str = 'adv', max_rmse: float = 0.25, search_steps: int = 10,
                        steps: int = 20, rng: PRNGKey | None = None,
-                       bounds: Bounds | None = (0.0, 1.0)) -> Array:
+                       bounds: Bounds | None = (0.0, 1.0),
+                       method: str = 'bisection') -> Array:
   """Per-example RMSE distance ``[B]`` to the goal: 0 where misclassified at ``x``.
 
-  Uses :func:`robustjax.attacks.min_norm` (L2, bisection on the radius with PGD inside;
-  Woods et al. use their Algorithm 1, a tick-tock variant of the same search). Examples
+  ``method='bisection'`` uses :func:`robustjax.attacks.min_norm` (L2, bisection on the
+  radius with ``steps`` PGD steps per radius); ``'ticktock'`` uses Woods et al.'s own
+  Algorithm 1, :func:`robustjax.attacks.min_norm_ticktock`, for ``steps`` iterations (the
+  paper: 450; ``search_steps`` and ``rng`` are then unused). Examples
   that do not reach the goal within ``max_rmse`` get ``max_rmse``, so areas computed from
   them are lower bounds. Otherwise distances are upper bounds on the true minima: with
   K > 2 classes the untargeted PGD inside can settle on a class that is not the nearest
@@ -93,16 +97,22 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
     steps: PGD steps per tested radius.
     rng: optional key (PGD starts at x by default).
     bounds: input box or None.
+    method: ``'bisection'`` or ``'ticktock'``.
   """
   _checks.check_choice(goal, 'goal', GOALS)
+  _checks.check_choice(method, 'method', METHODS)
   _checks.check_positive(max_rmse, 'max_rmse')
   inputs, labels = batch[0], batch[1]
   _checks.check_float_inputs(inputs)
   dim = math.prod(inputs.shape[1:])
-  _, norms = attacks.min_norm(logits_fn, params, (inputs, labels), p=2.0,
-                              max_eps=max_rmse * math.sqrt(dim), goal=goal,
-                              search_steps=search_steps, steps=steps, rng=rng,
-                              bounds=bounds)
+  if method == 'ticktock':
+    _, norms = attacks.min_norm_ticktock(logits_fn, params, (inputs, labels), goal=goal,
+                                         steps=steps, bounds=bounds)
+  else:
+    _, norms = attacks.min_norm(logits_fn, params, (inputs, labels), p=2.0,
+                                max_eps=max_rmse * math.sqrt(dim), goal=goal,
+                                search_steps=search_steps, steps=steps, rng=rng,
+                                bounds=bounds)
   distances = jnp.minimum(norms / math.sqrt(dim), max_rmse)
   hit = robustness.correct(logits_fn, params, inputs, labels)
   return jnp.where(hit, distances, 0.0)
@@ -111,13 +121,13 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
 def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
         max_rmse: float = 0.25, search_steps: int = 10, steps: int = 20,
         rng: PRNGKey | None = None, bounds: Bounds | None = (0.0, 1.0),
-        naive: float | None = None) -> dict[str, Any]:
+        method: str = 'bisection', naive: float | None = None) -> dict[str, Any]:
   """Attack ARA (``goal='adv'``) or BTR ARA (``goal='btr'``) over batches.
 
   Args:
     logits_fn, params: the model.
     batches: one batch or an iterable of ``(inputs, labels[, mask])``.
-    goal, max_rmse, search_steps, steps, bounds: as :func:`min_norm_distances`.
+    goal, max_rmse, search_steps, steps, bounds, method: as :func:`min_norm_distances`.
     rng: key; batch ``i`` uses ``fold_in(rng, i)``.
     naive: the naive classifier's accuracy; default the majority-label rate of the
       evaluated labels.
@@ -126,6 +136,7 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
     ``{'ara', 'distances' [N], 'clean_accuracy', 'naive_accuracy'}``.
   """
   _checks.check_choice(goal, 'goal', GOALS)
+  _checks.check_choice(method, 'method', METHODS)
   batches = robustness.iter_batches(batches)
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
@@ -133,7 +144,7 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
   def run(prm, x, y, key):
     distances = min_norm_distances(logits_fn, prm, (x, y), goal=goal, max_rmse=max_rmse,
                                    search_steps=search_steps, steps=steps, rng=key,
-                                   bounds=bounds)
+                                   bounds=bounds, method=method)
     return distances, robustness.correct(logits_fn, prm, x, y)
 
   dists, labels, hits = [], [], []
