@@ -31,23 +31,24 @@ def _margin_hessians(layers, x, y, t, activation):
   def margin(xi, yi, ti):
     z = bounds.mlp_apply(layers, xi[None], activation=activation)[0]
     return z[yi] - z[ti]
-  return jax.vmap(jax.hessian(margin))(x, y, t)
+  return jax.jit(jax.vmap(jax.hessian(margin)))(x, y, t)
 
 
 def test_power_iteration_spectral_norm_matches_svd_and_its_gradient():
-  for shape in [(5, 7), (7, 3), (1, 4)]:
+  value_and_grad = jax.jit(jax.value_and_grad(lambda a: bounds.spectral_norm(a, num_iters=50)))
+  for shape in [(5, 7), (7, 3)]:
     w = jax.random.normal(jax.random.PRNGKey(sum(shape)), shape)
-    power = bounds.spectral_norm(w, num_iters=50)
+    power, g_power = value_and_grad(w)
     np.testing.assert_allclose(power, jnp.linalg.norm(w, 2), rtol=1e-4)
-    g_power = jax.grad(lambda a: bounds.spectral_norm(a, num_iters=50))(w)
     g_svd = jax.grad(lambda a: bounds.spectral_norm(a, method='svd'))(w)
     np.testing.assert_allclose(g_power, g_svd, atol=1e-3)
 
 
 @pytest.mark.parametrize('activation', ACTIVATIONS)
-@pytest.mark.parametrize('widths', [(3, 6, 4), (3, 5, 4, 4)])
-def test_margin_curvature_bound_dominates_the_true_hessian(activation, widths):
-  layers = _layers(jax.random.PRNGKey(len(widths)), widths, scale=2.0)
+def test_margin_curvature_bound_dominates_the_true_hessian(activation):
+  # Two hidden layers: exercises both the sign-aware last-layer term and the
+  # elementwise bound of the earlier layer (one hidden layer: the 2-D tests below).
+  layers = _layers(jax.random.PRNGKey(4), (3, 5, 4, 4), scale=2.0)
   n = 64
   x = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (n, 3))
   y = jax.random.randint(jax.random.PRNGKey(2), (n,), 0, 4)
@@ -78,6 +79,22 @@ def test_bound_is_tight_for_one_unit(activation):
   h = _margin_hessians(layers, x, y, t, activation)[:, 0, 0]
   assert float(h.max()) == pytest.approx(float(bound.upper[0]), rel=2e-3)
   assert float(h.min()) == pytest.approx(float(bound.lower[0]), rel=2e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize('activation', ACTIVATIONS)
+def test_bound_covers_the_earlier_layer_term_of_a_deep_chain(activation):
+  # f = c σ(w2 σ(w1 x)): with a small w2 the earlier layer's c σ'(z2) w2 σ''(z1) w1² term
+  # dominates f'', so a bound that dropped it would be violated on this grid.
+  layers = [(jnp.array([[2.0 if activation != 'sigmoid' else 8.0]]), jnp.zeros(1)),
+            (jnp.array([[0.5]]), jnp.zeros(1)), (jnp.array([[0.0, 1.0]]), jnp.zeros(2))]
+  x = jnp.linspace(-4, 4, 4001)[:, None]
+  y, t = jnp.ones(4001, jnp.int32), jnp.zeros(4001, jnp.int32)
+  bound = bounds.margin_curvature_bound(layers, y[:1], t[:1], activation=activation,
+                                        method='svd')
+  h = _margin_hessians(layers, x, y, t, activation)[:, 0, 0]
+  assert float(h.max()) <= float(bound.upper[0]) + 1e-6
+  assert float(h.min()) >= float(bound.lower[0]) - 1e-6
+  assert float(jnp.abs(h).max()) >= 0.5 * float(jnp.maximum(bound.upper, -bound.lower)[0])
 
 
 def test_mlp_layers_reads_flax_and_list_layouts():
@@ -122,12 +139,13 @@ def test_curvature_attack_beats_pgd_on_the_margin(activation):
   z = logits_fn(layers, x)
   t = jnp.argmax(jnp.where(jax.nn.one_hot(y, 3, dtype=bool), -jnp.inf, z), -1)
   bound = bounds.margin_curvature_bound(layers, y, t, activation=activation)
-  x_adv = curvature_attack(logits_fn, layers, x, y, t, lower=bound.lower,
-                           upper=bound.upper, lipschitz=bound.lipschitz, eps=0.5,
-                           bounds=None)
+  x_adv = jax.jit(lambda: curvature_attack(
+      logits_fn, layers, x, y, t, lower=bound.lower, upper=bound.upper,
+      lipschitz=bound.lipschitz, eps=0.5, bounds=None))()
   margin = lambda xx: pair_margin(logits_fn(layers, xx), y, t)
   pgd, _ = loop.maximize(lambda xx: -margin(xx), x, rng=jax.random.PRNGKey(0), eps=0.5,
-                         p=2.0, steps=40, step_size=0.05, init='zero', bounds=None)
+                         p=2.0, steps=40, step_size=0.05, init='zero', bounds=None,
+                         unroll=1)
   dist = jnp.linalg.norm(x_adv - x, axis=1)
   assert np.all(dist <= 0.5 + 1e-5)
   active = np.asarray(dist >= 0.5 - 1e-4)
@@ -153,8 +171,8 @@ def test_crt_objective_is_ce_at_attack_points_plus_gamma_k():
                                         method='svd')
   np.testing.assert_allclose(aux['curvature'], jnp.maximum(exact.upper, -exact.lower),
                              rtol=1e-3)
-  values, aux = crt(logits_fn, layers, (x, y), rng=None, gamma=0.5, eps=0.3,
-                    bisection_steps=8, inner_steps=3)
+  values, aux = jax.jit(lambda: crt(logits_fn, layers, (x, y), rng=None, gamma=0.5,
+                                    eps=0.3, bisection_steps=8, inner_steps=3))()
   assert np.all(jnp.linalg.norm(jnp.reshape(aux['x_adv'] - x, (5, -1)), axis=1) <= 0.3 + 1e-5)
   np.testing.assert_allclose(values, aux['ce'] + 0.5 * aux['curvature'], rtol=1e-6)
   assert np.all(aux['ce'] >= ce - 1e-4)  # the attack lowers the margin
@@ -169,8 +187,8 @@ def test_crt_finite_and_differentiable_saturated_or_flat(scale, flat):
   y = jnp.array([0, 1, 2])
   fn = lambda p: crt(_logits_fn('tanh'), p, (x, y), rng=None, activation='tanh', eps=0.3,
                      bisection_steps=4, inner_steps=2)[0]
-  values, vjp = jax.vjp(fn, layers)
-  grads = vjp(jnp.ones_like(values))[0]
+  values, grads = jax.jit(lambda p: (lambda v, vjp: (v, vjp(jnp.ones_like(v))[0]))(
+      *jax.vjp(fn, p)))(layers)
   assert np.all(np.isfinite(values))
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   if not flat:
@@ -224,12 +242,12 @@ def test_crc_is_sound_against_brute_force_on_a_2d_mlp(activation):
   layers = _layers(jax.random.PRNGKey(12), (2, 8, 3), scale=2.0)
   x = jax.random.uniform(jax.random.PRNGKey(13), (6, 2), minval=-1.0, maxval=1.0)
   y = jnp.argmax(bounds.mlp_apply(layers, x, activation=activation), -1)
-  res = crc_mlp(layers, x, y, activation=activation, bisection_steps=20)
-  brute = _brute_force_distance(layers, activation, x, y)
-  assert np.all(res.radius <= brute + 1e-6), (res.radius, brute)
-  assert np.all(res.radius > 0)
-  wrong = crc_mlp(layers, x, (y + 1) % 3, activation=activation, bisection_steps=2)
-  np.testing.assert_array_equal(wrong.radius, 0.0)
+  labels = y.at[:2].set((y[:2] + 1) % 3)  # two misclassified points: radius 0
+  res = crc_mlp(layers, x, labels, activation=activation, bisection_steps=20)
+  brute = _brute_force_distance(layers, activation, x[2:], y[2:])
+  assert np.all(res.radius[2:] <= brute + 1e-6), (res.radius, brute)
+  assert np.all(res.radius[2:] > 0)
+  np.testing.assert_array_equal(res.radius[:2], 0.0)
 
 
 def test_crc_is_exact_where_primal_equals_dual():
@@ -247,6 +265,18 @@ def test_crc_is_exact_where_primal_equals_dual():
   assert np.all(res.radius[~exact] < brute[~exact])
   runner = crc_mlp(layers, x, y, activation='softplus', targets='runner_up')
   assert np.all(runner.radius >= res.radius - 1e-6)
+  # A single scalar bound K (the loosest pair's) through the generic entry point.
+  v = jnp.arange(3)
+  pairs = bounds.margin_curvature_bound(layers, jnp.repeat(v, 3), jnp.tile(v, 3),
+                                        activation='softplus', method='svd')
+  k = float(jnp.max(jnp.maximum(pairs.upper, -pairs.lower)))
+  scalar = crc(_logits_fn('softplus'), layers, x, y, curvature=k)
+  assert np.all(scalar.radius <= res.radius + 1e-5)
+  assert np.all(scalar.radius <= brute + 1e-6) and np.all(scalar.radius > 0)
+  # A crude inner solve stays sound: the strong-convexity correction absorbs its error.
+  rough = crc_mlp(layers, x, y, activation="softplus", bisection_steps=6, newton_steps=1,
+                  cg_steps=1)
+  assert np.all(rough.radius <= brute + 1e-6)
 
 
 def test_crc_bad_input():

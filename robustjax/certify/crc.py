@@ -212,15 +212,17 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
   y_all = jnp.tile(labels.astype(jnp.int32), copies)
   lower, _ = _resolve_curvature(curvature, y_all, tgt)
 
-  def margin_fn(x):
-    z = logits_fn(params, x)
-    take = lambda idx: jnp.take_along_axis(z, idx[:, None], axis=-1)[:, 0]
-    return take(y_all) - take(tgt)
+  def certify(params, x_all, y_all, tgt, lower):
+    def margin_fn(x):
+      z = logits_fn(params, x)
+      take = lambda idx: jnp.take_along_axis(z, idx[:, None], axis=-1)[:, 0]
+      return take(y_all) - take(tgt)
 
-  radius, exact, x_star = pair_certificate(margin_fn, x_all, lower,
-                                           bisection_steps=bisection_steps,
-                                           newton_steps=newton_steps, cg_steps=cg_steps,
-                                           tol=tol)
+    return pair_certificate(margin_fn, x_all, lower, bisection_steps=bisection_steps,
+                            newton_steps=newton_steps, cg_steps=cg_steps, tol=tol)
+
+  # One compiled program per call (also when called eagerly); inlined under an outer jit.
+  radius, exact, x_star = jax.jit(certify)(params, x_all, y_all, tgt, lower)
   radius = jnp.where(tgt == y_all, jnp.inf, radius)
   radius = jnp.reshape(radius, (copies, batch))
   best = jnp.argmin(radius, axis=0)
