@@ -415,3 +415,21 @@ def test_simba_lowers_true_class_probability_within_box():
   assert np.all(np.sum(np.asarray(x_adv != x).reshape(6, -1), axis=1) <= 12)
   np.testing.assert_array_equal(
       attacks.simba(mlp, params, (x, y), rng=key, eps=eps, steps=12), x_adv)
+
+
+def test_simba_stop_on_success_freezes_misclassified_examples():
+  # Both runs share the coordinate order, so they agree until an example is
+  # misclassified; afterwards only the non-stopping run keeps lowering p_y.
+  key = jax.random.PRNGKey(27)
+  params = mlp_params(key, 12, 3)
+  x, _ = make_batch(jax.random.PRNGKey(28), (6, 2, 2, 3), 3)
+  y = jnp.argmax(mlp(params, x), axis=1).astype(jnp.int32)
+  run = lambda stop: attacks.simba(mlp, params, (x, y), rng=key, eps=0.5, steps=12,
+                                   stop_on_success=stop)
+  x_stop, x_go = run(True), run(False)
+  prob = lambda xx: np.asarray(jax.nn.softmax(mlp(params, xx))[jnp.arange(6), y])
+  assert np.all(prob(x_stop) >= prob(x_go) - 1e-7)
+  flipped = np.asarray(jnp.argmax(mlp(params, x_go), 1) != y)
+  assert flipped.any()  # the test exercises the frozen branch
+  still = ~np.asarray(jnp.argmax(mlp(params, x_stop), 1) != y)
+  np.testing.assert_array_equal(np.asarray(x_stop)[still], np.asarray(x_go)[still])
