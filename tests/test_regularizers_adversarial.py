@@ -202,6 +202,18 @@ def test_finite_values_and_param_grads_saturated_or_flat(scale, flat):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
 
 
+def test_non_per_example_functions_raise_before_the_attack():
+  params = _params(jax.random.PRNGKey(0))
+  x, y = _batch(jax.random.PRNGKey(1))
+  mean_loss = lambda p, xx, yy: jnp.mean(loss_fn(p, xx, yy))
+  with pytest.raises(ValueError, match='loss_fn'):
+    adversarial(mean_loss, params, (x, y), rng=jax.random.PRNGKey(0))
+  flat_logits = lambda p, xx: jnp.ravel(logits_fn(p, xx))
+  for fn in (trades, adversarial_l2min):
+    with pytest.raises(ValueError, match='logits_fn'):
+      fn(flat_logits, params, (x, y), rng=jax.random.PRNGKey(0))
+
+
 def test_registry_records_what_each_takes():
   assert registry.get('adversarial').takes == 'loss_fn'
   assert registry.get('adversarial_l2min').takes == 'logits_fn'

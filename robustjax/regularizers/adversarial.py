@@ -42,6 +42,13 @@ from robustjax.regularizers.registry import register
 from robustjax.types import Array, Batch, Bounds, LogitsFn, LossFn, Params, PRNGKey
 
 
+def _check_logits_shape(logits_fn: LogitsFn, params: Params, inputs: Array) -> None:
+  shape = jax.eval_shape(logits_fn, params, inputs).shape
+  if len(shape) != 2 or shape[0] != inputs.shape[0]:
+    raise ValueError(f'logits_fn must return logits [B, V] = [{inputs.shape[0]}, V], '
+                     f'got shape {shape}')
+
+
 def _split_half(inputs: Array, labels: Array, half_half: bool):
   if half_half:
     return inputs[::2], labels[::2]
@@ -123,6 +130,9 @@ def adversarial(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
   _checks.check_choice(step_rule, 'step_rule', loop.STEP_RULES)
   if step_size is not None:
     _checks.check_nonnegative(step_size, 'step_size')
+  # Fail before tracing the attack if loss_fn is not per-example (e.g. a mean).
+  _checks.check_per_example(jax.eval_shape(loss_fn, params, inputs, labels),
+                            inputs.shape[0])
   x_sub, y_sub = _split_half(inputs, labels, half_half)
   if jnp.ndim(eps) and half_half:
     eps = eps[::2]
@@ -132,7 +142,6 @@ def adversarial(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
                              bounds=bounds)
   x_adv, perturbed = _merge_half(inputs, attacked, half_half)
   values = loss_fn(params, x_adv, labels)
-  _checks.check_per_example(values, inputs.shape[0])
   return values, {'x_adv': x_adv, 'perturbed': perturbed}
 
 
@@ -202,6 +211,7 @@ def adversarial_l2min(logits_fn: LogitsFn, params: Params, batch: Batch, *,
   _checks.check_float_inputs(inputs)
   _checks.check_nonnegative(eps, 'eps')
   steps = _checks.check_int(steps, 'steps')
+  _check_logits_shape(logits_fn, params, inputs)
   x_sub, y_sub = _split_half(inputs, labels, half_half)
   if jnp.ndim(eps) and half_half:
     eps = eps[::2]

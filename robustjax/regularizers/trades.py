@@ -86,6 +86,10 @@ def trades(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
   steps = _checks.check_int(steps, 'steps')
   if step_size is not None:
     _checks.check_nonnegative(step_size, 'step_size')
+  shape = jax.eval_shape(logits_fn, params, inputs).shape
+  if len(shape) != 2 or shape[0] != inputs.shape[0]:
+    raise ValueError(f'logits_fn must return logits [B, V] = [{inputs.shape[0]}, V], '
+                     f'got shape {shape}')
   x_adv = kl_attack(logits_fn, params, inputs, rng=rng, eps=eps, p=p, steps=steps,
                     step_size=step_size, init_std=init_std, bounds=bounds)
   clean_logits = logits_fn(params, inputs)
