@@ -9,14 +9,16 @@ Flax models, datasets and the config-driven training system on top.
 from robustjax import attacks
 from robustjax import certify
 from robustjax import curvature
+from robustjax import explain
 from robustjax import geometry
 from robustjax import losses
+from robustjax import metrics
 from robustjax import regularizers
 from robustjax import types
 
 __version__ = '0.1.0'
 
-_LAZY_SUBMODULES = ('data', 'explain', 'metrics', 'models', 'training')
+_LAZY_SUBMODULES = ('data', 'models', 'training')
 
 
 def __getattr__(name):
