@@ -45,7 +45,7 @@ def test_power_iteration_spectral_norm_matches_svd_and_its_gradient():
 
 
 @pytest.mark.parametrize('activation', ACTIVATIONS)
-def test_margin_curvature_bound_dominates_the_true_hessian(activation):
+def test_margin_curvature_bound_dominates_the_true_hessian(activation):  # both modes
   # Two hidden layers: exercises both the sign-aware last-layer term and the
   # elementwise bound of the earlier layer (one hidden layer: the 2-D tests below).
   layers = _layers(jax.random.PRNGKey(4), (3, 5, 4, 4), scale=2.0)
@@ -55,10 +55,19 @@ def test_margin_curvature_bound_dominates_the_true_hessian(activation):
   t = (y + jax.random.randint(jax.random.PRNGKey(3), (n,), 1, 4)) % 4
   bound = bounds.margin_curvature_bound(layers, y, t, activation=activation,
                                         method='svd')
+  gram = bounds.margin_curvature_bound(layers, y, t, activation=activation,
+                                       method='svd', mode='gram')
   eig = jnp.linalg.eigvalsh(_margin_hessians(layers, x, y, t, activation))
-  assert np.all(eig.min(-1) >= bound.lower - 1e-5)
-  assert np.all(eig.max(-1) <= bound.upper + 1e-5)
-  assert np.all(bound.lower <= 0) and np.all(bound.upper >= 0)
+  for b in (bound, gram):
+    assert np.all(eig.min(-1) >= b.lower - 1e-5)
+    assert np.all(eig.max(-1) <= b.upper + 1e-5)
+    assert np.all(b.lower <= 0) and np.all(b.upper >= 0)
+  assert np.all(gram.upper <= bound.upper + 1e-5) and np.all(gram.lower >= bound.lower - 1e-5)
+  assert np.any(gram.upper < 0.9 * bound.upper)  # and strictly tighter somewhere
+  gram_power = bounds.margin_curvature_bound(layers, y, t, activation=activation,
+                                             num_iters=50, mode='gram')
+  np.testing.assert_allclose(gram_power.upper, gram.upper, rtol=2e-2)
+  assert np.all(gram_power.upper <= gram.upper + 1e-4)  # power iteration: from below
   grads = jax.vmap(jax.grad(lambda xi, yi, ti: pair_margin(
       bounds.mlp_apply(layers, xi[None], activation=activation), yi[None], ti[None])[0]))(
           x, y, t)
@@ -89,12 +98,13 @@ def test_bound_covers_the_earlier_layer_term_of_a_deep_chain(activation):
             (jnp.array([[0.5]]), jnp.zeros(1)), (jnp.array([[0.0, 1.0]]), jnp.zeros(2))]
   x = jnp.linspace(-4, 4, 4001)[:, None]
   y, t = jnp.ones(4001, jnp.int32), jnp.zeros(4001, jnp.int32)
-  bound = bounds.margin_curvature_bound(layers, y[:1], t[:1], activation=activation,
-                                        method='svd')
   h = _margin_hessians(layers, x, y, t, activation)[:, 0, 0]
-  assert float(h.max()) <= float(bound.upper[0]) + 1e-6
-  assert float(h.min()) >= float(bound.lower[0]) - 1e-6
-  assert float(jnp.abs(h).max()) >= 0.5 * float(jnp.maximum(bound.upper, -bound.lower)[0])
+  for mode in bounds.MODES:
+    bound = bounds.margin_curvature_bound(layers, y[:1], t[:1], activation=activation,
+                                          method='svd', mode=mode)
+    assert float(h.max()) <= float(bound.upper[0]) + 1e-6
+    assert float(h.min()) >= float(bound.lower[0]) - 1e-6
+    assert float(jnp.abs(h).max()) >= 0.5 * float(jnp.maximum(bound.upper, -bound.lower)[0])
 
 
 def test_mlp_layers_reads_flax_and_list_layouts():

@@ -7,6 +7,7 @@ from robustjax.certify.bounds import margin_curvature_bound
 from robustjax.certify.bounds import mlp_apply
 from robustjax.certify.bounds import mlp_layers
 from robustjax.certify.bounds import spectral_norm
+from robustjax.certify.bounds import weighted_gram_top
 from robustjax.certify.crc import CRCResult
 from robustjax.certify.crc import crc
 from robustjax.certify.crc import crc_mlp

@@ -31,6 +31,7 @@ differentiable w.r.t. the weights (CRT's ``K(θ)``). For a *certificate* use
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, NamedTuple, Sequence
 
@@ -145,10 +146,44 @@ def spectral_norm(w: Array, *, num_iters: int = 20, method: str = 'power') -> Ar
   return u @ w @ v
 
 
+def weighted_gram_top(w: Array, d: Array, *, num_iters: int = 20,
+                      method: str = 'power') -> Array:
+  """``λ_max(W diag(d_b) Wᵀ)`` per row of ``d`` ``[B, n]`` (``d >= 0``), ``W`` ``[m, n]``.
+
+  ``'power'``: batched power iteration, value at the stop-gradient'd vector (a lower
+  estimate, differentiable); ``'svd'``: exact (``eigvalsh``).
+  """
+  _checks.check_choice(method, 'method', SPECTRAL_METHODS)
+  if method == 'svd':
+    gram = jnp.einsum('mn,bn,kn->bmk', w, d, w)
+    return jnp.linalg.eigvalsh(gram)[:, -1]
+  frozen_w, frozen_d = jax.lax.stop_gradient(w), jax.lax.stop_gradient(d)
+  apply = lambda ww, dd, v: ((v @ ww) * dd) @ ww.T  # [B, m]
+  v0 = jax.random.normal(jax.random.PRNGKey(0), (w.shape[0],), w.dtype) + 1e-3
+  v0 = jnp.broadcast_to(_unit(v0), (d.shape[0], w.shape[0]))
+  unit = lambda v: v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-30)
+
+  def step(v, _):
+    return unit(apply(frozen_w, frozen_d, v)), None
+
+  v, _ = jax.lax.scan(step, v0, None, length=num_iters)
+  return jnp.sum(v * apply(w, d, v), axis=-1)
+
+
+MODES = ('norm', 'gram')
+
+
 def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
                            activation: str, num_iters: int = 20,
-                           method: str = 'power') -> CurvatureBound:
+                           method: str = 'power', mode: str = 'norm') -> CurvatureBound:
   """Global bounds ``m I ⪯ ∇²ₓ(z_y − z_t) ⪯ M I`` per example, for a smooth MLP.
+
+  Per hidden layer I the term ``J_Iᵀ D_I J_I`` has a diagonal ``D_I`` within
+  ``[−d⁻, d⁺]`` elementwise (sign-aware for the last hidden layer). ``mode='norm'``
+  bounds its eigenvalues by ``||J_I||² max d±`` (spectral norms only; cheap, the CRT
+  training bound). ``mode='gram'`` uses ``s'² ||J_{I−1}||² λ_max(W_I diag(d±) W_Iᵀ)``,
+  which for a one-hidden-layer net is exactly the slides' ``||P||``, ``||N||``; it is
+  never looser but costs a per-example eigenvalue problem (use for certificates).
 
   Args:
     layers: ``[(W [d_in, d_out], b [d_out]), ...]`` (see :func:`mlp_layers`).
@@ -158,12 +193,14 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
     num_iters: power iterations per spectral norm.
     method: ``'power'`` (cheap, differentiable; for training) or ``'svd'`` (exact;
       use for certificates).
+    mode: ``'norm'`` or ``'gram'`` (above).
 
   Returns:
     :class:`CurvatureBound` with ``lower`` [B] (<= 0), ``upper`` [B] (>= 0) and
     ``lipschitz`` [B]; differentiable w.r.t. the weights.
   """
   _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
+  _checks.check_choice(mode, 'mode', MODES)
   consts = ACTIVATION_CONSTANTS[activation]
   weights = [w for w, _ in layers]
   last = weights[-1]
@@ -180,18 +217,25 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
     running = n if i == 0 else running * consts.d1 * n
     jac.append(running)
   h_abs = max(abs(consts.d2_low), abs(consts.d2_high))
-  # Last hidden layer: the diagonal c ⊙ σ'' has a known sign pattern.
-  diag_hi = jnp.maximum(c * consts.d2_low, c * consts.d2_high)
-  diag_lo = jnp.minimum(c * consts.d2_low, c * consts.d2_high)
-  s_last = jac[-1] ** 2
-  upper = s_last * jnp.maximum(jnp.max(diag_hi, axis=-1), 0.0)
-  lower = -s_last * jnp.maximum(jnp.max(-diag_lo, axis=-1), 0.0)
-  # Earlier layers: |∂f/∂a_I| <= s' |W_{I+1}| |∂f/∂a_{I+1}| elementwise.
+  # Diagonal bounds per hidden layer, last first: the last layer's c ⊙ σ'' has a known
+  # sign pattern; earlier ones use |∂f/∂a_I| <= s' |W_{I+1}| |∂f/∂a_{I+1}|.
+  d_plus = [jnp.maximum(jnp.maximum(c * consts.d2_low, c * consts.d2_high), 0.0)]
+  d_minus = [jnp.maximum(-jnp.minimum(c * consts.d2_low, c * consts.d2_high), 0.0)]
   grad_bound = jnp.abs(c)  # [B, n_{L-1}]
   for i in range(len(hidden) - 2, -1, -1):
     grad_bound = consts.d1 * grad_bound @ jnp.abs(hidden[i + 1]).T  # [B, n_i]
-    term = h_abs * jac[i] ** 2 * jnp.max(grad_bound, axis=-1)
-    upper = upper + term
-    lower = lower - term
+    d_plus.insert(0, h_abs * grad_bound)
+    d_minus.insert(0, h_abs * grad_bound)
+  upper = jnp.zeros(c.shape[:1], c.dtype)
+  lower = jnp.zeros(c.shape[:1], c.dtype)
+  for i, w in enumerate(hidden):
+    if mode == 'norm':
+      upper = upper + jac[i] ** 2 * jnp.max(d_plus[i], axis=-1)
+      lower = lower - jac[i] ** 2 * jnp.max(d_minus[i], axis=-1)
+    else:
+      prefix = 1.0 if i == 0 else (consts.d1 * jac[i - 1]) ** 2
+      gram = functools.partial(weighted_gram_top, w, num_iters=num_iters, method=method)
+      upper = upper + prefix * gram(d_plus[i])
+      lower = lower - prefix * gram(d_minus[i])
   lipschitz = c_norm * consts.d1 * jac[-1]
   return CurvatureBound(lower, upper, lipschitz)

@@ -235,8 +235,9 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
 
 
 def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
-            layers_fn=bounds_lib.mlp_layers, **kwargs) -> CRCResult:
-  """CRC for a smooth MLP given by its layers, with exact (SVD) curvature bounds.
+            layers_fn=bounds_lib.mlp_layers, mode: str = 'gram',
+            **kwargs) -> CRCResult:
+  """CRC for a smooth MLP given by its layers, with exact (eigen/SVD) curvature bounds.
 
   Args:
     params: MLP params (see :func:`robustjax.certify.bounds.mlp_layers`).
@@ -244,6 +245,8 @@ def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
     labels: ``[B]``.
     activation: ``'softplus'``, ``'sigmoid'`` or ``'tanh'``.
     layers_fn: ``params -> [(W, b), ...]``.
+    mode: curvature bound mode, ``'gram'`` (tighter, default) or ``'norm'`` (see
+      :func:`robustjax.certify.bounds.margin_curvature_bound`).
     **kwargs: forwarded to :func:`crc` (``targets``, step counts, ``tol``).
 
   Returns:
@@ -252,5 +255,5 @@ def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
   layers = layers_fn(params)
   logits_fn = lambda p, x: bounds_lib.mlp_apply(p, x, activation=activation)
   curvature = functools.partial(bounds_lib.margin_curvature_bound, layers,
-                                activation=activation, method='svd')
+                                activation=activation, method='svd', mode=mode)
   return crc(logits_fn, layers, inputs, labels, curvature=curvature, **kwargs)
