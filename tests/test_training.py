@@ -206,7 +206,7 @@ def test_grad_clip_bounds_the_terms_update():
   tx = optax.sgd(1.0)
   schema.load_regularizers()
   penalty = registry.get('gradient_norm')
-  for clip in (1e-3, 1e3):
+  for clip in (1e-3,):  # far below the gradient norm (~1): the clip binds
     term = step_lib.Term('gn', 'gradient_norm', penalty, 'loss_fn', 50.0, {}, clip, 0, '',
                          1.0)
     fn = step_lib.make_train_step(model=model, terms=[term], tx=tx,
@@ -222,7 +222,8 @@ def test_grad_clip_bounds_the_terms_update():
       return 50.0 * jnp.mean(penalty(loss_fn, p, batch, rng=jax.random.PRNGKey(0))[0])
     full = optax.global_norm(jax.grad(objective)(before))
     assert float(metrics['gn/grad_norm']) == pytest.approx(float(full), rel=1e-4)
-    assert float(moved) == pytest.approx(min(clip, float(full)), rel=1e-4)
+    assert float(full) > 100 * clip
+    assert float(moved) == pytest.approx(clip, rel=1e-4)
 
 
 def test_eps_ramp_and_adaptive_psi_follow_their_formulas():

@@ -109,6 +109,7 @@ def main():
         plain = seconds
       terms = ', '.join(f'{t.name}' for t in step_lib.resolve_terms(config)) or 'CE'
       rows.append((method, seconds, batch / seconds, terms))
+      print(f'  {kind} {method}: {1e3 * seconds:.1f} ms/step', file=sys.stderr, flush=True)
     title = ('digits MLP 64-64, batch 64, 8x8x1' if kind == 'digits'
              else 'SOAR CNN 32-32-64-64, batch 128, 32x32x3')
     print(f'\n{title}')

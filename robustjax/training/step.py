@@ -111,7 +111,8 @@ def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nomi
   metrics = {}
   if include_nominal:
     nominal = jnp.mean(losses.cross_entropy(clean.logits, y))
-    total = total + nominal_weight * nominal
+    if nominal_weight:  # a zero weight adds no backward pass through the clean loss
+      total = total + nominal_weight * nominal
     metrics['nominal'] = nominal
     metrics['accuracy'] = jnp.mean(jnp.argmax(clean.logits, -1) == y)
   for index, t in terms:
