@@ -209,7 +209,7 @@ def test_crt_registry_and_bad_input():
   assert registry.get('crt').takes == 'logits_fn'
   x, y = jnp.zeros((2, 4)), jnp.array([0, 1])
   for kwargs, name in [({'gamma': -1.0}, 'gamma'), ({'eps': -0.1}, 'eps'),
-                       ({'activation': 'relu'}, 'activation'),
+                       ({'activation': 'relu'}, 'activation'), ({'mode': 'x'}, 'mode'),
                        ({'num_iters': 0}, 'num_iters')]:
     with pytest.raises(ValueError, match=name):
       crt(_logits_fn('tanh'), _tiny_mlp(), (x, y), rng=None, **kwargs)

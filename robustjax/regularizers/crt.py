@@ -107,7 +107,7 @@ def curvature_attack(logits_fn: LogitsFn, params: Params, inputs: Array, labels:
 def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
         gamma: float = 0.01, eps=1.58, activation: str = 'softplus',
         layers_fn=bounds_lib.mlp_layers, num_iters: int = 20,
-        bisection_steps: int = 30, inner_steps: int = 10,
+        bisection_steps: int = 30, inner_steps: int = 10, mode: str = 'norm',
         bounds: Bounds | None = (0.0, 1.0)):
   """CRT objective per example: ``CE(x*) + γ K(θ)`` (Singla & Feizi; MNIST defaults).
 
@@ -123,6 +123,9 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
     num_iters: power iterations per spectral norm.
     bisection_steps: η bisection steps of the attack (30 as the reference code).
     inner_steps: majorise-minimise steps per η (10 as the reference code).
+    mode: curvature bound, ``'norm'`` (spectral norms, the reference code's training
+      bound) or ``'gram'`` (tighter, per-example power iterations; see
+      :func:`robustjax.certify.bounds.margin_curvature_bound`).
     bounds: input box or None.
 
   Returns:
@@ -134,6 +137,7 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
   _checks.check_nonnegative(gamma, 'gamma')
   _checks.check_nonnegative(eps, 'eps')
   _checks.check_choice(activation, 'activation', tuple(bounds_lib.ACTIVATION_CONSTANTS))
+  _checks.check_choice(mode, 'mode', bounds_lib.MODES)
   num_iters = _checks.check_int(num_iters, 'num_iters', minimum=1)
   bisection_steps = _checks.check_int(bisection_steps, 'bisection_steps')
   inner_steps = _checks.check_int(inner_steps, 'inner_steps')
@@ -142,7 +146,8 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
   _checks.check_labels(labels, inputs.shape[0], logits.shape[-1])
   targets = losses.runner_up(jax.lax.stop_gradient(logits), labels)
   bound = bounds_lib.margin_curvature_bound(layers, labels, targets,
-                                            activation=activation, num_iters=num_iters)
+                                            activation=activation, num_iters=num_iters,
+                                            mode=mode)
   curvature = jnp.maximum(bound.upper, -bound.lower)
   static_zero = not isinstance(eps, jax.core.Tracer) and not jnp.ndim(eps) and eps == 0
   if static_zero or bisection_steps == 0:
