@@ -6,6 +6,7 @@ r"""Command-line entry point: train and evaluate one config.
 Re-running the same command resumes from the workdir's latest checkpoint.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -36,13 +37,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def _quiet_libraries(record) -> bool:
   """Keeps warnings and robustjax's own info lines; drops orbax's per-save chatter."""
-  return record.levelno >= logging.WARNING or 'robustjax' in record.pathname
+  return record.levelno >= std_logging.WARNING or 'robustjax' in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_quiet_libraries)
+  logging.get_absl_logger().addFilter(_quiet_libraries)
   from robustjax import training  # pylint: disable=g-import-not-at-top
   try:
     training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -52,5 +53,15 @@ def main(argv):
     sys.exit(f'error: {e}')
 
 
+def run():
+  """``app.run(main)``, turning a misspelt ``--config.<key>`` override into one line."""
+  try:
+    app.run(main)
+  except KeyError as e:  # raised by config_flags while parsing, before main() runs
+    if 'Did you mean' not in str(e) and 'config' not in str(e):
+      raise
+    sys.exit(f'error: unknown config key in a --config.* override: {e.args[0]}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()
