@@ -83,7 +83,8 @@ def assert_trees_equal(a, b):
 def test_short_digits_run_learns_writes_everything_and_restores(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   config = tiny(**{'model.kwargs.widths': (32,), 'num_train_steps': 120,
-                   'checkpoint_every_steps': 60, 'log_every_steps': 20,
+                   'checkpoint_every_steps': 40, 'keep_checkpoints': 2,
+                   'log_every_steps': 20,
                    'batch_size': 32, 'optimizer.lr': 0.1, 'optimizer.schedule': 'cosine',
                    'eval.num_examples': 0, 'eval.batch_size': 360, 'eval.steps': 5})
   final = train.train_and_evaluate(config, workdir)
@@ -100,6 +101,7 @@ def test_short_digits_run_learns_writes_everything_and_restores(tmp_path, capsys
   assert records[0]['loss'] > records[-2]['loss']  # it learned
   assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
   assert checkpoints.latest_step(workdir) == 120
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['120', '80']  # keep-K
   # restore() gives an inference-mode model with the same accuracy.
   loaded, logits_fn, params = train.restore(workdir)
   assert loaded.num_train_steps == 120
