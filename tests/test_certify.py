@@ -1,6 +1,5 @@
 """Curvature bounds of smooth MLPs, the CRT penalty and the CRC certificate."""
 
-import functools
 import math
 
 import jax
@@ -282,6 +281,9 @@ def test_crc_is_exact_where_primal_equals_dual():
   k = float(jnp.max(jnp.maximum(pairs.upper, -pairs.lower)))
   scalar = crc(_logits_fn('softplus'), layers, x, y, curvature=k)
   assert np.all(scalar.radius <= res.radius + 1e-5)
+  per_example = crc(_logits_fn('softplus'), layers, x, y,
+                    curvature=(jnp.full(8, -k), jnp.full(8, k)))
+  np.testing.assert_allclose(per_example.radius, scalar.radius, rtol=1e-5)
   assert np.all(scalar.radius <= brute + 1e-6) and np.all(scalar.radius > 0)
   # A crude inner solve stays sound: the strong-convexity correction absorbs its error.
   rough = crc_mlp(layers, x, y, activation="softplus", bisection_steps=6, newton_steps=1,

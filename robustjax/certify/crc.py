@@ -87,9 +87,15 @@ def _resolve_curvature(curvature: Any, labels: Array, targets: Array):
     _checks.check_nonnegative(curvature, 'curvature')
     lower, upper = -jnp.asarray(curvature), jnp.asarray(curvature)
   shape = labels.shape
-  lower = jnp.broadcast_to(jnp.asarray(lower, jnp.float32), shape)
-  upper = jnp.broadcast_to(jnp.asarray(upper, jnp.float32), shape)
-  return lower, upper
+  lower, upper = jnp.asarray(lower, jnp.float32), jnp.asarray(upper, jnp.float32)
+  if lower.ndim == 1 and lower.shape[0] != shape[0] and shape[0] % lower.shape[0] == 0:
+    reps = shape[0] // lower.shape[0]  # per-example [B] bounds, shared by every target
+    lower, upper = jnp.tile(lower, reps), jnp.tile(upper, reps)
+  try:
+    return jnp.broadcast_to(lower, shape), jnp.broadcast_to(upper, shape)
+  except ValueError:
+    raise ValueError(f'curvature bounds must be scalars or [B] arrays, got shapes '
+                     f'{lower.shape} and {upper.shape}') from None
 
 
 def pair_certificate(margin_fn: Callable[[Array], Array], inputs: Array, lower: Array, *,
@@ -174,8 +180,8 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
     inputs: ``[B, ...]`` points.
     labels: ``[B]`` classes to certify.
     curvature: global curvature bound of every margin ``z_y − z_t``: a scalar K
-      (``−K I ⪯ ∇² ⪯ K I``), a pair ``(m, M)`` of scalars or ``[B]`` arrays (pairs are
-      only valid with ``targets='runner_up'`` when per-example), or a callable
+      (``−K I ⪯ ∇² ⪯ K I``), a pair ``(m, M)`` of scalars or ``[B]`` arrays (per
+      example, valid for every target class t), or a callable
       ``(labels [N], targets [N]) -> (m [N], M [N])`` or a
       :class:`~robustjax.certify.bounds.CurvatureBound`, e.g.
       ``functools.partial(margin_curvature_bound, layers, activation='tanh',
