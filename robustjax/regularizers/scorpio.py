@@ -75,20 +75,19 @@ def _check_hparams(eps, p, steps, h, scheme, bounds):
 
 def _quadratic_direction(loss_fn: LossFn, params: Params, inputs: Array, labels: Array,
                          *, eps, p: float, steps: int, h: float, scheme: str):
-  """Per-example losses ``[B]`` and gradients at x, and the FW maximiser v of Q.
+  """Per-example losses ``ℓ(x)`` ``[B]`` and the FW maximiser v of Q ``[B, ...]``.
 
-  The losses and gradients keep their dependence on params (for the penalty); the
-  FW direction is ``stop_gradient``'d. Costs: forward N + 1 gradients (the gradient at x
-  recycled), central 2N + 1 (the ± points evaluated as one 2B batch), exact one
-  linearisation of the gradient at x plus N tangent (HVP) passes.
+  The losses keep their dependence on params (for the penalty); the FW direction is
+  ``stop_gradient``'d. Costs: forward N + 1 input gradients (the gradient at x
+  recycled), central 2N + 1 (the ± points evaluated as one 2B-point pass), exact one
+  linearisation of the input gradient at x (which yields g) plus N tangent (HVP) passes.
   """
   frozen = jax.lax.stop_gradient(params)
   grad_fn = lambda x, y=labels: curvature.input_grad(loss_fn, frozen, x, y)
   if scheme == 'exact':
-    # The gradient at x (for the penalty, differentiable) and the linearised gradient
-    # map (for the HVPs) are separate computations; XLA shares their common forward.
-    losses, grads = curvature.value_and_input_grad(loss_fn, params, inputs, labels)
     g0, hvp = jax.linearize(grad_fn, jax.lax.stop_gradient(inputs))
+    losses = loss_fn(params, inputs, labels)
+    _checks.check_per_example(losses, inputs.shape[0])
     grad_q = lambda v: g0 + hvp(v)
   else:
     losses, grads = curvature.value_and_input_grad(loss_fn, params, inputs, labels)
@@ -105,7 +104,7 @@ def _quadratic_direction(loss_fn: LossFn, params: Params, inputs: Array, labels:
         plus, minus = jnp.split(both, 2)
         return 2.0 * h * g0 + plus - minus
   v = frank_wolfe(grad_q, g0, eps=eps, p=p, steps=steps)
-  return losses, grads, jax.lax.stop_gradient(v)
+  return losses, jax.lax.stop_gradient(v)
 
 
 def scorpio_attack(loss_fn: LossFn, params: Params, batch: Batch, *,
@@ -132,8 +131,8 @@ def scorpio_attack(loss_fn: LossFn, params: Params, batch: Batch, *,
   p, steps, bounds = _check_hparams(eps, p, steps, h, scheme, bounds)
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
-  _, _, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
-                                 steps=steps, h=h, scheme=scheme)
+  _, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
+                              steps=steps, h=h, scheme=scheme)
   return jax.lax.stop_gradient(geometry.clip_to_box(inputs + v, bounds))
 
 
@@ -179,8 +178,8 @@ def scorpio(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey | Non
   p, steps, bounds = _check_hparams(eps, p, steps, h, scheme, bounds)
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
-  losses, _, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
-                                      steps=steps, h=h, scheme=scheme)
+  losses, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
+                                   steps=steps, h=h, scheme=scheme)
   x_adv = jax.lax.stop_gradient(geometry.clip_to_box(inputs + v, bounds))
   losses_adv = loss_fn(params, x_adv, labels)
   _checks.check_per_example(losses_adv, inputs.shape[0])
