@@ -171,7 +171,7 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     for i, t in clipped:
       (term_loss, (_, term_metrics)), term_grads = main(
           state.params, *args, terms=[(i, t)], include_nominal=False, **common)
-      norm = optax.global_norm(term_grads)
+      norm = optax.tree.norm(term_grads)
       scale = jnp.minimum(1.0, t.grad_clip / jnp.maximum(norm, 1e-12))
       grads = jax.tree.map(lambda g, h: g + scale * h, grads, term_grads)
       loss = loss + term_loss
@@ -182,7 +182,7 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     ctl_state = state.controller
     if controller is not None:
       ctl_state = controller.update(ctl_state, metrics['nominal'])
-    metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                    lr=jnp.asarray(schedule(state.step), jnp.float32), psi=psi)
     new_state = TrainState(state.step + 1, params, batch_stats, opt_state, ctl_state,
                            state.rng)
