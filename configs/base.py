@@ -59,30 +59,38 @@ def digits():
   return c
 
 
-def cifar10(*, model: str = 'cnn', batch_size: int = 128, num_epochs: float = 200):
-  """CIFAR-10 standard training of SOAR app. C: SGD lr 0.01, momentum 0.9, weight decay
-  2e-4, batch 128, lr / 10 at epochs 100 and 150 of 200; random crop + flip."""
+def _tfds_preset(dataset: str, *, model: str, batch_size: int, num_epochs: float,
+                 checkpoint_epochs: float, augment: bool):
+  """What the TFDS presets share: SGD with momentum 0.9, Linf PGD evaluation."""
   c = schema.base_config()
-  c.dataset.name = 'cifar10'
-  c.dataset.augment = True
+  c.dataset.name = dataset
+  c.dataset.augment = augment
   c.model.name = model
   c.model.kwargs = {}
   c.batch_size = batch_size
-  c.num_train_steps = epochs(num_epochs, 'cifar10', batch_size)
-  c.checkpoint_every_steps = epochs(5, 'cifar10', batch_size)
+  c.num_train_steps = epochs(num_epochs, dataset, batch_size)
+  c.checkpoint_every_steps = epochs(checkpoint_epochs, dataset, batch_size)
   c.log_every_steps = 100
   c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.01
   c.optimizer.momentum = 0.9
+  c.eval.p = INF
+  c.eval.batch_size = 500
+  c.eval.num_examples = 0
+  return c
+
+
+def cifar10(*, model: str = 'cnn', batch_size: int = 128, num_epochs: float = 200):
+  """CIFAR-10 standard training of SOAR app. C: SGD lr 0.01, momentum 0.9, weight decay
+  2e-4, batch 128, lr / 10 at epochs 100 and 150 of 200; random crop + flip."""
+  c = _tfds_preset('cifar10', model=model, batch_size=batch_size, num_epochs=num_epochs,
+                   checkpoint_epochs=5, augment=True)
   c.optimizer.weight_decay = 2e-4
   c.optimizer.schedule = 'piecewise'
   c.optimizer.boundaries = (0.5, 0.75)
   c.optimizer.decay_factor = 0.1
   c.eval.eps = 8 / 255
-  c.eval.p = INF
   c.eval.steps = 20
-  c.eval.batch_size = 500
-  c.eval.num_examples = 0
   return c
 
 
@@ -100,21 +108,10 @@ def svhn(*, model: str = 'resnet18', batch_size: int = 128, num_epochs: float = 
 
 def mnist(*, model: str = 'cnn', batch_size: int = 128, num_epochs: float = 50):
   """MNIST: SGD lr 0.01, momentum 0.9, cosine; robust evaluation PGD-40 Linf eps 0.3."""
-  c = schema.base_config()
-  c.dataset.name = 'mnist'
-  c.dataset.augment = False
-  c.model.name = model
-  c.model.kwargs = {}
-  c.batch_size = batch_size
-  c.num_train_steps = epochs(num_epochs, 'mnist', batch_size)
-  c.checkpoint_every_steps = epochs(5, 'mnist', batch_size)
-  c.log_every_steps = 100
-  c.optimizer.lr = 0.01
-  c.optimizer.momentum = 0.9
+  c = _tfds_preset('mnist', model=model, batch_size=batch_size, num_epochs=num_epochs,
+                   checkpoint_epochs=5, augment=False)
   c.optimizer.schedule = 'cosine'
   c.eval.eps = 0.3
-  c.eval.p = INF
   c.eval.steps = 40
   c.eval.step_size = 0.01
-  c.eval.batch_size = 500
   return c
