@@ -103,6 +103,24 @@ def test_multi_targeted_stays_in_ball_and_box(shape, p, eps, seed):
   assert_feasible(x_adv, batch[0], eps, p)
 
 
+def test_maximize_array_init_is_projected_start_and_validated():
+  x = jnp.array([[0.5, 0.5], [0.05, 0.9]])
+  start = jnp.array([[0.5, 0.9], [-0.05, 0.92]])  # row 0 leaves the ball, row 1 the box
+  objective = lambda xx: -jnp.sum((xx - start) ** 2, axis=1)
+  x0, _ = attacks.maximize(objective, x, rng=jax.random.PRNGKey(0), eps=0.2, p=2.0,
+                           steps=0, init=start)
+  np.testing.assert_allclose(x0, [[0.5, 0.7], [0.0, 0.92]], atol=1e-6)
+  # From that start, ascent on -||x' - start||^2 stays at the projection (a fixed point).
+  x3, _ = attacks.maximize(objective, x, rng=jax.random.PRNGKey(0), eps=0.2, p=2.0,
+                           steps=3, step_size=0.01, init=start, keep_best=False)
+  np.testing.assert_allclose(x3, x0, atol=1e-6)
+  assert_feasible(x3, x, 0.2, 2.0)
+  for bad in (start[:1], jnp.zeros((2, 3)), 'gaussian'):
+    with pytest.raises(ValueError, match='init'):
+      attacks.maximize(objective, x, rng=jax.random.PRNGKey(0), eps=0.2, p=2.0, steps=1,
+                       init=bad)
+
+
 @pytest.mark.parametrize('p', [1.0, 2.0, 3.0, INF])
 @pytest.mark.parametrize('objective', ['ce', 'margin'])
 def test_pgd_reaches_linear_binary_worst_case(p, objective):

@@ -37,10 +37,31 @@ class AttackState(NamedTuple):
   adam: AdamState
 
 
-def init_perturbation(rng: PRNGKey, inputs: Array, *, eps, p: float, init: str,
+def check_init(init, inputs: Array):
+  """Validates ``init``: one of :data:`INITS` or an array of ``inputs``' shape ``[B, ...]``."""
+  if isinstance(init, str):
+    return _checks.check_choice(init, 'init', INITS)
+  shape = getattr(init, 'shape', None)
+  if shape is None or tuple(shape) != tuple(jnp.shape(inputs)):
+    raise ValueError(f'init must be one of {", ".join(repr(c) for c in INITS)} or an array '
+                     f'of the inputs\' shape {tuple(jnp.shape(inputs))}, got '
+                     f'{"shape " + str(tuple(shape)) if shape is not None else repr(init)}')
+  if not jnp.issubdtype(jnp.result_type(init), jnp.floating):
+    raise ValueError(f'init must be a floating array, got dtype {jnp.result_type(init)}')
+  return init
+
+
+def init_perturbation(rng: PRNGKey, inputs: Array, *, eps, p: float, init,
                       bounds: Bounds | None) -> Array:
-  """Starting point ``x + δ₀`` in ``ball ∩ box``: ``δ₀ = 0`` or uniform in the ball."""
-  _checks.check_choice(init, 'init', INITS)
+  """Starting point ``x + δ₀`` in ``ball ∩ box``.
+
+  ``init='zero'``: ``δ₀ = 0``; ``'uniform'``: uniform in the ball; an array ``[B, ...]``:
+  that point projected onto ``ball ∩ box`` (:func:`robustjax.geometry.project_ball_and_box`).
+  """
+  init = check_init(init, inputs)
+  if not isinstance(init, str):
+    start = jax.lax.stop_gradient(jnp.asarray(init, inputs.dtype))
+    return geometry.project_ball_and_box(start, inputs, eps, p, bounds)
   if init == 'zero':
     return inputs
   delta = geometry.random_ball(rng, inputs.shape, eps, p, inputs.dtype)
@@ -77,7 +98,7 @@ def step_direction(grad: Array, p: float, step_rule: str, adam: AdamState):
 
 
 def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps,
-             p: float, steps: int, step_size=None, init: str = 'uniform',
+             p: float, steps: int, step_size=None, init: str | Array = 'uniform',
              step_rule: str = 'steepest', bounds: Bounds | None = (0.0, 1.0),
              keep_best: bool = True, unroll: int | bool = True) -> tuple[Array, Array]:
   """Projected ascent on ``objective`` over ``ball(inputs, eps) ∩ box``.
@@ -91,7 +112,9 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
     steps: number of ascent steps (0 returns the start).
     step_size: scalar, ``[B]`` or a schedule ``step -> size``; default from
       :func:`default_step_size`.
-    init: ``'zero'`` or ``'uniform'`` (uniform in the ball).
+    init: ``'zero'``, ``'uniform'`` (uniform in the ball) or a starting point
+      ``[B, ...]`` of ``inputs``' shape, projected onto ``ball ∩ box`` (e.g. TRADES'
+      ``x + 0.001·N(0, I)``); no gradient flows through it.
     step_rule: ``'steepest'`` (normalised steepest ascent for p; sign for inf),
       ``'sign'`` or ``'adam'`` (Adam on δ, LLR Alg. 1).
     bounds: the input box or None.
@@ -114,6 +137,7 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
   steps = _checks.check_int(steps, 'steps')
   _checks.check_choice(step_rule, 'step_rule', STEP_RULES)
   _checks.check_float_inputs(inputs)
+  check_init(init, inputs)
   bounds = _checks.check_bounds(bounds)
   inputs = jax.lax.stop_gradient(inputs)
   if step_size is None:

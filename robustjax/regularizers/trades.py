@@ -8,11 +8,10 @@ softmax (x' is stop-gradient'd). The TRADES objective is ``CE(f(x), y) + values`
 that forward pass for the nominal cross-entropy. Set ``beta=1`` to get the raw KL in
 ``values`` (it is always in ``aux['kl']``).
 
-The random start is realised with the shared attack loop
-(:func:`robustjax.attacks.maximize`, zero start) on the shifted objective
-``x' -> KL(f(x) ‖ f(x' + ξ))``, ``ξ = 0.001·N(0, 1)``, followed by one projection of
-``x' + ξ`` onto ``ball ∩ box``: the iterates are TRADES' up to projection details at the
-scale of ξ. (The start must be off x: the KL's gradient vanishes at x' = x.)
+The attack is the shared loop (:func:`robustjax.attacks.maximize`) started at the array
+``x + 0.001·N(0, 1)`` (projected onto ``ball ∩ box``, which leaves it unchanged unless
+``eps`` is below the noise or x sits on the box's edge), returning the last iterate:
+TRADES' own PGD. (The start must be off x: the KL's gradient vanishes at x' = x.)
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from robustjax import _checks
-from robustjax import geometry
 from robustjax.attacks import loop
 from robustjax.regularizers.registry import register
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
@@ -43,12 +41,11 @@ def kl_attack(logits_fn: LogitsFn, params: Params, inputs: Array, *, rng: PRNGKe
   frozen = jax.lax.stop_gradient(params)
   x0 = jax.lax.stop_gradient(inputs)
   clean = jax.lax.stop_gradient(logits_fn(frozen, x0))
-  shift = init_std * jax.random.normal(rng, inputs.shape, inputs.dtype)
-  objective = lambda x: kl_divergence(clean, logits_fn(frozen, x + shift))
+  start = x0 + init_std * jax.random.normal(rng, inputs.shape, inputs.dtype)
+  objective = lambda x: kl_divergence(clean, logits_fn(frozen, x))
   x_adv, _ = loop.maximize(objective, x0, rng=rng, eps=eps, p=p, steps=steps,
-                           step_size=step_size, init='zero', step_rule='steepest',
+                           step_size=step_size, init=start, step_rule='steepest',
                            bounds=bounds, keep_best=False)
-  x_adv = geometry.project_ball_and_box(x_adv + shift, x0, eps, p, bounds)
   return jax.lax.stop_gradient(x_adv)
 
 
