@@ -228,6 +228,53 @@ def test_grad_clip_bounds_the_terms_update():
     assert float(moved) == pytest.approx(clip, rel=1e-4)
 
 
+def _step_flops(compiled):
+  cost = compiled.cost_analysis()
+  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
+
+
+@pytest.mark.parametrize('names', [('gradient_norm', 'scorpio'), ('lipschitz',)])
+def test_nominal_shared_with_penalty_clean_pass_is_identical_and_cheaper(names):
+  """The nominal CE from a penalty's aux['loss'] / aux['logits'] equals the clean pass's.
+
+  SGD with lr 1 makes the parameter change the gradient, so equal updates mean equal
+  gradients; the shared step (the trainer's default) has fewer flops.
+  """
+  model = models.create('mlp', num_classes=4, widths=(16,), activation='softplus')
+  x = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1))
+  batch = (x, jnp.arange(16, dtype=jnp.int32) % 4)
+  mesh = step_lib.make_mesh(jax.devices()[:1])
+  tx = optax.sgd(1.0)
+  schema.load_regularizers()
+  hparams = {'scorpio': {'eps': 0.1, 'steps': 2, 'h': 0.5}, 'gradient_norm': {},
+             'lipschitz': {'psi': 1.0, 'num_outputs': 2}}
+  terms = [step_lib.Term(f't{i}', n, registry.get(n), registry.takes(n), 0.5 + i,
+                         hparams[n], 0.0, 0, '', 1.0) for i, n in enumerate(names)]
+  state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(8, 8, 1),
+                              mesh=mesh)
+  before = jax.tree.map(np.asarray, state.params)
+  results = {}
+  for share in (False, True):
+    kwargs = {} if share else {'share_nominal': False}  # default: shared
+    fn = jax.jit(step_lib.make_train_step(model=model, terms=terms, tx=tx,
+                                          schedule=lambda s: 1.0, nominal_weight=1.5,
+                                          **kwargs))
+    compiled = fn.lower(state, batch).compile()
+    new, metrics = compiled(state, batch)
+    grads = jax.tree.map(lambda a, b: a - np.asarray(b), before, new.params)
+    results[share] = (metrics, grads, _step_flops(compiled))
+  (m0, g0, f0), (m1, g1, f1) = results[False], results[True]
+  for key in ('loss', 'nominal', 'accuracy', 'grad_norm', *[t.label for t in terms]):
+    np.testing.assert_allclose(m1[key], m0[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert float(optax.global_norm(g0)) > 1e-3
+  # The unshared step's separate clean backward is gone: at least its weight gradients,
+  # 2 flops per weight and example (XLA already merges the two clean forwards).
+  weights = sum(l.size for l in jax.tree.leaves(before))
+  assert f1 < f0 - 1.5 * weights * x.shape[0], (f1, f0)
+
+
 def test_eps_ramp_and_adaptive_psi_follow_their_formulas():
   assert float(step_lib.ramp(jnp.int32(50), 200)) == pytest.approx(0.25)
   assert float(step_lib.ramp(jnp.int32(500), 200)) == 1.0
