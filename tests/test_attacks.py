@@ -354,6 +354,8 @@ def test_other_entry_points_reject_bad_input():
     attacks.min_norm(mlp, params, batch, max_eps=0.0)
   with pytest.raises(ValueError, match='goal'):
     attacks.min_norm(mlp, params, batch, max_eps=1.0, goal='top5')
+  with pytest.raises(ValueError, match='inner'):
+    attacks.min_norm(mlp, params, batch, max_eps=1.0, inner='deepfool')
   with pytest.raises(ValueError, match='eps'):
     attacks.simba(mlp, params, batch, rng=key, eps=0.0, steps=3)
   # Under jit the checks still run while tracing, before anything is compiled.
@@ -389,6 +391,29 @@ def test_min_norm_matches_linear_closed_form(p, dual, goal):
   np.testing.assert_allclose(geometry.norm(x_adv - x, p), norms, rtol=1e-5)
   logits = jnp.stack([jnp.zeros(x.shape[0]), x_adv @ params[0] + params[1]], 1)
   assert np.all(np.asarray(jnp.argmax(logits, 1)) != np.asarray(y))
+
+
+@pytest.mark.parametrize('p,dual', [(2.0, 2.0), (INF, 1.0)])
+def test_min_norm_finds_the_nearest_of_several_linear_boundaries(p, dual):
+  # K = 4 linear model, no box: the minimal distance is min_t m_t / ||w_y - w_t||_q with
+  # m_t = (w_y - w_t).x + b_y - b_t. Untargeted PGD inside follows the highest other
+  # logit and overshoots on some examples (inner='pgd' misses here); the default
+  # multi-targeted inner attack must find the nearest boundary for every example.
+  params = linear_params(jax.random.PRNGKey(4), 6, 4)
+  x = jax.random.normal(jax.random.PRNGKey(31), (12, 6))
+  y = jnp.argmax(linear(params, x), 1).astype(jnp.int32)
+  w, b = np.asarray(params[0], np.float64), np.asarray(params[1], np.float64)
+  z, yy = np.asarray(x, np.float64) @ w + b, np.asarray(y)
+  expected = np.array([min((z[i, yy[i]] - z[i, t]) / np.linalg.norm(w[:, yy[i]] - w[:, t], dual)
+                           for t in range(4) if t != yy[i]) for i in range(len(yy))])
+  max_eps, search_steps = float(1.2 * expected.max()), 12
+  x_adv, norms = attacks.min_norm(linear, params, (x, y), p=p, max_eps=max_eps,
+                                  search_steps=search_steps, steps=10, bounds=None)
+  tol = max_eps / 2**search_steps
+  np.testing.assert_allclose(norms, expected, atol=tol + 1e-5)
+  assert np.all(np.asarray(norms) >= expected - 1e-5)
+  np.testing.assert_allclose(geometry.norm(x_adv - x, p), norms, rtol=1e-5)
+  assert np.all(np.asarray(jnp.argmax(linear(params, x_adv), 1)) != yy)
 
 
 def test_min_norm_sentinels():
