@@ -75,7 +75,7 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                        goal: str = 'adv', max_rmse: float = 0.25, search_steps: int = 10,
                        steps: int = 20, rng: PRNGKey | None = None,
                        bounds: Bounds | None = (0.0, 1.0),
-                       method: str = 'bisection') -> Array:
+                       method: str = 'bisection', inner: str = 'auto') -> Array:
   """Per-example RMSE distance ``[B]`` to the goal: 0 where misclassified at ``x``.
 
   ``method='bisection'`` uses :func:`robustjax.attacks.min_norm` (L2, bisection on the
@@ -102,6 +102,9 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
     rng: optional key (PGD starts at x by default).
     bounds: input box or None.
     method: ``'bisection'`` or ``'ticktock'``.
+    inner: the bisection's attack per radius, as :func:`robustjax.attacks.min_norm`:
+      ``'auto'``, ``'multi_targeted'`` (exact nearest boundary, K times the cost) or
+      ``'pgd'`` (fast, may overshoot for K > 2).
   """
   _checks.check_choice(goal, 'goal', GOALS)
   _checks.check_choice(method, 'method', METHODS)
@@ -116,7 +119,7 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
     _, norms = attacks.min_norm(logits_fn, params, (inputs, labels), p=2.0,
                                 max_eps=max_rmse * math.sqrt(dim), goal=goal,
                                 search_steps=search_steps, steps=steps, rng=rng,
-                                bounds=bounds)
+                                bounds=bounds, inner=inner)
   distances = jnp.minimum(norms / math.sqrt(dim), max_rmse)
   hit = robustness.correct(logits_fn, params, inputs, labels)
   return jnp.where(hit, distances, 0.0)
@@ -125,13 +128,15 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
 def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
         max_rmse: float = 0.25, search_steps: int = 10, steps: int = 20,
         rng: PRNGKey | None = None, bounds: Bounds | None = (0.0, 1.0),
-        method: str = 'bisection', naive: float | None = None) -> dict[str, Any]:
+        method: str = 'bisection', inner: str = 'auto',
+        naive: float | None = None) -> dict[str, Any]:
   """Attack ARA (``goal='adv'``) or BTR ARA (``goal='btr'``) over batches.
 
   Args:
     logits_fn, params: the model.
     batches: one batch or an iterable of ``(inputs, labels[, mask])``.
-    goal, max_rmse, search_steps, steps, bounds, method: as :func:`min_norm_distances`.
+    goal, max_rmse, search_steps, steps, bounds, method, inner: as
+      :func:`min_norm_distances`.
     rng: key; batch ``i`` uses ``fold_in(rng, i)``.
     naive: the naive classifier's accuracy; default the majority-label rate of the
       evaluated labels.
@@ -148,7 +153,7 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
   def run(prm, x, y, key):
     distances = min_norm_distances(logits_fn, prm, (x, y), goal=goal, max_rmse=max_rmse,
                                    search_steps=search_steps, steps=steps, rng=key,
-                                   bounds=bounds, method=method)
+                                   bounds=bounds, method=method, inner=inner)
     return distances, robustness.correct(logits_fn, prm, x, y)
 
   dists, labels, hits = [], [], []
