@@ -6,8 +6,12 @@ full jitted, sharded train step of :mod:`robustjax.training` is timed: value and
 gradient of the whole objective, optimizer update, metrics. Models: the digits MLP of
 the digits configs (batch 64, 8x8x1) and SOAR's 4-layer CNN (batch 128, 32x32x3, the
 method's activation). Medians over timed steps after one warm-up step, one run.
+``--unshared`` times the step with the nominal cross-entropy from its own clean pass
+(``make_train_step(share_nominal=False)``) instead of the penalty's clean loss, the
+behaviour before the two were shared.
 
   python experiments/benchmarks/train_throughput.py [--models=digits,cifar] [--steps=30] [--cifar_steps=3]
+  python experiments/benchmarks/train_throughput.py --models=cifar --methods=standard,gradnorm --unshared
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def build(config, kind):
   return model, (32, 32, 3), 128
 
 
-def time_method(config, kind, steps, mesh):
+def time_method(config, kind, steps, mesh, share_nominal=True):
   """Median seconds per train step of ``config``'s objective on the ``kind`` model."""
   model, shape, batch = build(config, kind)
   batch = batch - batch % mesh.size
@@ -66,7 +70,7 @@ def time_method(config, kind, steps, mesh):
   train_step = step_lib.jit_train_step(step_lib.make_train_step(
       model=model, terms=step_lib.resolve_terms(config), tx=tx, schedule=schedule,
       nominal_weight=float(config.nominal_weight), controller=controller,
-      controlled_term=config.controller.term), mesh)
+      controlled_term=config.controller.term, share_nominal=share_nominal), mesh)
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=shape,
                               mesh=mesh, controller=controller)
   rng = np.random.default_rng(0)
@@ -90,10 +94,13 @@ def main():
   parser.add_argument('--steps', type=int, default=30, help='timed steps, digits model')
   parser.add_argument('--cifar_steps', type=int, default=3, help='timed steps, CNN')
   parser.add_argument('--methods', default=','.join(METHODS))
+  parser.add_argument('--unshared', action='store_true',
+                      help='nominal CE from a separate clean pass (the old step)')
   args = parser.parse_args()
   mesh = step_lib.make_mesh()
   print(f'devices: {len(jax.devices())} x {jax.devices()[0].platform}; medians of '
-        f'{args.steps} (digits) / {args.cifar_steps} (CNN) steps after one warm-up step')
+        f'{args.steps} (digits) / {args.cifar_steps} (CNN) steps after one warm-up step; '
+        f'nominal CE {"from its own clean pass" if args.unshared else "shared"}')
   for kind in args.models.split(','):
     rows = []
     plain = None
@@ -104,7 +111,8 @@ def main():
         rows.append((method, None, None, 'no config for this model'))
         continue
       steps = args.steps if kind == 'digits' else args.cifar_steps
-      seconds, batch = time_method(config, kind, steps, mesh)
+      seconds, batch = time_method(config, kind, steps, mesh,
+                                   share_nominal=not args.unshared)
       if method == 'standard':
         plain = seconds
       terms = ', '.join(f'{t.name}' for t in step_lib.resolve_terms(config)) or 'CE'
