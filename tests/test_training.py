@@ -217,12 +217,12 @@ def test_grad_clip_bounds_the_terms_update():
                                 mesh=mesh)
     before = jax.tree.map(np.asarray, state.params)
     new, metrics = jax.jit(fn)(state, batch)
-    moved = optax.global_norm(jax.tree.map(lambda a, b: a - b, new.params, before))
+    moved = optax.tree.norm(jax.tree.map(lambda a, b: a - b, new.params, before))
     # Oracle: the unclipped gradient of 50 * mean(||grad_x CE||^2).
     def objective(p):
       loss_fn = losses.cross_entropy_loss_fn(models.logits_fn_for(model))
       return 50.0 * jnp.mean(penalty(loss_fn, p, batch, rng=jax.random.PRNGKey(0))[0])
-    full = optax.global_norm(jax.grad(objective)(before))
+    full = optax.tree.norm(jax.grad(objective)(before))
     assert float(metrics['gn/grad_norm']) == pytest.approx(float(full), rel=1e-4)
     assert float(full) > 100 * clip
     assert float(moved) == pytest.approx(clip, rel=1e-4)
@@ -268,7 +268,7 @@ def test_nominal_shared_with_penalty_clean_pass_is_identical_and_cheaper(names):
     np.testing.assert_allclose(m1[key], m0[key], rtol=1e-5, atol=1e-6, err_msg=key)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  assert float(optax.global_norm(g0)) > 1e-3
+  assert float(optax.tree.norm(g0)) > 1e-3
   # The unshared step's separate clean backward is gone: at least its weight gradients,
   # 2 flops per weight and example (XLA already merges the two clean forwards).
   weights = sum(l.size for l in jax.tree.leaves(before))
