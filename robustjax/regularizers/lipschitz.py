@@ -166,7 +166,10 @@ def lipschitz(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey
     tandem_row = cotangents[:, 0] - jax.nn.one_hot(runner, num_classes, dtype=logits.dtype)
     first = jnp.where(forced[:, None], tandem_row, cotangents[:, 0])
     cotangents = cotangents.at[:, 0].set(first)
-  grads = jax.vmap(lambda c: vjp_fn(c)[0])(jnp.swapaxes(cotangents, 0, 1))  # [K, B, ...]
+  if cotangents.shape[1] == 1:  # the paper's K = 1: a plain VJP, no vmap batching
+    grads = vjp_fn(cotangents[:, 0])[0][None]  # [1, B, ...]
+  else:
+    grads = jax.vmap(lambda c: vjp_fn(c)[0])(jnp.swapaxes(cotangents, 0, 1))  # [K, B, ...]
   terms = lipschitz_terms(grads, power=power, q=q, dead_zone=dead_zone)
   lip = psi * jnp.mean(terms, axis=0)
   zeroing = output_zeroing * jnp.sum(logits * logits, axis=-1)
