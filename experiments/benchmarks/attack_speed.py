@@ -146,8 +146,8 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     # PGD-`steps` against `steps` back-to-back gradients, interleaved.
     ratio, t_attack, _ = paired(fn, (params, x, y, key), grad_fn, (params, x, y),
                                 repeats=repeats, calls_b=steps)
-    if best is None or t_attack < best[0]:
-      best = (t_attack, fn)
+    if best is None or t_attack < best[0] or unroll == 'auto':
+      best = (-math.inf if unroll == 'auto' else t_attack, fn)  # foolbox meets the default
     print_row(name, f'pgd unroll={unroll}: step / gradient', ratio, t_attack, t_compile)
   for more_steps in compile_steps:
     attack = lambda p, xx, yy, k, n=more_steps: attacks.pgd(
@@ -160,7 +160,8 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     if fb_attack is not None:
       ratio, t_fb, _ = paired(fb_attack, (x, y), best[1], (params, x, y, key),
                               repeats=repeats)
-      print_row(name, 'foolbox LinfPGD / best robustjax', ratio, t_fb)
+      label = 'auto' if 'auto' in unrolls else 'fastest'
+      print_row(name, f'foolbox LinfPGD / robustjax {label}', ratio, t_fb)
 
 
 def main():
@@ -168,13 +169,15 @@ def main():
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--models', default='mlp,cnn')
-  parser.add_argument('--unrolls', default='True,1', help='comma list: True, ints')
+  parser.add_argument('--unrolls', default='auto,True,1',
+                      help='comma list: auto (the default of pgd), True, ints')
   parser.add_argument('--no-foolbox', action='store_true')
   parser.add_argument('--compile-steps', default='20',
                       help='comma list of step counts whose fully unrolled compile time '
                       'is measured (empty: none)')
   args = parser.parse_args()
-  unrolls = [True if u == 'True' else int(u) for u in args.unrolls.split(',')]
+  unrolls = [u if u == 'auto' else True if u == 'True' else int(u)
+             for u in args.unrolls.split(',')]
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(jax.random.fold_in(key, 1), (BATCH,) + SHAPE)
   y = jax.random.randint(jax.random.fold_in(key, 2), (BATCH,), 0, CLASSES).astype(jnp.int32)

@@ -97,10 +97,34 @@ def step_direction(grad: Array, p: float, step_rule: str, adam: AdamState):
   return geometry.steepest_ascent(grad, p), adam
 
 
+def _contains_convolution(jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      return True
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, 'jaxpr', sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, 'eqns') and _contains_convolution(sub):
+          return True
+  return False
+
+
+def auto_unroll(objective: PerExampleObjective, inputs: Array) -> int | bool:
+  """Full unrolling on XLA:CPU when ``objective`` runs convolutions, else a rolled loop.
+
+  Traces ``objective`` abstractly once (no compilation) to look for convolutions.
+  """
+  if jax.default_backend() != 'cpu':
+    return 1
+  spec = jax.ShapeDtypeStruct(inputs.shape, inputs.dtype)
+  return True if _contains_convolution(jax.make_jaxpr(objective)(spec).jaxpr) else 1
+
+
 def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps,
              p: float, steps: int, step_size=None, init: str | Array = 'uniform',
              step_rule: str = 'steepest', bounds: Bounds | None = (0.0, 1.0),
-             keep_best: bool = True, unroll: int | bool = True) -> tuple[Array, Array]:
+             keep_best: bool = True,
+             unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """Projected ascent on ``objective`` over ``ball(inputs, eps) ∩ box``.
 
   Args:
@@ -121,12 +145,13 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
     keep_best: return, per example, the iterate with the highest objective seen
       (costs one extra forward pass) instead of the last one.
     unroll: ``lax.scan`` unroll: True unrolls fully, an int unrolls that many steps per
-      loop iteration. On XLA:CPU any loop around convolutions runs them several times
-      slower (``experiments/benchmarks/attack_speed.py``, SOAR CNN, batch 128: a step
-      costs 1.0x one input gradient fully unrolled, 2.5x rolled, 3.2x with unroll=5;
-      MLPs are unaffected), so the default unrolls fully; compile time then grows about
-      linearly with ``steps`` (~0.5-1 s per CNN step on 2 busy cores). On accelerators
-      a rolled loop (1) compiles faster at little runtime cost.
+      loop iteration, ``'auto'`` picks per :func:`auto_unroll`. On XLA:CPU any loop
+      around convolutions runs them several times slower
+      (``experiments/benchmarks/attack_speed.py``, SOAR CNN, batch 128: a step costs
+      0.87x one input gradient fully unrolled, 3.2x rolled), while an MLP's step costs
+      less rolled (1.08x) than unrolled (1.20x); full unrolling makes compile time grow
+      about linearly with ``steps``. On accelerators a rolled loop compiles faster at
+      little runtime cost.
 
   Returns:
     ``(x_adv [B, ...], values [B])``: the perturbed points, in ``ball ∩ box``, and the
@@ -165,6 +190,8 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
   zeros = jnp.zeros_like(inputs)
   state = AttackState(x0, x0, jnp.full(inputs.shape[:1], -jnp.inf, inputs.dtype),
                       AdamState(zeros, zeros, jnp.zeros([], jnp.int32)))
+  if unroll == 'auto':
+    unroll = auto_unroll(objective, inputs)
   unroll_n = steps if unroll is True else max(int(unroll), 1)
   if steps and unroll_n >= steps:
     # Fully unrolled: straight-line steps. (XLA:CPU runs a length-1 scan ~4x slower

@@ -60,7 +60,7 @@ class BisectionState(NamedTuple):
 def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.0,
              max_eps, goal: str = 'adv', search_steps: int = 10, steps: int = 20,
              step_size=None, rng: PRNGKey | None = None, init: str = 'zero',
-             bounds: Bounds | None = (0.0, 1.0), unroll: int | bool = True,
+             bounds: Bounds | None = (0.0, 1.0), unroll: int | bool | str = 'auto',
              search_unroll: int | bool = 1, inner: str = 'auto') -> tuple[Array, Array]:
   """Smallest Lp perturbation reaching ``goal`` per example, by bisection on the radius.
 

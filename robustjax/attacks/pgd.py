@@ -86,7 +86,7 @@ def pgd_with_values(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: P
                     objective: str = 'ce', bounds: Bounds | None = (0.0, 1.0),
                     init: str = 'uniform', step_rule: str = 'steepest',
                     targets: Labels | None = None,
-                    unroll: int | bool = True) -> tuple[Array, Array]:
+                    unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """:func:`pgd` that also returns the objective at the returned points, ``[B]``."""
   p, steps, restarts = _check_common(eps, p, steps, restarts)
   objective = objectives_lib.canonical_name(objective)
@@ -106,7 +106,7 @@ def pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
         steps: int, step_size=None, restarts: int = 1, objective: str = 'ce',
         bounds: Bounds | None = (0.0, 1.0), init: str = 'uniform',
         step_rule: str = 'steepest', targets: Labels | None = None,
-        unroll: int | bool = True) -> Array:
+        unroll: int | bool | str = 'auto') -> Array:
   """Projected gradient ascent (Madry et al.) on an objective over ``ball(x, eps) ∩ box``.
 
   Each restart runs :func:`robustjax.attacks.maximize` from its own random start
@@ -131,10 +131,10 @@ def pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
       ``'sign'`` or ``'adam'``.
     targets: ``[B]`` target classes for targeted objectives; drawn uniformly from the
       classes ``!= y`` when None.
-    unroll: ``lax.scan`` unrolling of the step loop. True (full) keeps a step's cost at
-      one input gradient on XLA:CPU, where any loop around convolutions runs several
-      times slower (DESIGN.md); compile time grows with ``steps``. On accelerators a
-      rolled loop (1) compiles faster at little cost.
+    unroll: ``lax.scan`` unrolling of the step loop (True: full, int: that many steps
+      per iteration). The default ``'auto'`` unrolls fully on XLA:CPU when the model
+      has convolutions (a rolled loop runs them several times slower, DESIGN.md) and
+      keeps the loop rolled otherwise (:func:`robustjax.attacks.loop.auto_unroll`).
 
   Returns:
     ``x_adv [B, ...]`` in ``ball ∩ box``, without gradient.
@@ -199,7 +199,7 @@ def multi_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PR
                    eps, p: float, steps: int, step_size=None, restarts: int = 1,
                    objective: str = 'targeted_margin',
                    bounds: Bounds | None = (0.0, 1.0), init: str = 'uniform',
-                   step_rule: str = 'steepest', unroll: int | bool = True) -> Array:
+                   step_rule: str = 'steepest', unroll: int | bool | str = 'auto') -> Array:
   """Multi-targeted PGD (Gowal et al.): one targeted run per class, worst case kept.
 
   For every class ``c`` a targeted :func:`pgd` run toward ``c`` (random start

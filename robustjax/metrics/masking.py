@@ -81,7 +81,7 @@ def mean_confidence(logits_fn: LogitsFn, params: Params, inputs: Array, *,
 def local_linearity(loss_fn: LossFn, params: Params, inputs: Array, labels: Array, *,
                     rng: PRNGKey, eps, p: float, steps: int = 50, step_size=0.1,
                     step_rule: str = 'adam', bounds: Bounds | None = (0.0, 1.0),
-                    unroll: int | bool = True) -> tuple[Array, Array]:
+                    unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """LLR's ``γ(ε, x)``: the largest linearisation error in the ball, ``[B]``.
 
   Maximises ``g(δ; x)`` over ``ball(ε) ∩ box`` from a uniform start, by default with
