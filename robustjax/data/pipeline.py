@@ -25,6 +25,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from robustjax import _checks
+
 from robustjax.data.digits import NUM_TEST as DIGITS_NUM_TEST
 from robustjax.data.digits import NUM_TRAIN as DIGITS_NUM_TRAIN
 from robustjax.data.digits import digits as load_digits
@@ -68,9 +70,7 @@ def dataset_names() -> tuple[str, ...]:
 
 def get_dataset_info(name: str) -> DatasetInfo:
   """Returns the :class:`DatasetInfo` of ``name`` (raises ValueError listing names)."""
-  if name not in _INFOS:
-    valid = ', '.join(repr(n) for n in _INFOS)
-    raise ValueError(f'unknown dataset name {name!r}; valid choices: {valid}')
+  _checks.check_choice(name, 'dataset name', _INFOS)
   return _INFOS[name]
 
 

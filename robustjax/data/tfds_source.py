@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from robustjax import _checks
+
 # robustjax name -> TFDS name.
 TFDS_NAMES = {'cifar10': 'cifar10', 'svhn': 'svhn_cropped', 'mnist': 'mnist'}
 SPLITS = ('train', 'test')
@@ -45,9 +47,7 @@ def not_found_message(name: str, data_dir: str | None, cause: BaseException | No
 
 
 def _check_name(name: str) -> str:
-  if name not in TFDS_NAMES:
-    valid = ', '.join(repr(n) for n in TFDS_NAMES)
-    raise ValueError(f'unknown TFDS dataset name {name!r}; valid choices: {valid}')
+  _checks.check_choice(name, 'TFDS dataset name', TFDS_NAMES)
   return TFDS_NAMES[name]
 
 
