@@ -115,3 +115,22 @@ def mnist(*, model: str = 'cnn', batch_size: int = 128, num_epochs: float = 50):
   c.eval.steps = 40
   c.eval.step_size = 0.01
   return c
+
+
+def woods_lipschitz(c, *, l2min_eps: float, target_loss: float, initial_psi: float):
+  """Woods et al.'s recipe on top of a preset: half-half L2,min adversarial training
+  plus the stochastic Lipschitz penalty (K = 1, z = 2, k_out = 0.01) whose weight ψ
+  the eq.-15 controller adapts (gain 0.02, eps_better 1, eps_worse 0.01)."""
+  c.nominal_weight = 0.0  # the half-half term already holds the clean loss
+  c.regularizers.l2min = term('adversarial_l2min', weight=1.0, eps=l2min_eps, steps=7,
+                              half_half=True)
+  c.regularizers.lipschitz = term('lipschitz', weight=1.0, psi=1.0, num_outputs=1,
+                                  power=2.0, output_zeroing=0.01)
+  c.controller.name = 'adaptive_psi'
+  c.controller.term = 'lipschitz'
+  c.controller.target_loss = target_loss
+  c.controller.k0 = initial_psi
+  c.controller.k = 0.02
+  c.controller.eps_better = 1.0
+  c.controller.eps_worse = 0.01
+  return c

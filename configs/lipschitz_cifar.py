@@ -19,18 +19,8 @@ def get_config():
   c.optimizer.warmup_steps = base.epochs(10, 'cifar10', 256)
   c.optimizer.warmup_init = 0.1
   c.optimizer.boundaries = (170 / 200, 195 / 200)
-  c.nominal_weight = 0.0
-  c.regularizers.l2min = base.term('adversarial_l2min', weight=1.0,
-                                   eps=0.1 * 3072 ** 0.5, steps=7, half_half=True)
-  c.regularizers.lipschitz = base.term('lipschitz', weight=1.0, psi=1.0, num_outputs=1,
-                                       power=2.0, output_zeroing=0.01)
-  c.controller.name = 'adaptive_psi'
-  c.controller.term = 'lipschitz'
-  c.controller.target_loss = 1.007
-  c.controller.k0 = 220.0
-  c.controller.k = 0.02
-  c.controller.eps_better = 1.0
-  c.controller.eps_worse = 0.01
+  base.woods_lipschitz(c, l2min_eps=0.1 * 3072 ** 0.5, target_loss=1.007,
+                       initial_psi=220.0)
   c.eval.p = 2.0
   c.eval.eps = 0.5
   return c

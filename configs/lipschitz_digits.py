@@ -15,16 +15,5 @@ from configs import base
 def get_config():
   c = base.digits()
   c.model.kwargs.activation = 'hhrelu'
-  c.nominal_weight = 0.0
-  c.regularizers.l2min = base.term('adversarial_l2min', weight=1.0, eps=0.8, steps=7,
-                                   half_half=True)
-  c.regularizers.lipschitz = base.term('lipschitz', weight=1.0, psi=1.0, num_outputs=1,
-                                       power=2.0, output_zeroing=0.01)
-  c.controller.name = 'adaptive_psi'
-  c.controller.term = 'lipschitz'
-  c.controller.target_loss = 0.3
-  c.controller.k0 = 1.0
-  c.controller.k = 0.02
-  c.controller.eps_better = 1.0
-  c.controller.eps_worse = 0.01
+  base.woods_lipschitz(c, l2min_eps=0.8, target_loss=0.3, initial_psi=1.0)
   return c
