@@ -121,3 +121,27 @@ def check_per_example(values: Any, batch_size: int, name: str = 'loss_fn') -> No
   if jnp.shape(values) != (batch_size,):
     raise ValueError(f'{name} must return per-example values of shape [B] = '
                      f'({batch_size},), got shape {jnp.shape(values)}')
+
+
+def check_in_bounds(inputs: Any, bounds: Any, name: str = 'inputs', *,
+                    tolerance: float = 1e-6) -> None:
+  """Raises unless concrete ``inputs`` lie in the box ``bounds = (low, high)``.
+
+  Attacks and certificates act in the box; inputs outside it would be clipped silently
+  (e.g. ``[0, 255]`` pixels with the default ``[0, 1]`` box). Traced inputs and
+  ``bounds=None`` are not checked.
+  """
+  if bounds is None or not _is_concrete(inputs) or jnp.size(inputs) == 0:
+    return
+  low, high = bounds
+  if not (_is_concrete(low) and _is_concrete(high)):
+    return
+  values = np.asarray(inputs)
+  lo, hi = float(values.min()), float(values.max())
+  if (lo < np.min(np.asarray(low)) - tolerance or hi > np.max(np.asarray(high)) + tolerance
+      or math.isnan(lo) or math.isnan(hi)):
+    raise ValueError(
+        f'{name} must lie in bounds {tuple(np.asarray(b).tolist() for b in bounds)}, got '
+        f'values in [{lo:g}, {hi:g}]; scale pixels to the box (e.g. divide [0, 255] images '
+        f'by 255), keep mean/std normalisation inside the model, or pass bounds= that '
+        f'match the data')
