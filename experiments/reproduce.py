@@ -1,0 +1,524 @@
+r"""The papers' comparisons, several seeds, judged by AutoAttack, written to RESULTS.md.
+
+  python -m experiments.reproduce --suite=digits --seeds=3 --out=/tmp/repro_digits
+  python -m experiments.reproduce --suite=digits --quick --out=/tmp/repro_smoke   # CI smoke
+  python -m experiments.reproduce --suite=cifar10 --seeds=3 --out=/data/repro_cifar10  # GPU
+
+Run from the repository root. For every method of the suite and every seed it trains the
+method's config (``configs/<method>_<dataset>.py``, ``config.seed`` = the seed) into
+``OUT/runs/<method>/seed<k>``, then evaluates the run with :func:`robustjax.evaluate.run`:
+
+- clean accuracy; robust accuracy under AutoAttack ('standard') and PGD-20 at the suite's
+  Linf radii (and its L2 radii for the L2 methods), with AutoAttack's masking flags;
+- attack ARA and BTR ARA (Woods et al. 2019, eq. 2-4, :mod:`robustjax.metrics.ara`);
+- CRC certified accuracy at L2 radii for the smooth MLPs (CRT and a standard softplus
+  MLP; ``--certify=crc`` of :mod:`robustjax.evaluate`);
+
+and the cost of each method's training step as a ratio to standard training's, timed in
+this process (``experiments/benchmarks/train_throughput.py``'s ``time_method``). A
+finished run or evaluation is skipped when the command is run again, so a killed study
+resumes at the run it was in. The summary goes to ``OUT/results.json``; with
+``--results`` (default ``RESULTS.md`` at the repository root for full runs, none for
+``--quick``) the Markdown report and its figures (``results/<suite>_*.png``) are written
+there. Nothing in RESULTS.md is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+INF = math.inf
+
+
+class Method:
+  """One row of a suite: a config (optionally changed) and how it is evaluated."""
+
+  def __init__(self, name: str, config: str, *, label: str, l2: bool = False,
+               certify: bool = False, init_from: str = '',
+               change: Callable[[Any], None] | None = None):
+    self.name, self.config, self.label = name, config, label
+    self.l2, self.certify, self.init_from, self.change = l2, certify, init_from, change
+
+
+def _without_lipschitz(c):
+  """Woods et al.'s recipe without the Lipschitz term: half-half L2,min AT alone."""
+  del c.regularizers['lipschitz']
+  c.controller.name = 'none'
+  c.controller.term = ''
+
+
+def _without_regularizers(c):
+  """Standard training of the same model (the smooth-MLP baseline of CRT)."""
+  for name in list(c.regularizers.keys()):
+    del c.regularizers[name]
+  c.nominal_weight = 1.0
+  c.eval.p, c.eval.eps = INF, 0.1
+
+
+def _methods(dataset: str) -> list[Method]:
+  d = dataset if dataset != 'cifar10' else 'cifar'
+  rows = [
+      Method('standard', f'standard_{d}', label='standard'),
+      Method('at', f'at_{d}', label='adversarial training (PGD-7)'),
+      Method('trades', f'trades_{d}', label='TRADES'),
+      Method('gradnorm', f'gradnorm_{d}', label='gradient norm'),
+      Method('cure', f'cure_{d}', label='CURE'),
+      Method('scorpio', f'scorpio_{d}', label='SCORPIO'),
+      Method('soar', f'soar_{d}', label='SOAR (fine-tuned from standard)',
+             init_from='standard'),
+      Method('llr', f'llr_{d}', label='LLR'),
+      Method('lipschitz', f'lipschitz_{d}', label='stochastic Lipschitz + half-half L2,min',
+             l2=True),
+      Method('l2min', f'lipschitz_{d}', label='half-half L2,min alone (no Lipschitz)',
+             l2=True, change=_without_lipschitz),
+      Method('crt', f'crt_{d}', label='CRT (softplus MLP)', l2=True, certify=True),
+      Method('softplus', f'crt_{d}', label='standard softplus MLP', l2=True, certify=True,
+             change=_without_regularizers),
+  ]
+  return [m for m in rows if os.path.exists(os.path.join(ROOT, 'configs', f'{m.config}.py'))]
+
+
+SUITES = {
+    'digits': dict(dataset='digits', linf=(0.05, 0.1, 0.15), l2=(0.5, 1.0),
+                   radii=(0.0, 0.1, 0.2, 0.3, 0.5), num_examples=0),
+    'mnist': dict(dataset='mnist', linf=(0.1, 0.2, 0.3), l2=(1.0, 2.0),
+                  radii=(0.0, 0.5, 1.0, 1.58), num_examples=1000),
+    'svhn': dict(dataset='svhn', linf=(4 / 255, 8 / 255), l2=(0.25, 0.5),
+                 radii=(0.0, 0.25, 0.5), num_examples=1000),
+    'cifar10': dict(dataset='cifar10', linf=(2 / 255, 4 / 255, 8 / 255), l2=(0.25, 0.5),
+                    radii=(0.0, 0.25, 0.5), num_examples=1000),
+}
+
+# The papers' own CIFAR-10 numbers (clean / robust under the attack each paper used, and
+# AutoAttack where RobustBench lists the model), for the table the CIFAR suite fills.
+PAPER_CIFAR10 = [
+    ('standard', 'SOAR, Table 1', '86.33', '0.39 (PGD-20, 8/255)', '-'),
+    ('at', 'SOAR, Table 1 (Adv7)', '70.71', '36.03 (PGD-20, 8/255)', '-'),
+    ('soar', 'SOAR, Table 1', '81.73', '32.83 (PGD-20, 8/255)', '-'),
+    ('cure', 'Moosavi-Dezfooli et al. 2019 (RobustBench)', '83.11', '41.4 (PGD, 8/255)',
+     '38.50'),
+    ('llr', 'Qin et al. 2019 (RobustBench)', '86.28', '-', '52.84'),
+]
+
+
+def load_config(method: Method, seed: int, runs_dir: str, quick: bool):
+  module = importlib.import_module(f'configs.{method.config}')
+  c = module.get_config()
+  if method.change is not None:
+    method.change(c)
+  c.seed = seed
+  if method.init_from:
+    c.init_from = os.path.join(runs_dir, method.init_from, f'seed{seed}')
+  if quick:
+    c.num_train_steps = 4
+    c.checkpoint_every_steps = 4
+    c.log_every_steps = 2
+    for t in c.regularizers.values():
+      if 'eps_ramp_steps' in t:
+        t.eps_ramp_steps = min(int(t.eps_ramp_steps), 2)
+  return c
+
+
+def _done(path: str) -> bool:
+  return os.path.exists(path)
+
+
+def _read_json(path: str) -> dict:
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=1, default=float)
+  os.replace(tmp, path)
+
+
+def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
+                 train_seconds: float = 0.0) -> dict:
+  """Every measurement of one trained run, cached in ``workdir/reproduce.json``.
+
+  ``seconds`` in the result is the run's training plus evaluation time.
+  """
+  start = time.time()
+  from robustjax import evaluate  # pylint: disable=g-import-not-at-top
+  from robustjax import metrics  # pylint: disable=g-import-not-at-top
+  from robustjax import training  # pylint: disable=g-import-not-at-top
+  from robustjax.training import feed  # pylint: disable=g-import-not-at-top
+  cache = os.path.join(workdir, 'reproduce.json')
+  if _done(cache):
+    return _read_json(cache)
+  if quick:
+    suite = dict(suite, linf=suite['linf'][1:2], l2=suite['l2'][:1], radii=suite['radii'][:2])
+  n = 16 if quick else suite['num_examples']
+  common = dict(num_examples=n, progress=False, version='standard', seed=0)
+  attacks_list = ['pgd', 'autoattack']
+  out = {}
+  linf = evaluate.run(workdir, eps=list(suite['linf']), norm='inf', attacks=attacks_list,
+                      tag='reproduce-linf', **common)
+  out['clean'] = linf['clean_accuracy']
+  out['linf'] = {a: dict(zip(map(str, suite['linf']), linf['robust_accuracy'][a]))
+                 for a in attacks_list}
+  out['flags'] = _sum_flags(linf)
+  if method.l2:
+    l2 = evaluate.run(workdir, eps=list(suite['l2']), norm='2', attacks=attacks_list,
+                      tag='reproduce-l2', **common)
+    out['l2'] = {a: dict(zip(map(str, suite['l2']), l2['robust_accuracy'][a]))
+                 for a in attacks_list}
+    for k, v in _sum_flags(l2).items():
+      out['flags'][k] = out['flags'].get(k, 0) + v
+  if method.certify:
+    cert = evaluate.run(workdir, certify='crc', radii=list(suite['radii']),
+                        attacks=['autoattack'], tag='reproduce-crc', **common)
+    out['crc'] = cert['certification']
+  config, logits_fn, params = training.restore(workdir)
+  x, y = feed.eval_arrays(config.dataset, split='test', num_examples=n)
+  key = jax.random.PRNGKey(0)
+  search = dict(search_steps=3, steps=5) if quick else {}
+  out['attack_ara'] = float(metrics.attack_ara(logits_fn, params, (x, y), rng=key,
+                                               **search)['ara'])
+  out['btr_ara'] = float(metrics.btr_ara(logits_fn, params, (x, y), rng=key,
+                                         **search)['ara'])
+  out['seconds'] = time.time() - start + train_seconds
+  _write_json(cache, out)
+  return out
+
+
+def _sum_flags(report: dict) -> dict[str, int]:
+  total: dict[str, int] = {}
+  for row in report['results']:
+    for flags in row.get('autoattack_flags', {}).values():
+      for k, v in flags.items():
+        total[k] = total.get(k, 0) + int(v)
+  return total
+
+
+def step_costs(methods: list[Method], runs_dir: str, *, steps: int) -> dict[str, float]:
+  """Median seconds per train step of each method's config, timed in this process."""
+  from experiments.benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
+  from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  mesh = step_lib.make_mesh()
+  costs = {}
+  for m in methods:
+    config = load_config(m, 0, runs_dir, quick=False)
+    costs[m.name], _ = train_throughput.time_method(config, 'digits', steps, mesh)
+  return costs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  values = [v for v in values if v is not None and not math.isnan(v)]
+  if not values:
+    return float('nan'), float('nan')
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict,
+              costs: dict[str, float]) -> dict:
+  """Mean and std over seeds of every metric, per method."""
+  table = {}
+  for m in methods:
+    runs = results.get(m.name, [])
+    if not runs:
+      continue
+    row: dict[str, Any] = {'label': m.label, 'seeds': len(runs)}
+    row['clean'] = _mean_std([r['clean'] for r in runs])
+    for kind, grid in (('linf', suite['linf']), ('l2', suite['l2'])):
+      if kind not in runs[0]:
+        continue
+      for a in ('pgd', 'autoattack'):
+        for e in grid:
+          row[f'{kind}/{a}/{e:g}'] = _mean_std([r[kind][a][str(e)] for r in runs])
+    row['attack_ara'] = _mean_std([r['attack_ara'] for r in runs])
+    row['btr_ara'] = _mean_std([r['btr_ara'] for r in runs])
+    flags: dict[str, int] = {}
+    for r in runs:
+      for k, v in r['flags'].items():
+        flags[k] = flags.get(k, 0) + v
+    row['flags'] = flags
+    if 'crc' in runs[0]:
+      radii = runs[0]['crc'].get('radii', list(suite['radii']))
+      row['crc_radii'] = radii
+      row['crc'] = [_mean_std([r['crc']['certified_accuracy'][i] for r in runs])
+                    for i in range(len(radii))]
+    if m.name in costs and 'standard' in costs:
+      row['step_cost'] = costs[m.name] / costs['standard']
+    table[m.name] = row
+  return table
+
+
+def _fmt(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
+  mean, std = ms
+  if math.isnan(mean):
+    return '-'
+  return f'{scale * mean:.{digits}f} ± {scale * std:.{digits}f}'
+
+
+def _figures(table: dict, suite: dict, fig_dir: str, name: str) -> list[str]:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  os.makedirs(fig_dir, exist_ok=True)
+  paths = []
+  grid = (0.0,) + tuple(suite['linf'])
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for m, row in table.items():
+    means = [row['clean'][0]] + [row[f'linf/autoattack/{e:g}'][0] for e in suite['linf']]
+    stds = [row['clean'][1]] + [row[f'linf/autoattack/{e:g}'][1] for e in suite['linf']]
+    ax.errorbar(grid, means, yerr=stds, marker='o', capsize=3, label=m)
+  ax.set_xlabel('Linf eps (pixels in [0, 1])')
+  ax.set_ylabel('AutoAttack robust accuracy')
+  ax.set_title(f'{name}: accuracy vs eps (mean ± std over seeds)')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  paths.append(os.path.join(fig_dir, f'{name}_accuracy_vs_eps.png'))
+  fig.tight_layout()
+  fig.savefig(paths[-1], dpi=110)
+  plt.close(fig)
+
+  mid = suite['linf'][len(suite['linf']) // 2]
+  for kind, xkey, xlabel in (('clean', 'clean', 'clean accuracy'),
+                             ('cost', 'step_cost', 'train step cost (x standard)')):
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for m, row in table.items():
+      if xkey not in row:
+        continue
+      x = row[xkey][0] if isinstance(row[xkey], tuple) else row[xkey]
+      xerr = row[xkey][1] if isinstance(row[xkey], tuple) else None
+      y, yerr = row[f'linf/autoattack/{mid:g}']
+      ax.errorbar([x], [y], xerr=xerr, yerr=yerr, marker='o', capsize=3)
+      ax.annotate(m, (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f'AutoAttack robust accuracy, Linf eps={mid:g}')
+    ax.grid(alpha=0.3)
+    if kind == 'cost':
+      ax.set_xscale('log')
+    paths.append(os.path.join(fig_dir, f'{name}_robust_vs_{kind}.png'))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+  return paths
+
+
+def _verdict(holds: bool) -> str:
+  return 'reproduces' if holds else 'does not reproduce'
+
+
+def orderings(table: dict, suite: dict) -> list[str]:
+  """Each paper's claimed ordering, checked against the measured means."""
+  mid = suite['linf'][len(suite['linf']) // 2]
+  aa = lambda m: table[m][f'linf/autoattack/{mid:g}'][0] if m in table else float('nan')
+  pct = lambda v: f'{100 * v:.1f}%'
+  lines = []
+  if all(m in table for m in ('scorpio', 'cure', 'gradnorm', 'at')):
+    holds = aa('scorpio') > aa('cure') and aa('scorpio') > aa('gradnorm')
+    lines.append(
+        f'- **SCORPIO (Table 2)**: SCORPIO above CURE and gradient norm, close to AT. '
+        f'AutoAttack at eps={mid:g}: SCORPIO {pct(aa("scorpio"))}, CURE {pct(aa("cure"))}, '
+        f'gradient norm {pct(aa("gradnorm"))}, AT {pct(aa("at"))}: the ordering over CURE '
+        f'and gradient norm {_verdict(holds)}; SCORPIO is '
+        f'{abs(100 * (aa("at") - aa("scorpio"))):.1f} points '
+        f'{"below" if aa("scorpio") < aa("at") else "above"} AT.')
+  if all(m in table for m in ('soar', 'at', 'standard')):
+    clean = lambda m: table[m]['clean'][0]
+    holds = clean('soar') > clean('at') and aa('soar') > aa('standard')
+    lines.append(
+        f'- **SOAR (Table 1)**: SOAR keeps more clean accuracy than AT (81.7% vs 70.7%) '
+        f'with robustness near AT under PGD (32.8% vs 36.0% PGD-20). Here: clean SOAR '
+        f'{pct(clean("soar"))} vs AT {pct(clean("at"))}; AutoAttack SOAR {pct(aa("soar"))} '
+        f'vs AT {pct(aa("at"))}, CURE {pct(aa("cure")) if "cure" in table else "-"}, '
+        f'standard {pct(aa("standard"))}: "more clean accuracy than AT and more robust than '
+        f'standard" {_verdict(holds)}; robustness '
+        f'{"near" if aa("at") - aa("soar") < 0.05 else "well below"} AT.')
+  if all(m in table for m in ('llr', 'at')):
+    holds = aa('llr') >= aa('at') - 0.01
+    lines.append(
+        f'- **LLR**: LLR matches or beats AT at the same eps. AutoAttack LLR '
+        f'{pct(aa("llr"))} vs AT {pct(aa("at"))}: {_verdict(holds)}.')
+  if all(m in table for m in ('lipschitz', 'l2min')):
+    a1, a0 = table['lipschitz']['attack_ara'][0], table['l2min']['attack_ara'][0]
+    b1, b0 = table['lipschitz']['btr_ara'][0], table['l2min']['btr_ara'][0]
+    holds = a1 > a0 and b1 > b0
+    lines.append(
+        f'- **Woods et al. (Table II)**: the Lipschitz term raises ARA over half-half '
+        f'L2,min training alone. Attack ARA {a1:.4f} vs {a0:.4f}, BTR ARA {b1:.4f} vs '
+        f'{b0:.4f}: {_verdict(holds)}.')
+  if all(m in table for m in ('crt', 'softplus')) and 'crc' in table['crt']:
+    radii = table['crt']['crc_radii']
+    pairs = ', '.join(f'r={r:g}: {pct(c[0])} vs {pct(s[0])}' for r, c, s in
+                      zip(radii, table['crt']['crc'], table['softplus']['crc']))
+    holds = all(c[0] >= s[0] for c, s in zip(table['crt']['crc'], table['softplus']['crc']))
+    lines.append(
+        f'- **CRT / CRC**: CRT raises CRC certified accuracy over a standard smooth MLP. '
+        f'CRT vs standard softplus MLP ({pairs}): {_verdict(holds)}.')
+  return lines
+
+
+def _subset(suite: dict) -> str:
+  n = suite['num_examples']
+  return f' (first {n} examples)' if n else ''
+
+
+def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args,
+                   wall_s: float, figures: list[str]) -> None:
+  """RESULTS.md: environment, command, tables, figures, orderings."""
+  rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
+  lines = [
+      '# Reproduction of the papers\' comparisons',
+      '',
+      f'Written by `python -m experiments.reproduce --suite={suite_name} '
+      f'--seeds={args.seeds} --out=...` (do not edit by hand). Wall time '
+      f'{wall_s / 60:.0f} min on {platform.processor() or platform.machine()} '
+      f'({os.cpu_count()} cores, {jax.devices()[0].platform}); Python '
+      f'{platform.python_version()}, jax {jax.__version__}.',
+      '',
+      f'Every number is the mean ± std over {args.seeds} seeds (training seed; the '
+      f'attacks use seed 0) on the {suite["dataset"]} test split'
+      f'{_subset(suite)}.'
+      ' Robust accuracy is under AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; '
+      'robustjax.attacks.autoattack) unless a column says PGD-20 (one restart, the '
+      'training-time check). A PGD-20 number well above the AutoAttack one is a masking '
+      'warning. Accuracies in %; eps in pixel units of [0, 1].',
+      '',
+      '## Linf',
+      '',
+  ]
+  linf_cols = [f'AA {e:g}' for e in suite['linf']] + [f'PGD-20 {e:g}' for e in suite['linf']]
+  lines.append('| method | clean | ' + ' | '.join(linf_cols) +
+               ' | attack ARA | BTR ARA | step cost (x standard) | AutoAttack flags |')
+  lines.append('| --- ' * (len(linf_cols) + 6) + '|')
+  for m, row in table.items():
+    cells = [_fmt(row[f'linf/autoattack/{e:g}']) for e in suite['linf']]
+    cells += [_fmt(row[f'linf/pgd/{e:g}']) for e in suite['linf']]
+    flags = ', '.join(f'{k}: {v}' for k, v in row['flags'].items() if v) or 'none'
+    cost = f'{row["step_cost"]:.2f}' if 'step_cost' in row else '-'
+    lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | ' + ' | '.join(cells) +
+                 f' | {_fmt(row["attack_ara"], 1.0, 4)} | {_fmt(row["btr_ara"], 1.0, 4)} '
+                 f'| {cost} | {flags} |')
+  l2_rows = {m: r for m, r in table.items() if f'l2/autoattack/{suite["l2"][0]:g}' in r}
+  if l2_rows:
+    cols = [f'AA {e:g}' for e in suite['l2']] + [f'PGD-20 {e:g}' for e in suite['l2']]
+    lines += ['', '## L2 (the L2 methods)', '', '| method | clean | ' + ' | '.join(cols) + ' |',
+              '| --- ' * (len(cols) + 2) + '|']
+    for m, row in l2_rows.items():
+      cells = [_fmt(row[f'l2/autoattack/{e:g}']) for e in suite['l2']]
+      cells += [_fmt(row[f'l2/pgd/{e:g}']) for e in suite['l2']]
+      lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | ' + ' | '.join(cells) + ' |')
+  crc_rows = {m: r for m, r in table.items() if 'crc' in r}
+  if crc_rows:
+    radii = next(iter(crc_rows.values()))['crc_radii']
+    lines += ['', '## CRC certified accuracy (L2)', '',
+              '| method | ' + ' | '.join(f'r = {r:g}' for r in radii) + ' |',
+              '| --- ' * (len(radii) + 1) + '|']
+    for m, row in crc_rows.items():
+      lines.append(f'| {row["label"]} | ' + ' | '.join(_fmt(c) for c in row['crc']) + ' |')
+  lines += ['', '## Figures', '']
+  lines += [f'![{os.path.basename(p)}]({rel(p)})' for p in figures]
+  lines += ['', '## Do the papers\' orderings hold here?', '']
+  lines += orderings(table, suite) or ['(not enough methods in this run to compare)']
+  lines += ['', '## The papers\' own CIFAR-10 numbers', '',
+            'Filled by `--suite=cifar10` on a GPU machine with prepared TFDS data; the '
+            'papers\' columns are their published numbers.', '',
+            '| method | source | clean (paper) | robust (paper, its attack) | AutoAttack '
+            '(RobustBench) | clean (robustjax) | AutoAttack (robustjax) |',
+            '| --- | --- | --- | --- | --- | --- | --- |']
+  lines += [f'| {m} | {src} | {c} | {r} | {aa} | | |' for m, src, c, r, aa in PAPER_CIFAR10]
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  os.replace(path + '.tmp', path)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--suite', default='digits', choices=sorted(SUITES))
+  parser.add_argument('--seeds', type=int, default=3)
+  parser.add_argument('--out', required=True, help='directory for runs and results.json')
+  parser.add_argument('--quick', action='store_true',
+                      help='one seed, a few steps, 24 test points: a smoke test, not a result')
+  parser.add_argument('--methods', default='', help='comma-separated subset of the suite')
+  parser.add_argument('--results', default=None,
+                      help='RESULTS.md path (default: the repository\'s for full runs)')
+  parser.add_argument('--cost_steps', type=int, default=20,
+                      help='timed train steps per method for the cost column')
+  args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f'--seeds must be >= 1, got {args.seeds}')
+  suite = SUITES[args.suite]
+  methods = _methods(suite['dataset'])
+  if args.methods:
+    wanted = args.methods.split(',')
+    unknown = sorted(set(wanted) - {m.name for m in methods})
+    if unknown:
+      parser.error(f'--methods: unknown {unknown}; valid: {[m.name for m in methods]}')
+    methods = [m for m in methods if m.name in wanted or
+               any(o.init_from == m.name for o in methods if o.name in wanted)]
+  seeds = 1 if args.quick else args.seeds
+  runs_dir = os.path.join(args.out, 'runs')
+  os.makedirs(runs_dir, exist_ok=True)
+  from robustjax import training  # pylint: disable=g-import-not-at-top
+
+  start = time.time()
+  jobs = [(m, s) for s in range(seeds) for m in methods]
+  results: dict[str, list[dict]] = {}
+  spent, done_jobs = 0.0, 0
+  for i, (m, seed) in enumerate(jobs):
+    workdir = os.path.join(runs_dir, m.name, f'seed{seed}')
+    t0 = time.time()
+    cached = _done(os.path.join(workdir, 'reproduce.json'))
+    train_seconds = 0.0
+    if not _done(os.path.join(workdir, 'final_metrics.json')):
+      training.train_and_evaluate(load_config(m, seed, runs_dir, args.quick), workdir)
+      train_seconds = time.time() - t0
+    results.setdefault(m.name, []).append(
+        evaluate_run(workdir, m, suite, quick=args.quick, train_seconds=train_seconds))
+    took = time.time() - t0
+    if not cached:
+      spent += took
+      done_jobs += 1
+    left = len(jobs) - i - 1
+    eta = spent / max(done_jobs, 1) * left
+    print(f'[{i + 1}/{len(jobs)}] {m.name} seed {seed}: '
+          f'{"cached" if cached else f"{took:.0f} s"}; clean '
+          f'{100 * results[m.name][-1]["clean"]:.1f}%; ETA {eta / 60:.1f} min', flush=True)
+
+  costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps)
+  table = aggregate(results, methods, suite if not args.quick else dict(
+      suite, linf=suite['linf'][1:2], l2=suite['l2'][:1]), costs)
+  # The study's wall time: every run's training and evaluation (also those finished by an
+  # earlier, interrupted invocation) plus this invocation's cost timing.
+  wall = sum(r.get('seconds', 0.0) for rs in results.values() for r in rs) + (
+      time.time() - start - spent)
+  summary = {'suite': args.suite, 'seeds': seeds, 'quick': args.quick, 'wall_s': wall,
+             'step_seconds': costs, 'table': table, 'jax': jax.__version__,
+             'runs': results}
+  _write_json(os.path.join(args.out, 'results.json'), summary)
+  results_md = args.results if args.results is not None else (
+      '' if args.quick else os.path.join(ROOT, 'RESULTS.md'))
+  if results_md:
+    fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_md)), 'results')
+    figures = _figures(table, suite, fig_dir, args.suite)
+    write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
+                   wall_s=wall, figures=figures)
+    print(f'wrote {results_md}')
+  print(f'done in {wall / 60:.1f} min; summary in {os.path.join(args.out, "results.json")}')
+  return summary
+
+
+if __name__ == '__main__':
+  main()
