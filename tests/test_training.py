@@ -171,7 +171,8 @@ def test_sigterm_saves_exits_and_resumes_identically(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'preempted')
   monkeypatch.setattr(feed, 'train_batches', batches_with_sigterm)
   stopped = train.train_and_evaluate(config, workdir)
-  assert stopped == {'preempted': True, 'step': 4, 'preemption_count': 1}
+  assert stopped == {'preempted': True, 'stage': 'training', 'step': 4,
+                     'preemption_count': 1}
   assert checkpoints.latest_step(workdir) == 4
   assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))
   monkeypatch.setattr(feed, 'train_batches', original)

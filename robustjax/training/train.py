@@ -5,6 +5,16 @@ compiles or is written), initialise ``jax.distributed`` when configured, load da
 build model/optimizer/objective, restore the latest checkpoint (or ``init_from``, or a
 fresh init), train with periodic checkpoints and metrics, save a final checkpoint, and
 evaluate clean and PGD robust accuracy at ``config.eval.eps`` on the test split.
+
+A workdir belongs to one run (:mod:`robustjax.training.workdir`): re-running with the
+same config resumes, a different config is refused naming the differing fields, and
+raising ``num_train_steps`` needs ``extend=True`` and is recorded as a segment. A run
+that already finished returns its saved final metrics without evaluating again.
+
+SIGTERM (a preemption) is honoured at every stage: during training the step in flight
+finishes, a checkpoint is saved and the run returns ``preempted: True``; during the
+final evaluation, the evaluation is abandoned (training is complete and saved) and the
+run returns the same, so re-running the command evaluates.
 """
 
 from __future__ import annotations
@@ -32,8 +42,9 @@ from robustjax.training import observe
 from robustjax.training import optim
 from robustjax.training import schema
 from robustjax.training import step as step_lib
+from robustjax.training import workdir as workdir_lib
 
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = workdir_lib.CONFIG_FILE
 FINAL_METRICS_FILE = 'final_metrics.json'
 MAX_UNSYNCED_STEPS = 10  # block on metrics at least this often (see module docstring)
 
@@ -73,16 +84,31 @@ def _maybe_initialize_distributed(dist) -> None:
       process_id=dist.process_id if dist.process_id >= 0 else None)
 
 
+class _EvaluationInterrupted(Exception):
+  """Raised by the SIGTERM handler while the final evaluation runs."""
+
+
 class _Preemption:
-  """SIGTERM sets a flag; the loop checks it each step, saves and exits cleanly."""
+  """SIGTERM sets a flag; the loop checks it each step, saves and exits cleanly.
+
+  After training (``interrupt_evaluation()``), SIGTERM instead raises
+  :class:`_EvaluationInterrupted`, which abandons the evaluation: there is nothing left to
+  save, and a scheduler's grace period is shorter than a long evaluation.
+  """
 
   def __init__(self):
     self.requested = False
+    self._raise = False
     self._previous = None
 
   def handler(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning('SIGTERM received: saving a checkpoint and stopping')
     self.requested = True
+    if self._raise:
+      raise _EvaluationInterrupted()
+    logging.warning('SIGTERM received: saving a checkpoint and stopping')
+
+  def interrupt_evaluation(self, on: bool = True) -> None:
+    self._raise = on
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -106,20 +132,16 @@ def _check_finite(step: int, metrics: dict, terms: Sequence[step_lib.Term]) -> N
 
 
 def _write_json(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  workdir_lib.write_json(path, obj)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run saved in ``workdir/config.json``."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  """The config of the run in ``workdir``: its ``config.json``, with the
+  ``num_train_steps`` of its latest extension (``config.segment-<n>.json``) if any."""
+  config = workdir_lib.saved_config(workdir)
+  if config is None:
     raise ValueError(f'workdir: no {CONFIG_FILE} in {workdir!r}; is it a robustjax run?')
-  with open(path, encoding='utf-8') as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  return config
+  return ml_collections.ConfigDict(config)
 
 
 def _eval_fn(logits_fn, *, eps, p, steps, restarts, step_size, objective):
@@ -203,28 +225,65 @@ def _init_from(config, state, mesh):
   return params, stats
 
 
+def _extension_note(config, claim, start: int) -> str:
+  """What extending a run does to its learning rate at the restored step."""
+  total = int(config.num_train_steps)
+  _, old = optim.make_optimizer(config.optimizer, claim.previous_num_train_steps)
+  _, new = optim.make_optimizer(config.optimizer, total)
+  return (f'extending the run in this workdir from {claim.previous_num_train_steps} to '
+          f'{total} steps from step {start}; the learning-rate schedule now spans {total} '
+          f'steps (lr at step {start}: {float(new(start)):.4g}, was '
+          f'{float(old(start)):.4g})')
+
+
+def _finished(workdir: str, step: int, attack: str) -> dict | None:
+  """The saved final metrics when the run already ended at ``step`` with ``attack``."""
+  path = os.path.join(workdir, FINAL_METRICS_FILE)
+  if not os.path.exists(path):
+    return None
+  final = workdir_lib.read_json(path)
+  if final.get('step') != step or final.get('eval_attack') != attack:
+    return None
+  return final
+
+
+def _final_line(final: dict) -> str:
+  return (f'final: clean_accuracy={final["clean_accuracy"]:.4f} '
+          f'robust_accuracy={final["robust_accuracy"]:.4f} ({final["eval_attack"]})')
+
+
 def train_and_evaluate(config, workdir: str, *,
-                       devices: Sequence[jax.Device] | None = None) -> dict:
+                       devices: Sequence[jax.Device] | None = None,
+                       extend: bool = False) -> dict:
   """Trains as ``config`` says in ``workdir`` (resuming if possible) and evaluates.
 
   Args:
     config: a ConfigDict following :func:`schema.base_config` (e.g. from configs/).
     workdir: directory for checkpoints, metrics.jsonl, TensorBoard events,
-      config.json and final_metrics.json. Re-running resumes from the latest checkpoint.
+      config.json and final_metrics.json. Re-running with the same config resumes from
+      the latest checkpoint; a run that finished returns its saved final metrics.
     devices: devices of the data mesh (default: all devices of all hosts).
+    extend: allow ``config.num_train_steps`` to be higher than the workdir's run's (the
+      only change accepted): training continues to the new total, and the extension is
+      recorded in ``config.segment-<n>.json`` beside ``config.json``.
 
   Returns:
     The final metrics: ``clean_accuracy``, ``robust_accuracy`` (PGD at
-    ``config.eval.eps``), ``step``, ``preemption_count``, and ``preempted: True``
-    (without evaluation) when SIGTERM stopped the run early.
+    ``config.eval.eps``), ``step``, ``preemption_count``, ``eval_attack``; or, when
+    SIGTERM stopped the run, ``{'preempted': True, 'stage': 'training' | 'evaluation',
+    'step', 'preemption_count'}`` without final metrics.
 
   Raises:
     ValueError: bad config or workdir (naming the field), before any compilation.
+    workdir_lib.WorkdirConflictError: (a ValueError) the workdir holds a run with
+      another config; the message lists the differing fields. Nothing is written.
     NonFiniteError: a loss or penalty became non-finite (naming term and step); the
       last good checkpoint is kept.
   """
   config = _as_config(config)
   schema.validate(config, workdir=workdir)
+  config_dict = json.loads(config.to_json_best_effort())
+  claim = workdir_lib.check(workdir, config_dict, extend=extend)
   _maybe_initialize_distributed(config.distributed)  # before any JAX computation
   mesh = step_lib.make_mesh(devices)
   schema.validate(config, num_devices=mesh.size, process_count=jax.process_count())
@@ -239,8 +298,6 @@ def train_and_evaluate(config, workdir: str, *,
 
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_lead:
-    _write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
 
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(config.seed),
                               input_shape=info.input_shape, mesh=mesh,
@@ -258,15 +315,20 @@ def train_and_evaluate(config, workdir: str, *,
                                 controller=controller, params=params, batch_stats=stats)
     logging.info('initialised params from %s', config.init_from)
 
+  start = int(fetch(state.step))
+  total = int(config.num_train_steps)
+  if claim.kind == 'extend':
+    logging.warning(_extension_note(config, claim, start))
+  if is_lead:
+    workdir_lib.record(workdir, config_dict, claim, start_step=start)
+
   train_step = step_lib.jit_train_step(step_lib.make_train_step(
       model=model, terms=terms, tx=tx, schedule=schedule,
       nominal_weight=float(config.nominal_weight), controller=controller,
       controlled_term=config.controller.term,
       stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
 
-  start = int(fetch(state.step))
-  total = int(config.num_train_steps)
-  writer = observe.MetricWriter(workdir, enabled=is_lead)
+  writer = observe.MetricWriter(workdir, enabled=is_lead, resume_step=start)
   progress = observe.Progress(start=start, total=total, enabled=is_lead)
   pending: list[tuple[int, Any]] = []
   last_good = mngr.latest_step()
@@ -281,8 +343,8 @@ def train_and_evaluate(config, workdir: str, *,
 
   log_buffer = []
   preempted = False
-  try:
-    with _Preemption() as preemption:
+  with _Preemption() as preemption:
+    try:
       batches = feed.train_batches(config.dataset, batch_size=config.batch_size,
                                    seed=config.seed, start_step=start,
                                    process_index=jax.process_index(),
@@ -316,37 +378,58 @@ def train_and_evaluate(config, workdir: str, *,
           break
       if not preempted:
         checkpoints.save(mngr, state, preemption_count=preemption_count)  # no-op if saved
-  finally:
-    progress.close()
-    mngr.close()
+    finally:
+      progress.close()
+      mngr.close()
 
-  step = int(fetch(state.step))
-  if preempted:
-    writer.close()
-    logging.warning('stopped at step %d after SIGTERM; re-run the same command to resume',
-                    step)
-    return {'preempted': True, 'step': step, 'preemption_count': preemption_count}
+    step = int(fetch(state.step))
+    if preempted:
+      writer.close()
+      logging.warning('stopped at step %d after SIGTERM; re-run the same command to '
+                      'resume', step)
+      return {'preempted': True, 'stage': 'training', 'step': step,
+              'preemption_count': preemption_count}
 
-  ev = config.eval
-  images, labels = feed.eval_arrays(config.dataset, split=ev.split, num_examples=ev.num_examples)
-  logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
-                                   if state.batch_stats else {})
-  results = evaluate(logits_fn, state.params, images, labels, eps=ev.eps, p=ev.p,
-                     steps=ev.steps, restarts=ev.restarts, step_size=ev.step_size,
-                     objective=ev.objective, batch_size=ev.batch_size, seed=config.seed,
-                     mesh=mesh)
+    ev = config.eval
+    attack = _describe_attack(ev)
+    saved = _finished(workdir, step, attack)
+    if saved is not None:
+      writer.close()
+      logging.info('this run already finished at step %d; its final metrics are in %s',
+                    step, os.path.join(workdir, FINAL_METRICS_FILE))
+      if is_lead:
+        print(_final_line(saved), flush=True)
+      return saved
+
+    try:
+      preemption.interrupt_evaluation()
+      if preemption.requested:  # arrived after the loop's last look at the flag
+        raise _EvaluationInterrupted()
+      images, labels = feed.eval_arrays(config.dataset, split=ev.split,
+                                        num_examples=ev.num_examples)
+      logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
+                                       if state.batch_stats else {})
+      results = evaluate(logits_fn, state.params, images, labels, eps=ev.eps, p=ev.p,
+                         steps=ev.steps, restarts=ev.restarts, step_size=ev.step_size,
+                         objective=ev.objective, batch_size=ev.batch_size,
+                         seed=config.seed, mesh=mesh)
+      preemption.interrupt_evaluation(False)
+    except _EvaluationInterrupted:
+      preemption.interrupt_evaluation(False)
+      writer.close()
+      logging.warning('SIGTERM during the final evaluation: training is complete and '
+                      'saved at step %d; re-run the same command to evaluate', step)
+      return {'preempted': True, 'stage': 'evaluation', 'step': step,
+              'preemption_count': preemption_count}
+
   final = {**results, 'step': step, 'preemption_count': preemption_count,
-           'eval_eps': ev.eps, 'eval_p': ev.p if math.isfinite(ev.p) else 'inf',
-           'eval_attack': _describe_attack(ev)}
-  writer.write(step, {k: results[k] for k in ('clean_accuracy', 'robust_accuracy')},
-               prefix='eval')
+           'eval_eps': ev.eps, 'eval_p': ev.p, 'eval_attack': attack}
+  writer.write_eval(step, {k: results[k] for k in ('clean_accuracy', 'robust_accuracy')},
+                    attack=attack, eps=ev.eps, p=ev.p)
   writer.close()
-  line = (f'final: clean_accuracy={results["clean_accuracy"]:.4f} '
-          f'robust_accuracy={results["robust_accuracy"]:.4f} ({_describe_attack(ev)})')
   if is_lead:
     _write_json(os.path.join(workdir, FINAL_METRICS_FILE), final)
-    print(line, flush=True)
-  logging.info(line)
+    print(_final_line(final), flush=True)
   return final
 
 

@@ -1,0 +1,214 @@
+"""A workdir belongs to one run: its saved config, the identity check, and segments.
+
+Files (all standard JSON: infinities are written as the strings ``"inf"`` / ``"-inf"``
+and read back as floats, so ``JSON.parse`` and ``jq`` accept them):
+
+  config.json               the config of the run's first segment; written once, never
+                            overwritten
+  config.segment-<n>.json   one per extension of ``num_train_steps`` (n = 1, 2, ...):
+                            ``{segment, start_step, previous_num_train_steps,
+                            num_train_steps}``
+
+Re-running in a workdir compares the new config with the saved one (``config.json``
+with the latest segment's ``num_train_steps``), field by field:
+
+- identical: the run resumes from its latest checkpoint;
+- only ``num_train_steps`` raised, and the caller passed ``extend=True`` (the
+  ``--extend`` flag of ``robustjax.main``): the run continues to the new total and the
+  extension is recorded as a segment. The learning-rate schedule is rebuilt for the new
+  total (a cosine schedule does not end at the old total any more), and the log says what
+  the learning rate becomes at the restored step;
+- anything else: :class:`WorkdirConflictError`, one line listing the differing fields,
+  before anything is compiled or written.
+
+Fields that say where things are rather than what is trained (:data:`RUN_LOCAL_FIELDS`:
+the data directory, the ``jax.distributed`` settings of the cluster) may differ between
+runs of the same workdir.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+from typing import Any, NamedTuple
+
+CONFIG_FILE = 'config.json'
+SEGMENT_FILE = 'config.segment-{}.json'
+RUN_LOCAL_FIELDS = ('dataset.data_dir', 'distributed')
+EXTENDABLE_FIELD = 'num_train_steps'
+MAX_LISTED = 8  # differing fields named in a conflict message (then "and N more")
+
+_INF_STRINGS = {'inf': math.inf, '-inf': -math.inf}
+_ABSENT = object()
+
+
+class WorkdirConflictError(ValueError):
+  """The workdir holds another run (its config differs); the message names the fields."""
+
+
+class Claim(NamedTuple):
+  """What a run does with its workdir (from :func:`check`)."""
+  kind: str  # 'new' (no config.json yet), 'resume' (identical) or 'extend'
+  previous_num_train_steps: int  # the saved total (0 for 'new')
+
+
+def to_json(obj: Any) -> Any:
+  """``obj`` with non-finite floats as ``"inf"`` / ``"-inf"`` / ``"nan"`` strings."""
+  if isinstance(obj, dict):
+    return {str(k): to_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_json(v) for v in obj]
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return 'nan' if math.isnan(obj) else ('inf' if obj > 0 else '-inf')
+  return obj
+
+
+def from_json(obj: Any) -> Any:
+  """Inverse of :func:`to_json` for infinities: ``"inf"`` / ``"-inf"`` become floats."""
+  if isinstance(obj, dict):
+    return {k: from_json(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [from_json(v) for v in obj]
+  if isinstance(obj, str) and obj in _INF_STRINGS:
+    return _INF_STRINGS[obj]
+  return obj
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as standard JSON (no ``Infinity``/``NaN`` tokens), atomically."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(to_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  """Reads a file written by :func:`write_json` (older files with ``Infinity`` too)."""
+  with open(path, encoding='utf-8') as f:
+    return from_json(json.load(f))
+
+
+def segments(workdir: str) -> list[dict]:
+  """The recorded extensions of the run in ``workdir``, in order."""
+  found = []
+  for path in glob.glob(os.path.join(workdir, SEGMENT_FILE.format('*'))):
+    match = re.fullmatch(SEGMENT_FILE.format(r'(\d+)').replace('.', r'\.'),
+                         os.path.basename(path))
+    if match:
+      found.append((int(match.group(1)), read_json(path)))
+  return [s for _, s in sorted(found, key=lambda item: item[0])]
+
+
+def saved_config(workdir: str) -> dict | None:
+  """The run's current config as a dict: config.json with the latest segment applied."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  config = read_json(path)
+  for segment in segments(workdir):
+    config[EXTENDABLE_FIELD] = segment[EXTENDABLE_FIELD]
+  return config
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """``{'a.b.c': leaf}`` of nested dicts; lists/tuples are leaves (as lists)."""
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(flatten(value, f'{prefix}{key}.'))
+    if not tree and prefix:
+      out[prefix[:-1]] = {}
+    return out
+  if isinstance(tree, tuple):
+    tree = list(tree)
+  return {prefix[:-1]: tree}
+
+
+def _local(field: str) -> bool:
+  return any(field == f or field.startswith(f + '.') for f in RUN_LOCAL_FIELDS)
+
+
+def differences(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
+  """``[(field, saved value, new value)]`` (``None`` where a field is absent)."""
+  a = flatten(from_json(to_json(saved)))
+  b = flatten(from_json(to_json(new)))
+  out = []
+  for field in sorted(set(a) | set(b)):
+    if _local(field):
+      continue
+    if a.get(field, _ABSENT) != b.get(field, _ABSENT):
+      out.append((field, a.get(field), b.get(field)))
+  return out
+
+
+
+def _describe(diffs) -> str:
+  shown = [f'{field}: {old!r} -> {new!r}' for field, old, new in diffs[:MAX_LISTED]]
+  if len(diffs) > MAX_LISTED:
+    shown.append(f'and {len(diffs) - MAX_LISTED} more')
+  return '; '.join(shown)
+
+
+def check(workdir: str, config: dict, *, extend: bool = False) -> Claim:
+  """Decides whether ``config`` may run in ``workdir`` (reads files only).
+
+  Args:
+    workdir: the run's directory (may not exist yet).
+    config: the new config as a plain dict (``ConfigDict.to_dict()``).
+    extend: accept a higher ``num_train_steps`` than the saved one (the only field that
+      may change); the caller then records a segment with :func:`record`.
+
+  Returns:
+    A :class:`Claim`.
+
+  Raises:
+    WorkdirConflictError: the saved config differs (message lists the fields).
+  """
+  saved = saved_config(workdir)
+  if saved is None:
+    return Claim('new', 0)
+  diffs = differences(saved, config)
+  previous = int(saved.get(EXTENDABLE_FIELD, 0))
+  if not diffs:
+    return Claim('resume', previous)
+  where = f'workdir: {workdir!r} holds another run'
+  fields = f'config differs from its {CONFIG_FILE} in {_describe(diffs)}'
+  only_steps = [d[0] for d in diffs] == [EXTENDABLE_FIELD]
+  new_steps = config.get(EXTENDABLE_FIELD)
+  if only_steps and extend and new_steps > previous:
+    return Claim('extend', previous)
+  if only_steps and new_steps > previous:
+    raise WorkdirConflictError(
+        f'{where} of {previous} steps ({fields}); to train this run on to {new_steps} '
+        f'steps add --extend (extend=True from Python), or use a new --workdir')
+  if only_steps and extend:
+    raise WorkdirConflictError(
+        f'{where} of {previous} steps; --extend can only raise num_train_steps, got '
+        f'{new_steps}')
+  raise WorkdirConflictError(
+      f'{where} ({fields}); re-run with its own config to resume it, or use a new '
+      f'--workdir')
+
+
+def record(workdir: str, config: dict, claim: Claim, *, start_step: int) -> str | None:
+  """Writes config.json for a new run, or the next segment file for an extension.
+
+  Returns:
+    The path written, or None when the claim is a plain resume.
+  """
+  if claim.kind == 'new':
+    path = os.path.join(workdir, CONFIG_FILE)
+    write_json(path, config)
+    return path
+  if claim.kind == 'extend':
+    number = len(segments(workdir)) + 1
+    path = os.path.join(workdir, SEGMENT_FILE.format(number))
+    write_json(path, {'segment': number, 'start_step': int(start_step),
+                      'previous_num_train_steps': claim.previous_num_train_steps,
+                      EXTENDABLE_FIELD: int(config[EXTENDABLE_FIELD])})
+    return path
+  return None
