@@ -1,4 +1,4 @@
-"""Curvature bounds of smooth MLPs and the curvature-based robustness certificate (CRC)."""
+"""Certificates: curvature bounds and CRC for smooth MLPs; randomized smoothing for any model."""
 
 from robustjax.certify.bounds import ACTIVATION_CONSTANTS
 from robustjax.certify.bounds import ActivationConstants
@@ -12,3 +12,11 @@ from robustjax.certify.crc import CRCResult
 from robustjax.certify.crc import crc
 from robustjax.certify.crc import crc_mlp
 from robustjax.certify.crc import pair_certificate
+from robustjax.certify.smoothing import ABSTAIN
+from robustjax.certify.smoothing import SmoothingCertificate
+from robustjax.certify.smoothing import binomial_log_cdf
+from robustjax.certify.smoothing import binomial_test_pvalue
+from robustjax.certify.smoothing import certify
+from robustjax.certify.smoothing import clopper_pearson_lower
+from robustjax.certify.smoothing import predict
+from robustjax.certify.smoothing import sample_counts
