@@ -8,11 +8,21 @@ labels)`` and return points in ``ball(inputs, eps) ∩ box``:
 - :func:`min_norm` (smallest perturbation reaching a goal, any p, by bisection) and
   :func:`min_norm_ticktock` (Woods et al.'s Algorithm 1, L2): the ARA attacks;
 - :func:`simba` (black-box, for gradient-masking diagnostics);
-- :func:`maximize`, the projected-ascent loop on any per-example objective.
+- :func:`maximize`, the projected-ascent loop on any per-example objective;
+- :func:`apgd` and :func:`apgd_targeted` (Auto-PGD on CE / DLR / targeted DLR, Croce &
+  Hein 2020) and :func:`autoattack`, the AutoAttack ensemble (:class:`AutoAttackResult`).
 """
 
 from robustjax.attacks import objectives
+from robustjax.attacks.apgd import apgd
+from robustjax.attacks.apgd import apgd_targeted
+from robustjax.attacks.apgd import checkpoints as apgd_checkpoints
+from robustjax.attacks.apgd import dlr_loss
+from robustjax.attacks.apgd import targeted_dlr_loss
 from robustjax.attacks.blackbox import simba
+from robustjax.attacks.fab import fab
+from robustjax.attacks.fab import fab_min_norm
+from robustjax.attacks.fab import fab_targeted
 from robustjax.attacks.loop import AttackState
 from robustjax.attacks.loop import default_step_size
 from robustjax.attacks.loop import init_perturbation
@@ -27,3 +37,6 @@ from robustjax.attacks.pgd import fgsm
 from robustjax.attacks.pgd import multi_targeted
 from robustjax.attacks.pgd import pgd
 from robustjax.attacks.pgd import pgd_with_values
+from robustjax.attacks.square import SquareResult
+from robustjax.attacks.square import square
+from robustjax.attacks.square import square_with_info

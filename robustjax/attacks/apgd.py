@@ -1,0 +1,440 @@
+"""Auto-PGD (APGD): step-size-free PGD with momentum (Croce & Hein, ICML 2020).
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks" (2020), Algorithm 1, with the details of the authors'
+reference implementation:
+
+- start on the ε-sphere (a random direction scaled to norm ε), clipped to the box;
+- initial step ``η = 2ε`` per example; momentum ``α = 0.75`` (1 on the first step):
+  ``z = P(x + η·s(∇)),  x' = P(x + α(z − x) + (1 − α)(x − x_prev))`` with ``s`` the
+  sign for L∞ and the L2-normalised gradient for L2, ``P`` the projection onto
+  ``ball ∩ box``;
+- checkpoints ``w_j = ⌈p_j N⌉``, ``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)`` (:func:`checkpoints`); at a
+  checkpoint the step of an example is halved when its loss rose in at most
+  ``ρ = 0.75`` of the steps since the previous checkpoint, or when the previous
+  checkpoint did not halve it and its best loss did not improve since then (never at
+  the first checkpoint); a halved example restarts from its best point (and the
+  gradient there);
+- the last iterate that misclassifies is kept per example; examples never fooled return
+  the point of highest loss.
+
+Losses: cross-entropy, DLR (:func:`dlr_loss`, K >= 3) and targeted DLR
+(:func:`targeted_dlr_loss`, K >= 4) against the classes ranked 2nd, 3rd, ... by the
+clean logits. The per-example state (step size, best point, oscillation counter) lives
+in the loop carry; nothing returns to the host inside a run.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax import geometry
+from robustjax import losses as losses_lib
+from robustjax.attacks import _common
+from robustjax.attacks import loop
+from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+
+LOSSES = ('ce', 'dlr')
+NORMS = (2.0, math.inf)
+MOMENTUM = 0.75  # α of Alg. 1
+RHO = 0.75  # ρ: fraction of increasing steps below which the step is halved
+_DLR_TINY = 1e-12
+
+
+def checkpoints(steps: int) -> tuple[int, ...]:
+  """The checkpoints ``w_1 < w_2 < ... <= steps`` of APGD (Croce & Hein 2020, §3.1).
+
+  ``w_j = ⌈p_j · steps⌉`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+  ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``, computed in exact integer
+  hundredths (no float rounding in the ceiling). For ``steps = 100``:
+  ``(22, 41, 57, 70, 80, 87, 93, 99)``, the iterations at which the reference
+  implementation checks its step size. ``w_0 = 0`` is not included.
+  """
+  steps = _checks.check_int(steps, 'steps')
+  out = []
+  prev, cur = 0, 22  # p_{j-1}, p_j in hundredths
+  while True:
+    w = -(-cur * steps // 100)  # ceil(cur * steps / 100)
+    if w > steps or w <= 0:
+      break
+    if not out or w > out[-1]:
+      out.append(w)
+    prev, cur = cur, cur + max(cur - prev - 3, 6)
+  return tuple(out)
+
+
+def dlr_loss(logits: Array, labels: Array) -> Array:
+  """Difference of logits ratio ``[B]`` (Croce & Hein 2020, eq. 6); needs K >= 3.
+
+  ``DLR = −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12)`` with ``z_π1 ≥ z_π2 ≥ ...``
+  the sorted logits: invariant to shifting and rescaling the logits, positive once
+  the example is misclassified.
+  """
+  top = jax.lax.top_k(logits, 3)[0]
+  true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+  other = losses_lib.best_other(logits, labels)
+  return -(true - other) / (top[:, 0] - top[:, 2] + _DLR_TINY)
+
+
+def targeted_dlr_loss(logits: Array, labels: Array, targets: Array) -> Array:
+  """Targeted DLR ``[B]`` (Croce & Hein 2020, eq. 7); needs K >= 4.
+
+  ``−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)``, maximised by pushing the target
+  logit ``z_t`` above the true one.
+  """
+  top = jax.lax.top_k(logits, 4)[0]
+  take = lambda idx: jnp.take_along_axis(logits, idx[:, None], axis=-1)[:, 0]
+  return -(take(labels) - take(targets)) / (
+      top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
+
+
+def target_classes(logits: Array, rank) -> Array:
+  """The class ranked ``rank + 2`` by ``logits [B, K]`` (rank 0: the runner-up), ``[B]``.
+
+  APGD-T's ``r``-th target run attacks toward the ``(r + 2)``-th largest clean logit;
+  ``rank`` may be traced, so all target runs share one compilation.
+  """
+  order = jnp.argsort(-logits, axis=-1)  # descending; stable for ties
+  idx = jnp.broadcast_to(jnp.asarray(rank, jnp.int32) + 1, logits.shape[:1])
+  return jnp.take_along_axis(order, idx[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+def accepts_rng(logits_fn) -> bool:
+  """Whether ``logits_fn`` takes an ``rng`` keyword: a stochastic model (EoT, 'rand')."""
+  try:
+    return 'rng' in inspect.signature(logits_fn).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+class APGDState(NamedTuple):
+  """Carry of one APGD run (all per example)."""
+  x: Array  # [B, ...] current iterate x^(k)
+  x_prev: Array  # [B, ...] previous iterate x^(k-1) (momentum)
+  grad: Array  # [B, ...] ascent gradient used for the next step
+  loss: Array  # [B] loss of the last evaluated iterate
+  step: Array  # [B] step size η
+  x_best: Array  # [B, ...] iterate of highest loss
+  grad_best: Array  # [B, ...] gradient at x_best
+  loss_best: Array  # [B] loss at x_best
+  x_adv: Array  # [B, ...] last misclassifying iterate (the start if none)
+  fooled: Array  # [B] bool: some iterate misclassified
+  increases: Array  # [B] int32 steps that raised the loss since the last checkpoint
+  loss_best_last_check: Array  # [B] loss_best at the last checkpoint
+  reduced_last_check: Array  # [B] bool: the last checkpoint halved the step
+
+
+def _per_example(values: Array, x: Array) -> Array:
+  return jnp.reshape(values, (-1,) + (1,) * (x.ndim - 1))
+
+
+def _random_sphere(rng: PRNGKey, inputs: Array, eps: Array, p: float) -> Array:
+  """``x + ε·t/‖t‖_p`` clipped later: t uniform in the cube (L∞) or Gaussian (L2)."""
+  if math.isinf(p):
+    t = jax.random.uniform(rng, inputs.shape, inputs.dtype, -1.0, 1.0)
+  else:
+    t = jax.random.normal(rng, inputs.shape, inputs.dtype)
+  return inputs + _per_example(eps, inputs) * geometry.normalize(t, p)
+
+
+def _direction(grad: Array, p: float) -> Array:
+  return jnp.sign(grad) if math.isinf(p) else geometry.normalize(grad, p)
+
+
+def _schedule(steps: int):
+  """Per iteration k (0-based): whether k + 1 is a checkpoint, and its window length."""
+  marks = checkpoints(steps)
+  is_check = [False] * steps
+  window = [0] * steps
+  prev = 0
+  for w in marks:
+    is_check[w - 1] = True
+    window[w - 1] = w - prev
+    prev = w
+  return is_check, window
+
+
+def _loss_fn(loss: str):
+  if loss == 'ce':
+    return lambda logits, labels, targets: losses_lib.cross_entropy(logits, labels)
+  if loss == 'dlr':
+    return lambda logits, labels, targets: dlr_loss(logits, labels)
+  return targeted_dlr_loss
+
+
+_RUN_STATIC = ('logits_fn', 'p', 'steps', 'loss', 'unroll', 'eot_samples', 'stochastic')
+
+
+@_common.compile_static(_RUN_STATIC)
+def run_single(params, inputs, labels, rng, eps, target_rank, bounds, *, logits_fn, p,
+               steps, loss, unroll, eot_samples, stochastic):
+  """One APGD run (one restart, one target) on validated arguments.
+
+  Args:
+    params, inputs, labels, bounds: as :func:`apgd` (``inputs [B, ...]``, ``labels [B]``).
+    rng: key of the random start (and of a stochastic model's samples).
+    eps: ``[B]`` radii.
+    target_rank: ``[]`` int, the target's rank for ``loss='dlr-targeted'``
+      (:func:`target_classes`); ignored otherwise.
+    logits_fn: the model; called with ``rng=`` when ``stochastic``.
+    p: 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
+    unroll: True (straight-line iterations) or an int (``lax.scan`` unroll).
+    eot_samples: gradients averaged per iterate (expectation over transformation).
+    stochastic: whether ``logits_fn`` takes an ``rng`` keyword.
+
+  Returns:
+    ``(x_adv [B, ...], fooled [B] bool, loss_best [B])``: the last misclassifying
+    iterate where one was found, else the iterate of highest loss; no gradient.
+  """
+  inputs = jax.lax.stop_gradient(inputs)
+  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
+  rng_init, rng_model = jax.random.split(rng)
+  loss_of = _loss_fn(loss)
+
+  def model(x, key):
+    return logits_fn(params, x, rng=key) if stochastic else logits_fn(params, x)
+
+  targets = None
+  if loss == 'dlr-targeted':
+    targets = target_classes(model(inputs, jax.random.fold_in(rng_model, steps + 1)),
+                             target_rank)
+
+  def summed(x, key):
+    logits = model(x, key)
+    values = loss_of(logits, labels, targets)
+    return jnp.sum(values), (values, logits)
+
+  value_and_grad = jax.value_and_grad(summed, has_aux=True)
+
+  def evaluate(x, k):
+    """Loss ``[B]``, logits of one sample and the EoT-averaged gradient at ``x``."""
+    key = jax.random.fold_in(rng_model, k)
+    if eot_samples == 1:
+      (_, (values, logits)), grad = value_and_grad(x, key)
+      return values, logits, grad
+
+    def sample(acc, s):
+      (_, (values, logits)), grad = value_and_grad(x, jax.random.fold_in(key, s))
+      return (acc[0] + values, acc[1] + grad), logits
+
+    (values, grad), logits = jax.lax.scan(
+        sample, (jnp.zeros(inputs.shape[:1], inputs.dtype), jnp.zeros_like(inputs)),
+        jnp.arange(eot_samples))
+    return values / eot_samples, logits[-1], grad / eot_samples
+
+  project = lambda z: geometry.project_ball_and_box(z, inputs, eps, p, bounds)
+
+  def body(state: APGDState, k, is_check, window):
+    """Iteration k: momentum step, evaluation, bookkeeping, checkpoint (if is_check)."""
+    alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
+    step = _per_example(state.step, inputs)
+    z = project(state.x + step * _direction(state.grad, p))
+    x_new = project(state.x + alpha * (z - state.x) + (1 - alpha) * (state.x - state.x_prev))
+    values, logits, grad = evaluate(x_new, k + 1)
+    wrong = jnp.argmax(logits, axis=-1) != labels
+    x_adv = jnp.where(_per_example(wrong, inputs), x_new, state.x_adv)
+    improved = values > state.loss_best
+    imp = _per_example(improved, inputs)
+    x_best = jnp.where(imp, x_new, state.x_best)
+    grad_best = jnp.where(imp, grad, state.grad_best)
+    loss_best = jnp.where(improved, values, state.loss_best)
+    increases = state.increases + (values > state.loss).astype(jnp.int32)
+    new = APGDState(x_new, state.x, grad, values, state.step, x_best, grad_best, loss_best,
+                    x_adv, state.fooled | wrong, increases, state.loss_best_last_check,
+                    state.reduced_last_check)
+    if is_check is False:
+      return new
+    # Checkpoint: halve where the loss oscillated, or stalled after an unhalved check.
+    oscillating = increases.astype(inputs.dtype) <= jnp.asarray(window, inputs.dtype) * RHO
+    stalled = ~state.reduced_last_check & (state.loss_best_last_check >= loss_best)
+    halve = (oscillating | stalled) & is_check
+    h = _per_example(halve, inputs)
+    return new._replace(
+        x=jnp.where(h, x_best, x_new), grad=jnp.where(h, grad_best, grad),
+        step=jnp.where(halve, state.step / 2, state.step),
+        increases=jnp.where(is_check, 0, increases),
+        loss_best_last_check=jnp.where(is_check, loss_best, state.loss_best_last_check),
+        reduced_last_check=jnp.where(is_check, halve, state.reduced_last_check))
+
+  x0 = geometry.clip_to_box(_random_sphere(rng_init, inputs, eps, p), bounds)
+  values0, logits0, grad0 = evaluate(x0, 0)
+  wrong0 = jnp.argmax(logits0, axis=-1) != labels
+  state = APGDState(
+      x=x0, x_prev=x0, grad=grad0, loss=values0, step=2.0 * eps, x_best=x0,
+      grad_best=grad0, loss_best=values0, x_adv=x0, fooled=wrong0,
+      increases=jnp.zeros(inputs.shape[:1], jnp.int32), loss_best_last_check=values0,
+      reduced_last_check=jnp.ones(inputs.shape[:1], bool))
+  is_check, window = _schedule(steps)
+  if unroll is True or (steps and int(unroll) >= steps):
+    for k in range(steps):  # straight-line: checkpoint code only where one falls
+      state = body(state, k, is_check[k] or False, window[k])
+  elif steps:
+    table = (jnp.asarray(is_check, bool), jnp.asarray(window, jnp.int32))
+
+    def scan_body(carry, k):
+      return body(carry, k, table[0][k], table[1][k]), None
+
+    state, _ = jax.lax.scan(scan_body, state, jnp.arange(steps), unroll=int(unroll))
+  out = jnp.where(_per_example(state.fooled, inputs), state.x_adv, state.x_best)
+  return (jax.lax.stop_gradient(out), state.fooled,
+          jax.lax.stop_gradient(state.loss_best))
+
+
+@jax.jit
+def merge(x_old, fooled_old, loss_old, x_new, fooled_new, loss_new):
+  """Per example keeps the first run that fooled it, else the run of higher loss."""
+  take_new = ~fooled_old & (fooled_new | (loss_new > loss_old))
+  x = jnp.where(_per_example(take_new, x_old), x_new, x_old)
+  return x, fooled_old | fooled_new, jnp.where(take_new, loss_new, loss_old)
+
+
+def check_norm(p) -> float:
+  """Returns p as a float, raising unless APGD supports it (2 or inf)."""
+  p = _checks.check_p(p)
+  if p not in NORMS:
+    raise ValueError(f'p must be one of 2, inf for APGD (the L2 and Linf attacks), '
+                     f'got p={p:g}')
+  return p
+
+
+def check_num_classes(loss: str, num_classes: int) -> None:
+  """DLR needs K >= 3 logits, targeted DLR K >= 4 (the denominators use π3, π4)."""
+  need = {'dlr': 3, 'dlr-targeted': 4}.get(loss, 2)
+  if num_classes < need:
+    name = 'targeted DLR (apgd_targeted)' if loss == 'dlr-targeted' else f'loss {loss!r}'
+    raise ValueError(f'{name} needs a model with at least {need} classes (K >= {need}), '
+                     f'got K = {num_classes}; use loss=\'ce\' for fewer classes')
+
+
+def validate(logits_fn, params, batch, *, eps, p, steps, restarts, bounds, loss,
+             eot_samples=1):
+  """Checks every argument of an APGD entry point before anything compiles.
+
+  Returns:
+    ``(inputs, labels, num_classes, p, steps, restarts, bounds, eps [B])``.
+  """
+  p = check_norm(p)
+  steps = _checks.check_int(steps, 'steps')
+  restarts = _checks.check_int(restarts, 'restarts', minimum=1)
+  _checks.check_int(eot_samples, 'eot_samples', minimum=1)
+  bounds = _checks.check_bounds(bounds)
+  inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_radius(eps, inputs.shape[0])
+  _checks.check_in_bounds(inputs, bounds)
+  check_num_classes(loss, num_classes)
+  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
+  return inputs, labels, num_classes, p, steps, restarts, bounds, eps
+
+
+def resolve_unroll(unroll, logits_fn, params, inputs, stochastic):
+  """``'auto'``: :func:`robustjax.attacks.loop.auto_unroll` on the model's forward pass."""
+  if unroll != 'auto':
+    return unroll if unroll is True else max(int(unroll), 1)
+  if stochastic:
+    return loop.auto_unroll(lambda x: logits_fn(params, x, rng=jax.random.PRNGKey(0)),
+                            inputs)
+  return loop.auto_unroll(lambda x: logits_fn(params, x), inputs)
+
+
+def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+         p: float, steps: int = 100, loss: str = 'ce', restarts: int = 1,
+         bounds: Bounds | None = (0.0, 1.0), eot_samples: int = 1,
+         unroll: int | bool | str = 'auto') -> Array:
+  """Untargeted APGD (Croce & Hein 2020, Alg. 1) on the CE or DLR loss.
+
+  Restart ``r`` starts from its own random point (``fold_in(rng, r)``; restart 0 equals
+  a single run with ``restarts=1``); an example fooled by a restart keeps that point
+  (as the reference code, which re-attacks only the points still robust), others keep
+  the point of highest loss over all restarts.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``. A stochastic model takes
+      an optional ``rng`` keyword (``logits_fn(params, x, rng=key)``); it is then
+      called with a fresh key at every evaluation.
+    params: model parameters.
+    batch: ``(inputs [B, ...] in bounds, labels [B] int in [0, K))``.
+    rng: key of the random starts.
+    eps: radius, scalar or ``[B]``, ``>= 0``.
+    p: 2 or inf.
+    steps: iterations N per restart (100 in the paper); N + 1 gradients each.
+    loss: ``'ce'`` (cross-entropy) or ``'dlr'`` (:func:`dlr_loss`, K >= 3).
+    restarts: random restarts (``>= 1``).
+    bounds: input box ``(low, high)`` or None.
+    eot_samples: gradients averaged per iterate (expectation over transformation,
+      AutoAttack's 'rand' version uses 20); only useful for a stochastic model.
+    unroll: the iteration loop's unrolling: True (straight-line), an int
+      (``lax.scan`` unroll) or ``'auto'`` (:func:`robustjax.attacks.loop.auto_unroll`:
+      straight-line on XLA:CPU when the model has convolutions, else a rolled scan).
+
+  Returns:
+    ``x_adv [B, ...]`` in ``ball(inputs, eps) ∩ box``, without gradient: the last
+    misclassifying iterate where one was found, else the point of highest loss.
+
+  Raises:
+    ValueError: ``p`` not 2 or inf, ``eps < 0``, bad ``steps``/``restarts``, unknown
+      ``loss``, ``'dlr'`` with K < 3, inputs outside ``bounds``, a malformed batch.
+  """
+  _checks.check_choice(loss, 'loss', LOSSES)
+  inputs, labels, _, p, steps, restarts, bounds, eps = validate(
+      logits_fn, params, batch, eps=eps, p=p, steps=steps, restarts=restarts,
+      bounds=bounds, loss=loss, eot_samples=eot_samples)
+  stochastic = accepts_rng(logits_fn)
+  unroll = resolve_unroll(unroll, logits_fn, params, inputs, stochastic)
+  run = functools.partial(run_single, logits_fn=logits_fn, p=p, steps=steps, loss=loss,
+                          unroll=unroll, eot_samples=eot_samples, stochastic=stochastic)
+  result = None
+  for r in range(restarts):
+    current = run(params, inputs, labels, jax.random.fold_in(rng, r), eps,
+                  jnp.zeros([], jnp.int32), bounds)
+    result = current if result is None else merge(*result, *current)
+  return result[0]
+
+
+def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
+                  eps, p: float, steps: int = 100, num_targets: int = 9,
+                  restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
+                  eot_samples: int = 1, unroll: int | bool | str = 'auto') -> Array:
+  """APGD-T: APGD on the targeted DLR loss toward the top ``num_targets`` classes.
+
+  Target run ``t = 0 .. T−1`` (``T = min(num_targets, K − 1)``) attacks every example
+  toward its ``(t + 2)``-th largest clean logit (:func:`target_classes`), with restart
+  ``r`` from ``fold_in(fold_in(rng, t), r)``; an example keeps the point of the first
+  run that fooled it, else the run of highest loss. All runs share one compilation
+  (the target's rank is traced).
+
+  Args:
+    logits_fn, params, batch, eps, p, steps, restarts, bounds, eot_samples, unroll:
+      as :func:`apgd`.
+    rng: key of the random starts.
+    num_targets: target classes (``>= 1``; 9 in AutoAttack), capped at K − 1.
+
+  Returns:
+    ``x_adv [B, ...]`` in ``ball(inputs, eps) ∩ box``, without gradient.
+
+  Raises:
+    ValueError: as :func:`apgd`, and for a model with fewer than 4 classes.
+  """
+  num_targets = _checks.check_int(num_targets, 'num_targets', minimum=1)
+  inputs, labels, num_classes, p, steps, restarts, bounds, eps = validate(
+      logits_fn, params, batch, eps=eps, p=p, steps=steps, restarts=restarts,
+      bounds=bounds, loss='dlr-targeted', eot_samples=eot_samples)
+  stochastic = accepts_rng(logits_fn)
+  unroll = resolve_unroll(unroll, logits_fn, params, inputs, stochastic)
+  run = functools.partial(run_single, logits_fn=logits_fn, p=p, steps=steps,
+                          loss='dlr-targeted', unroll=unroll, eot_samples=eot_samples,
+                          stochastic=stochastic)
+  result = None
+  for t in range(min(num_targets, num_classes - 1)):
+    for r in range(restarts):
+      key = jax.random.fold_in(jax.random.fold_in(rng, t), r)
+      current = run(params, inputs, labels, key, eps, jnp.asarray(t, jnp.int32), bounds)
+      result = current if result is None else merge(*result, *current)
+  return result[0]
