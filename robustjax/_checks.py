@@ -7,7 +7,7 @@ never becomes a silent NaN deep inside a compiled loop.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -145,3 +145,44 @@ def check_in_bounds(inputs: Any, bounds: Any, name: str = 'inputs', *,
         f'values in [{lo:g}, {hi:g}]; scale pixels to the box (e.g. divide [0, 255] images '
         f'by 255), keep mean/std normalisation inside the model, or pass bounds= that '
         f'match the data')
+
+
+_EQUINOX_HINT = ('For an Equinox module, split off the arrays and close over the rest: '
+                 '`params, static = eqx.partition(model, eqx.is_array)` and '
+                 '`logits_fn = lambda params, x: jax.vmap(eqx.combine(params, static))(x)`; '
+                 'for Flax pass the variables dict, not the module.')
+
+
+def check_params(params: Any, name: str = 'params') -> None:
+  """Raises unless every leaf of ``params`` is an array or a number.
+
+  Attacks, regularizers and metrics pass ``params`` through ``jax.jit``; a leaf that is
+  neither (a function, a string, a layer's activation stored on an Equinox module) would
+  otherwise fail deep inside tracing with a JAX internals error. The message names the
+  first offending leaf and says how to split a module with ``eqx.partition``.
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if isinstance(leaf, (jax.Array, jax.core.Tracer, np.ndarray, np.generic, bool, int,
+                         float, complex)):
+      continue
+    where = jax.tree_util.keystr(path)
+    raise ValueError(f'{name} must be a pytree of arrays, but {name}{where} is a '
+                     f'{type(leaf).__name__} ({_short_repr(leaf)}). {_EQUINOX_HINT}')
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def check_not_mapping(batch: Any, name: str = 'batch') -> None:
+  """Raises for a dict batch (e.g. a TFDS element), saying which tuple to pass instead."""
+  if isinstance(batch, Mapping):
+    keys = list(batch)
+    is_label = lambda k: 'label' in str(k).lower() or str(k).lower() in ('y', 'target')
+    labels = next((k for k in keys if is_label(k)), None)
+    inputs = next((k for k in keys if k != labels), None)
+    pair = (f'({name}[{inputs!r}], {name}[{labels!r}])' if labels is not None and
+            inputs is not None else '(inputs, labels)')
+    raise ValueError(f'{name} must be a tuple (inputs [B, ...], labels [B]), got a dict '
+                     f'with keys {keys}: pass {pair}, in that order (inputs first)')

@@ -20,9 +20,13 @@ def check_batch(logits_fn: LogitsFn, params: Params, batch: Any,
     logits ``[B, K]`` (found by shape evaluation, no compute).
 
   Raises:
-    ValueError: ``batch`` is not a pair, ``inputs`` are not floats, ``logits_fn`` does
-      not return ``[B, K]``, or ``labels`` are not integers ``[B]`` in ``[0, K)``.
+    ValueError: ``params`` has a leaf that is not an array (e.g. an Equinox module not
+      split by ``eqx.partition``), ``batch`` is not a pair (a dict is named as such),
+      ``inputs`` are not floats, ``logits_fn`` does not return ``[B, K]``, or ``labels``
+      are not integers ``[B]`` in ``[0, K)``.
   """
+  _checks.check_params(params)
+  _checks.check_not_mapping(batch, name)
   try:
     inputs, labels = batch
   except (TypeError, ValueError):

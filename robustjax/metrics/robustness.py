@@ -4,7 +4,8 @@ Every function accepts one batch or an iterable of batches. A batch is
 ``(inputs [B, ...], labels [B])`` or ``(inputs, labels, mask [B])`` where ``mask`` marks
 real examples (padded rows, e.g. from :func:`robustjax.data` eval pipelines, are ignored),
 so each example counts once. An example is *robust* when it is classified correctly both
-at ``x`` and at the attack's point.
+at ``x`` and at the attack's point. Accuracies are Python floats. A dict batch (e.g. a
+TFDS element) is rejected with the tuple to pass instead, ``(b['image'], b['label'])``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def iter_batches(data: Any) -> Iterator[tuple[Array, Array, Array]]:
 
   Each batch is checked as it arrives; an iterable that yields nothing raises.
   """
+  _checks.check_not_mapping(data, 'batches')
   if isinstance(data, (tuple, list)) and data and hasattr(data[0], 'ndim'):
     data = [data]
   count = 0
   for batch in data:
+    _checks.check_not_mapping(batch, 'batch')
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
       raise ValueError('batches must be (inputs, labels) or (inputs, labels, mask) '
                        f'tuples, got {type(batch).__name__}')
@@ -59,14 +62,36 @@ def correct(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels) 
   return jnp.argmax(logits_fn(params, inputs), axis=-1) == labels
 
 
-def accuracy(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels, *,
-             mask: Array | None = None) -> Array:
-  """Top-1 accuracy (a scalar) over the examples where ``mask`` (``[B]`` bool) is set."""
-  _checks.check_float_inputs(inputs)
-  _checks.check_labels(labels, jnp.shape(inputs)[0])
-  hits = correct(logits_fn, params, inputs, labels)
-  mask = jnp.ones_like(hits) if mask is None else jnp.asarray(mask, bool)
-  return jnp.sum(hits & mask) / jnp.maximum(jnp.sum(mask), 1)
+def accuracy(logits_fn: LogitsFn, params: Params, batches, labels: Labels | None = None,
+             *, mask: Array | None = None) -> float:
+  """Top-1 accuracy over the unmasked examples, as a Python float.
+
+  Takes the batches of :func:`robust_accuracy`: one batch ``(inputs, labels[, mask])`` or
+  an iterable of batches. The older form ``accuracy(logits_fn, params, inputs, labels,
+  mask=mask)`` is still accepted. Called on traced arrays (inside ``jax.jit``) it returns
+  a traced scalar instead of a float.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
+    params: model parameters (a pytree of arrays).
+    batches: one batch or an iterable of batches; or ``inputs [B, ...]`` when ``labels``
+      is given.
+    labels: ``[B]`` int labels, only with the older ``(inputs, labels)`` form.
+    mask: ``[B]`` bool, only with the older form; False rows are ignored.
+  """
+  _checks.check_params(params)
+  if labels is not None:
+    batches = (batches, labels) if mask is None else (batches, labels, mask)
+  elif mask is not None:
+    raise ValueError('mask= goes with accuracy(logits_fn, params, inputs, labels); with a '
+                     'batch, pass (inputs, labels, mask)')
+  hits = total = 0
+  for inputs, labels, mask in iter_batches(batches):
+    hits = hits + jnp.sum(correct(logits_fn, params, inputs, labels) & mask)
+    total = total + jnp.sum(mask)
+  if isinstance(hits, jax.core.Tracer) or isinstance(total, jax.core.Tracer):
+    return hits / jnp.maximum(total, 1)
+  return int(hits) / max(int(total), 1)
 
 
 def _attack_fn(logits_fn, *, attack, p, steps, restarts, objective, step_size, bounds):
@@ -156,6 +181,7 @@ def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
   if np.ndim(eps) != 0:
     raise ValueError(f'eps must be a scalar radius, got shape {np.shape(eps)}')
   _checks.check_nonnegative(eps, 'eps')
+  _checks.check_params(params)
   robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
                     objective=objective, step_size=step_size, bounds=bounds, attack=attack)
   return _robust_mean(logits_fn, robust, iter_batches(batches), params, rng, eps)
@@ -201,6 +227,7 @@ def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
   if eps_values.ndim != 1 or not eps_values.size:
     raise ValueError(f'eps_list must be a non-empty list of radii, got {eps_list!r}')
   _checks.check_nonnegative(eps_values, 'eps_list')
+  _checks.check_params(params)
   robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
                     objective=objective, step_size=step_size, bounds=bounds, attack=attack)
   batches = as_batches(batches)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+
 from robustjax import _checks
 
 TAKES = ('loss_fn', 'logits_fn')
@@ -30,10 +33,13 @@ def register(name: str, *, takes: str = 'loss_fn'):
                         f'labels) positionally; hyperparameters are keyword-only')
       if maybe_labels:
         batch = (batch, maybe_labels[0])
+      _checks.check_params(params)
+      _checks.check_not_mapping(batch)
       try:
         inputs, labels = batch
       except (TypeError, ValueError):
         raise ValueError(f'{name}: batch must be a pair (inputs, labels)') from None
+      check_fn_kind(name, takes, fn, params, inputs, labels)
       return penalty(fn, params, (inputs, labels), **kwargs)
 
     wrapper.takes = takes
@@ -44,6 +50,47 @@ def register(name: str, *, takes: str = 'loss_fn'):
     return wrapper
 
   return decorator
+
+
+_SIGNATURES = {'loss_fn': 'loss_fn(params, inputs, labels) -> per-example losses [B]',
+               'logits_fn': 'logits_fn(params, inputs) -> logits [B, K]'}
+_CONVERT = {
+    'loss_fn': 'build one from the model with '
+               'robustjax.losses.cross_entropy_loss_fn(logits_fn)',
+    'logits_fn': "pass the model's logits function; the penalty builds the loss it needs",
+}
+
+
+def check_fn_kind(name: str, takes: str, fn: Any, params: Any, inputs: Any,
+                  labels: Any) -> None:
+  """Raises a ``ValueError`` naming the expected kind when ``fn`` is the other kind.
+
+  A ``loss_fn`` takes labels and returns ``[B]``; a ``logits_fn`` takes none and returns
+  ``[B, K]``. Decided by shape evaluation (``jax.eval_shape``: no compute, nothing
+  compiled) before the penalty traces ``fn``, so the user sees which kind the penalty
+  expects instead of a ``TypeError`` about their own function's arguments. A function
+  that fails as both kinds is left to fail in the penalty with its own error.
+  """
+  other = 'logits_fn' if takes == 'loss_fn' else 'loss_fn'
+  call = {'loss_fn': lambda: jax.eval_shape(fn, params, inputs, labels),
+          'logits_fn': lambda: jax.eval_shape(fn, params, inputs)}
+  fn_name = getattr(fn, '__name__', type(fn).__name__)
+  try:
+    out = call[takes]()
+  except TypeError:
+    try:
+      call[other]()
+    except Exception:  # pylint: disable=broad-except
+      return  # not the other kind either: the penalty reports the function's own error
+    raise ValueError(
+        f'{name} expects a {_SIGNATURES[takes]}, but got {fn_name!r}, which works as a '
+        f'{_SIGNATURES[other]}; {_CONVERT[takes]}') from None
+  shape = tuple(getattr(out, 'shape', ()))
+  batch_size = jnp.shape(inputs)[0] if jnp.ndim(inputs) else None
+  if takes == 'loss_fn' and len(shape) == 2 and shape[0] == batch_size:
+    raise ValueError(
+        f'{name} expects a {_SIGNATURES[takes]}, but got {fn_name!r}, which returns '
+        f'shape {shape} (logits [B, K]?); {_CONVERT[takes]}')
 
 
 def names() -> tuple[str, ...]:
