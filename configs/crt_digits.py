@@ -1,6 +1,6 @@
 """CRT (curvature-based robust training) of a smooth MLP on the embedded digits.
 
-CE at the curvature attack's points + gamma K(theta), gamma = 0.01 (slides, MNIST), L2
+CE at the curvature attack's points + gamma K(theta), gamma = 0.01 (Singla & Feizi 2020's MNIST setting), L2
 radius rho = 0.5, softplus MLP 64-64. Evaluated against L2 PGD at eps = 0.5.
 
   python -m robustjax.main --config=configs/crt_digits.py --workdir=/tmp/crt_digits

@@ -1,6 +1,7 @@
-"""CRT on MNIST (slides, CRT table): 2 x [1024] sigmoid MLP, gamma = 0.01, L2 radius
-rho = 1.58; evaluated with L2 PGD at 1.58. The slides give no optimizer: Adam 1e-3,
-30 epochs here.
+"""CRT on MNIST as in the CRT table of Singla & Feizi, "Second-Order Provable Defenses
+against Adversarial Attacks" (ICML 2020): 2 x [1024] sigmoid MLP, gamma = 0.01, L2
+radius rho = 1.58; evaluated with L2 PGD at 1.58. No optimizer is given there: Adam
+1e-3, 30 epochs here.
 
   python -m robustjax.main --config=configs/crt_mnist.py --workdir=/tmp/crt_mnist
 """

@@ -96,7 +96,7 @@ def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.
     bounds: input box or None.
     unroll: unrolling of the PGD step loop (see :func:`robustjax.attacks.pgd`).
     search_unroll: unrolling of the bisection loop; rolled by default to bound
-      compile time (XLA:CPU runs convolutions in loops slower, DESIGN.md).
+      compile time (XLA:CPU runs convolutions in loops slower, docs/design.md).
     inner: the attack testing each radius: ``'multi_targeted'`` (above), ``'pgd'``
       (untargeted PGD on :func:`goal_objective`, K times cheaper, exact for K = 2) or
       ``'auto'``: ``'multi_targeted'`` for ``2 < K <= 10``, else ``'pgd'``.

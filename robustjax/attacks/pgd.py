@@ -133,7 +133,7 @@ def pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
       classes ``!= y`` when None.
     unroll: ``lax.scan`` unrolling of the step loop (True: full, int: that many steps
       per iteration). The default ``'auto'`` unrolls fully on XLA:CPU when the model
-      has convolutions (a rolled loop runs them several times slower, DESIGN.md) and
+      has convolutions (a rolled loop runs them several times slower, docs/design.md) and
       keeps the loop rolled otherwise (:func:`robustjax.attacks.loop.auto_unroll`).
 
   Returns:

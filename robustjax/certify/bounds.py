@@ -1,4 +1,6 @@
-"""Global curvature bounds of the classification margin of smooth MLPs (Singla & Feizi).
+"""Global curvature bounds of the classification margin of smooth MLPs.
+
+From Singla & Feizi, "Second-Order Provable Defenses against Adversarial Attacks", ICML 2020.
 
 An MLP here is a list of affine layers ``[(W_1, b_1), ..., (W_L, b_L)]`` with kernels
 ``W_l`` ``[d_{l-1}, d_l]`` (Flax ``Dense`` convention, ``z_l = a_{l-1} W_l + b_l``),
@@ -9,12 +11,12 @@ pairs into that list; a model that standardises its inputs must fold ``1/std`` i
 first kernel (``W_1 / std[:, None]``) in its own adaptor.
 
 For the margin ``f(x) = z_y − z_t`` (t the attacked class) the input Hessian is
-(slides, "closed-form Hessian")
+(Singla & Feizi's closed-form Hessian)
 
     H(x) = Σ_{I<L} J_Iᵀ diag(∂f/∂a_I ⊙ σ''(z_I)) J_I,
 
 ``J_I`` the Jacobian of ``z_I`` w.r.t. x. With ``s' = sup|σ'|`` and
-``σ'' ∈ [h_lo, h_hi]`` (constants below, as in DESIGN.md):
+``σ'' ∈ [h_lo, h_hi]`` (constants below, ``ACTIVATION_CONSTANTS``):
 
 * ``||J_I||₂ <= s'^{I−1} Π_{l<=I} ||W_l||₂`` (spectral norms, power iteration);
 * the last hidden layer has ``∂f/∂a_{L−1} = c = W_L[:, y] − W_L[:, t]`` exactly, so its
@@ -182,7 +184,7 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
   ``[−d⁻, d⁺]`` elementwise (sign-aware for the last hidden layer). ``mode='norm'``
   bounds its eigenvalues by ``||J_I||² max d±`` (spectral norms only; cheap, the CRT
   training bound). ``mode='gram'`` uses ``s'² ||J_{I−1}||² λ_max(W_I diag(d±) W_Iᵀ)``,
-  which for a one-hidden-layer net is exactly the slides' ``||P||``, ``||N||``; it is
+  which for a one-hidden-layer net is exactly Singla & Feizi's ``||P||``, ``||N||``; it is
   never looser but costs a per-example eigenvalue problem (use for certificates).
 
   Args:

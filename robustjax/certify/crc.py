@@ -1,4 +1,6 @@
-"""The Curvature-based Robustness Certificate (CRC) of Singla & Feizi.
+"""The Curvature-based Robustness Certificate (CRC).
+
+From Singla & Feizi, "Second-Order Provable Defenses against Adversarial Attacks", ICML 2020.
 
 For a correctly classified x0 and a class t, the margin ``f(x) = z_y(x) − z_t(x)`` is
 positive at x0 and the squared distance to the nearest point with ``f = 0`` is
@@ -7,7 +9,7 @@ positive at x0 and the squared distance to the nearest point with ``f = 0`` is
     p* >= d(η) = min_x ½||x − x0||² + η f(x),
 
 and if ``m I ⪯ ∇²f ⪯ M I`` everywhere the inner problem is convex for
-``−1/M <= η <= −1/m`` (slides, "Curvature-based Certificate"). For ``f(x0) > 0`` the
+``−1/M <= η <= −1/m`` (Singla & Feizi, the curvature-based certificate). For ``f(x0) > 0`` the
 useful range is ``0 <= η < −1/m``, where ``g_η = ½||x − x0||² + η f`` is
 ``μ = 1 + η m`` strongly convex. Per η, ``min g_η`` is approached by Newton steps whose
 systems ``(I + η H) s = ∇g`` are solved by conjugate gradients on Hessian-vector

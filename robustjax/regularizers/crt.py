@@ -1,4 +1,6 @@
-"""Curvature-based Robust Training (CRT, Singla & Feizi): CE at curvature-attack points + γ K(θ).
+"""Curvature-based Robust Training (CRT): CE at curvature-attack points + γ K(θ).
+
+From Singla & Feizi, "Second-Order Provable Defenses against Adversarial Attacks", ICML 2020.
 
 For a smooth MLP (softplus / sigmoid / tanh) and each example, with t the runner-up
 class at x, the margin ``f(x) = z_y − z_t`` has global curvature bounds
@@ -8,7 +10,7 @@ CRT minimises
     CE(f_θ(x*), y) + γ K(θ),   K = max(M, −m) (differentiable, power-iteration norms),
 
 where x* is the *curvature attack*: the dual of ``min_{||x−x0||₂<=ρ} f(x)``,
-``max_{η >= −m} min_x f(x) + η/2 (||x − x0||² − ρ²)`` (slides, "attack problem"). For
+``max_{η >= −m} min_x f(x) + η/2 (||x − x0||² − ρ²)`` (Singla & Feizi's attack problem). For
 ``η >= −m`` the inner problem is convex; it is solved by majorise-minimise steps
 ``x <- (M x + η x0 − ∇f(x)) / (M + η)`` and η is found by bisection so that
 ``||x*(η) − x0|| = ρ`` (the distance decreases with η). x* is then projected onto
@@ -117,7 +119,7 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
     batch: ``(inputs [B, ...], labels [B])``.
     rng: unused (power iteration starts from a fixed vector); for the contract.
     gamma: γ (>= 0), the curvature weight (0.01 for 2x[1024] softplus on MNIST).
-    eps: attack radius ρ (>= 0; 1.58 in the slides' MNIST table); 0 trains on x.
+    eps: attack radius ρ (>= 0; 1.58 in Singla & Feizi's MNIST table); 0 trains on x.
     activation: the MLP's hidden activation: ``'softplus'``, ``'sigmoid'``, ``'tanh'``.
     layers_fn: ``params -> [(W [d_in, d_out], b), ...]`` in pixel space.
     num_iters: power iterations per spectral norm.

@@ -35,7 +35,7 @@ def frank_wolfe(grad_q: GradQ, g: Array, *, eps, p: float, steps: int,
   Starts at the maximiser of the linear term ``v⁰ = lmo(g)`` and runs ``steps``
   iterations ``s = lmo(∇Q(v)), v ← (1 − γ_k) v + γ_k s`` with ``γ_k = 2/(2+k)``. The
   loop is a Python loop (``steps`` is small and static): an unrolled loop keeps each
-  step near one gradient on XLA:CPU (DESIGN.md).
+  step near one gradient on XLA:CPU (docs/design.md, "Loops").
 
   Args:
     grad_q: ``v [B, ...] -> c·∇Q(v) [B, ...]`` for any per-example ``c > 0``.
