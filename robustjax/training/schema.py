@@ -221,6 +221,33 @@ def validate_terms(config) -> None:
       _fail(f'{field}.eps_ramp_steps', 'needs hparams.eps to ramp')
 
 
+def _check_model_kwargs(name: str, kwargs: dict, models) -> None:
+  """``model.kwargs`` must be settings of ``model.name`` (builds the module: no
+  parameters, no compilation)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  def settings(model_name):
+    module = models.create(model_name, num_classes=2)
+    return [f.name for f in dataclasses.fields(module)
+            if f.init and f.name not in ('parent', 'name', 'num_classes')]
+
+  known = settings(name)
+  unknown = [k for k in kwargs if k not in known]
+  if unknown:
+    fits = [m for m in models.model_names() if all(k in settings(m) for k in kwargs)]
+    _fail(f'model.kwargs.{unknown[0]}', f'is not a setting of model {name!r} (its '
+          f'settings: {", ".join(known)}); models that take these kwargs: '
+          f'{", ".join(map(repr, fits)) or "none"}')
+  try:
+    models.create(name, num_classes=2, **{k: _tuple(v) for k, v in kwargs.items()})
+  except (TypeError, ValueError) as e:
+    _fail('model.kwargs', f'rejected by model {name!r}: {e}')
+
+
+def _tuple(value):
+  return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
+
+
 def check_workdir(workdir: str) -> None:
   """Raises unless ``workdir`` exists or can be created, and is writable."""
   if not workdir:
@@ -236,12 +263,18 @@ def check_workdir(workdir: str) -> None:
     raise ValueError(f'workdir: {probe!r} exists and is not a directory')
   if not os.access(probe, os.W_OK | os.X_OK):
     raise ValueError(f'workdir: {workdir!r} is not writable (checked {probe!r})')
-  if probe == path:
-    try:
+  # Permission bits do not tell everything (root, /proc, read-only mounts): try it, with
+  # a file in an existing workdir, or a directory (removed at once) in its nearest
+  # existing ancestor.
+  try:
+    if probe == path:
       with tempfile.TemporaryFile(dir=path):
         pass
-    except OSError as e:
-      raise ValueError(f'workdir: {workdir!r} is not writable ({e})') from None
+    else:
+      os.rmdir(tempfile.mkdtemp(dir=probe, prefix='.robustjax-probe-'))
+  except OSError as e:
+    what = 'is not writable' if probe == path else f'cannot be created in {probe!r}'
+    raise ValueError(f'workdir: {workdir!r} {what} ({e.strerror or e})') from None
 
 
 def validate(config, *, num_devices: int = 1, process_count: int = 1,
@@ -275,6 +308,7 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
 
   _choice(config.dataset.name, 'dataset.name', dataset_names())
   _choice(config.model.name, 'model.name', models.model_names())
+  _check_model_kwargs(config.model.name, dict(config.model.kwargs), models)
 
   opt = config.optimizer
   _choice(opt.name, 'optimizer.name', OPTIMIZERS)

@@ -392,8 +392,8 @@ def train_and_evaluate(config, workdir: str, *,
 
     ev = config.eval
     attack = _describe_attack(ev)
-    saved = _finished(workdir, step, attack)
-    if saved is not None:
+    saved = _finished(workdir, step, attack) if start == step else None
+    if saved is not None:  # nothing trained now: the saved evaluation still holds
       writer.close()
       logging.info('this run already finished at step %d; its final metrics are in %s',
                     step, os.path.join(workdir, FINAL_METRICS_FILE))
