@@ -107,7 +107,7 @@ def global_batch(local_batch, mesh: Mesh):
 def _offered_nominal(term: Term, aux, batch_size: int):
   """``(per-example clean CE [B] or None, clean logits [B, K] or None)`` from a term's aux.
 
-  The contract (DESIGN.md, the regularizers' docstrings): ``aux['loss']`` of a
+  The contract (docs/design.md, the regularizers' docstrings): ``aux['loss']`` of a
   loss-taking penalty is ``ℓ(x)`` per example, computed with the ``loss_fn`` it was
   handed and differentiable w.r.t. params (gradient_norm, cure, llr, scorpio compute it
   in the pass that also gives ``∇ₓℓ(x)``); ``aux['logits']`` of a logits-taking penalty
@@ -134,7 +134,7 @@ def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nomi
   With ``share_nominal`` the nominal cross-entropy is taken from a term's clean loss or
   logits (:func:`_offered_nominal`) when that is the same function of params as the
   clean pass's: its gradient then rides on the penalty's backward pass instead of a
-  separate clean backward (DESIGN.md: share backward passes; XLA merges the two
+  separate clean backward (docs/design.md: share backward passes; XLA merges the two
   identical clean forwards but not the backwards). That holds for models without
   BatchNorm. With BatchNorm the clean train-mode pass stays: it produces the new running
   averages and the clean statistics the penalties normalise with. Sharing would be exact
