@@ -1,0 +1,456 @@
+"""FAB: the fast adaptive boundary attack (Croce & Hein, ICML 2020), as used by AutoAttack.
+
+Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive boundary
+attack", ICML 2020. Each step linearises the decision boundary between the label ``y`` and
+one class ``k`` at the current iterate ``x_i``,
+
+  ``f(z) ≈ f(x_i) + <∇f(x_i), z − x_i>``,  ``f = z_k − z_y``,
+
+and projects both ``x_i`` and the clean ``x`` onto that hyperplane intersected with the
+input box (:func:`project_hyperplane_box`: exact and sort-based for L∞, L2 and L1), giving
+``δ_i`` and ``δ_orig``. The next iterate is a biased convex combination of the two
+extrapolated projections,
+
+  ``x_{i+1} = clip((1 − α)(x_i + η δ_i) + α(x + η δ_orig))``,
+  ``α = min(‖δ_i‖ / (‖δ_i‖ + ‖δ_orig‖), α_max)``,
+
+which pulls the iterate toward ``x``. When ``x_{i+1}`` is misclassified it is recorded if
+it is closer to ``x`` than the best so far, and the iterate steps back to
+``x + β(x_{i+1} − x)``. Untargeted FAB picks, per step, the class ``k ≠ y`` whose
+linearised boundary is closest in the attack norm, ``|f_k| / ‖∇f_k‖_q`` (q the dual
+exponent): this needs the Jacobian of all K logits (K backward passes sharing one forward
+pass). Targeted FAB (FAB-T) fixes ``k`` to a target class and needs one backward pass per
+step; it runs once per target, the ``num_targets`` classes with the largest clean logits
+other than ``y``, all targets vectorised in one batch ``num_targets`` times larger.
+
+Restart 0 starts at ``x``; restart ``r > 0`` starts at a random point on the Lp sphere of
+radius ``min(best norm so far, eps) / 2`` around ``x`` (clipped to the box), as the
+original FAB code; per example the smallest adversarial perturbation over restarts (and
+targets) is kept.
+
+:func:`fab_min_norm` returns those minimal points and their norms whatever ``eps``;
+:func:`fab` and :func:`fab_targeted` (AutoAttack's ``'fab'`` and ``'fab-t'``) return the
+point only where its norm is ``<= eps`` and the clean ``x`` elsewhere, so their output
+always lies in ``ball(x, eps) ∩ box``. An example misclassified when clean has norm 0
+and comes back as ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import _checks
+from robustjax import geometry
+from robustjax.attacks import _common
+from robustjax.attacks import loop
+from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
+
+SUPPORTED_P = (1.0, 2.0, math.inf)
+
+_TINY_DIST = 1e-12  # official FAB's guard in |f| / (‖∇f‖_q + tiny)
+_TINY_NORM = 1e-8  # floor on ‖δ‖ in the bias α
+
+
+class FABState(NamedTuple):
+  """Carry of the FAB step loop (N = batch rows, e.g. B or targets·B)."""
+  x: Array  # [N, n] current iterate, flattened
+  best_x: Array  # [N, n] smallest adversarial point found (the clean x where none)
+  best_norm: Array  # [N] its Lp distance to x; inf where none found, 0 if x misclassified
+
+
+# ----------------------------------------------------------------------------------------
+# Projection onto {z : <w, z> = b} ∩ box.
+
+
+def _sorted_rows(order: Array, *arrays: Array) -> list[Array]:
+  return [jnp.take_along_axis(a, order, axis=1) for a in arrays]
+
+
+def _first_true(mask: Array) -> tuple[Array, Array]:
+  """Index ``[N]`` of the first True per row (0 when none) and whether there is one."""
+  return jnp.argmax(mask, axis=1), jnp.any(mask, axis=1)
+
+
+def _pick(values: Array, index: Array) -> Array:
+  return jnp.take_along_axis(values, index[:, None], axis=1)[:, 0]
+
+
+def _water_fill(a: Array, s: Array, cap: Array, c: Array) -> tuple[Array, Array]:
+  """Solves ``Σ a_i min(μ s_i, cap_i) = c`` for ``μ >= 0`` and returns ``min(μ s, cap)``.
+
+  ``a, s >= 0``, ``cap >= 0`` (may be inf), ``c >= 0``, all rows ``[N, n]`` (``c`` [N]).
+  The left side is piecewise linear and nondecreasing in ``μ`` with breakpoints
+  ``τ_i = cap_i / s_i``; after sorting them, the piece holding ``c`` is the first
+  breakpoint where the sum reaches ``c``. Coordinates with ``a_i = 0`` stay 0.
+
+  Returns:
+    ``(e [N, n], feasible [N])``; infeasible rows (``Σ a cap < c``) get ``e = cap``.
+  """
+  active = a > 0
+  tau = jnp.where(active, cap / jnp.where(s > 0, s, 1.0), jnp.inf)
+  order = jnp.argsort(tau, axis=1)
+  tau_s, a_s, s_s, cap_s, active_s = _sorted_rows(order, tau, a, s, cap, active)
+  a_cap = jnp.where(active_s & (tau_s < jnp.inf), a_s * cap_s, 0.0)
+  a_s_s = jnp.where(active_s, a_s * s_s, 0.0)
+  saturated = jnp.cumsum(a_cap, axis=1)  # Σ_{j<=k} a cap
+  saturated_before = jnp.concatenate(
+      [jnp.zeros_like(saturated[:, :1]), saturated[:, :-1]], axis=1)
+  slope_from = jnp.flip(jnp.cumsum(jnp.flip(a_s_s, 1), axis=1), 1)  # Σ_{j>=k} a s
+  slope_after = jnp.concatenate([slope_from[:, 1:], jnp.zeros_like(slope_from[:, :1])], 1)
+  finite = tau_s < jnp.inf
+  # g(τ_k); past the finite breakpoints g grows without bound only along an active
+  # coordinate with no cap (no box), and stays put along an inactive one.
+  reached = jnp.where(finite, saturated + jnp.where(finite, tau_s, 0.0) * slope_after,
+                      jnp.where(active_s, jnp.inf, -jnp.inf))
+  k, feasible = _first_true(reached >= c[:, None])
+  denominator = _pick(slope_from, k)
+  mu = (c - _pick(saturated_before, k)) / jnp.where(denominator > 0, denominator, 1.0)
+  mu = jnp.maximum(mu, 0.0)
+  e = jnp.minimum(mu[:, None] * s, cap)
+  e = jnp.where(feasible[:, None], e, cap)
+  return jnp.where(active, e, 0.0), feasible
+
+
+def _greedy_l1(a: Array, cap: Array, c: Array) -> tuple[Array, Array]:
+  """Minimises ``Σ e_i`` s.t. ``Σ a_i e_i = c``, ``0 <= e <= cap``: fill the largest ``a``
+  first (the LP's optimal vertex: progress per unit of L1 norm is ``a_i``).
+
+  Returns:
+    ``(e [N, n], feasible [N])``; infeasible rows get ``e = cap`` where ``a > 0``.
+  """
+  active = a > 0
+  order = jnp.argsort(-a, axis=1)
+  a_s, cap_s, active_s = _sorted_rows(order, a, cap, active)
+  progress = jnp.where(active_s, a_s * cap_s, 0.0)
+  filled = jnp.cumsum(progress, axis=1)
+  filled_before = jnp.concatenate([jnp.zeros_like(filled[:, :1]), filled[:, :-1]], 1)
+  k, feasible = _first_true(active_s & (filled >= c[:, None]))
+  a_k = _pick(a_s, k)
+  last = (c - _pick(filled_before, k)) / jnp.where(a_k > 0, a_k, 1.0)
+  ranks = jnp.arange(a.shape[1])[None, :]
+  e_s = jnp.where(ranks < k[:, None], cap_s,
+                  jnp.where(ranks == k[:, None], jnp.maximum(last, 0.0)[:, None], 0.0))
+  rows = jnp.arange(a.shape[0])[:, None]
+  e = jnp.zeros_like(a).at[rows, order].set(e_s)
+  e = jnp.where(feasible[:, None], e, cap)
+  return jnp.where(active, e, 0.0), feasible
+
+
+def project_hyperplane_box(points: Array, w: Array, b: Array, p: float,
+                           bounds: Bounds | None = (0.0, 1.0)) -> Array:
+  """Minimal-Lp step from ``points`` onto the hyperplane ``<w, z> = b`` inside the box.
+
+  Solves, per row, ``min ‖d‖_p`` s.t. ``<w, t + d> = b`` and ``low <= t + d <= high``
+  exactly for p in {1, 2, inf}. Only moves that bring ``<w, t + d>`` toward ``b`` help, so
+  coordinate i moves by ``e_i ∈ [0, cap_i]`` (its room to the box face in that direction)
+  and the problem becomes ``min ‖e‖_p`` s.t. ``Σ |w_i| e_i = |b − <w, t>|``:
+
+  - L∞: ``e_i = min(λ, cap_i)``; L2 (KKT): ``e_i = min(μ |w_i|, cap_i)``; both found by
+    sorting the breakpoints (:func:`_water_fill`);
+  - L1 (an LP): fill the coordinates with the largest ``|w_i|`` first, each up to its cap.
+
+  When the hyperplane misses the box, the step goes to the box corner nearest to it
+  (every useful coordinate at its face; as the official FAB code). Coordinates with
+  ``w_i = 0`` never move.
+
+  Args:
+    points: ``[N, n]`` points ``t`` (inside the box).
+    w: ``[N, n]`` normals.
+    b: ``[N]`` offsets.
+    p: 1, 2 or inf.
+    bounds: ``(low, high)`` box or None (unbounded).
+
+  Returns:
+    ``d [N, n]``.
+  """
+  p = _check_p(p)
+  c = b - jnp.sum(w * points, axis=1)
+  direction = jnp.sign(w) * jnp.where(c >= 0, 1.0, -1.0)[:, None]  # useful move
+  a = jnp.abs(w)
+  c = jnp.abs(c)
+  if bounds is None:
+    cap = jnp.full_like(points, jnp.inf)
+  else:
+    low, high = bounds
+    cap = jnp.maximum(jnp.where(direction > 0, high - points, points - low), 0.0)
+  if p == 1:
+    e, _ = _greedy_l1(a, cap, c)
+  else:
+    e, _ = _water_fill(a, a if p == 2 else jnp.ones_like(a), cap, c)
+  return direction * e
+
+
+# ----------------------------------------------------------------------------------------
+# The attack.
+
+
+def _check_p(p) -> float:
+  p = _checks.check_p(p)
+  if p not in SUPPORTED_P:
+    raise ValueError(f'p must be one of 1, 2, inf for FAB (the exact hyperplane-box '
+                     f'projections), got p={p}')
+  return p
+
+
+def _rows_norm(x: Array, p: float) -> Array:
+  """Lp norm over the last axis."""
+  if math.isinf(p):
+    return jnp.max(jnp.abs(x), axis=-1)
+  if p == 1:
+    return jnp.sum(jnp.abs(x), axis=-1)
+  return jnp.sqrt(jnp.sum(x * x, axis=-1))
+
+
+def _linearised_boundary(logits_fn, params, x: Array, shape, labels: Labels,
+                         targets: Labels | None, num_classes: int, p: float):
+  """``(f [N], ∇f [N, n], logits [N, K])`` of the boundary FAB steps toward at ``x``.
+
+  Targeted: ``f = z_t − z_y`` (one backward pass). Untargeted: the class ``k ≠ y`` with the
+  smallest linearised distance ``|z_k − z_y| / ‖∇(z_k − z_y)‖_q`` (K backward passes).
+  """
+
+  def model(flat):
+    return logits_fn(params, jnp.reshape(flat, shape))
+
+  rows = jnp.arange(x.shape[0])
+  if targets is not None:
+
+    def margin(flat):
+      z = model(flat)
+      return jnp.sum(z[rows, targets] - z[rows, labels]), z
+
+    grad, z = jax.grad(margin, has_aux=True)(x)
+    return z[rows, targets] - z[rows, labels], grad, z
+  z, vjp = jax.vjp(model, x)
+  eye = jnp.eye(num_classes, dtype=z.dtype)
+  cotangents = eye[:, None, :] - eye[labels][None, :, :]  # [K, N, K]: e_k − e_y
+  (grads,) = jax.vmap(vjp)(cotangents)  # [K, N, n]: ∇(z_k − z_y)
+  diffs = z - z[rows, labels][:, None]  # [N, K]
+  dual = geometry.dual_exponent(p)
+  dist = jnp.abs(diffs) / (_rows_norm(jnp.swapaxes(grads, 0, 1), dual) + _TINY_DIST)
+  dist = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), jnp.inf, dist)
+  closest = jnp.argmin(dist, axis=1)
+  return diffs[rows, closest], grads[closest, rows], z
+
+
+def _random_sphere(rng: PRNGKey, shape, radius: Array, p: float, dtype) -> Array:
+  """Points ``[N, n]`` with ``‖·‖_p = radius`` (official FAB restarts)."""
+  if math.isinf(p):
+    t = jax.random.uniform(rng, shape, dtype, -1.0, 1.0)
+  else:
+    t = jax.random.normal(rng, shape, dtype)
+  size = _rows_norm(t, p)
+  return t * (radius / jnp.where(size > 0, size, 1.0))[:, None]
+
+
+_FAB_STATIC = ('logits_fn', 'shape', 'num_classes', 'p', 'steps', 'restarts',
+               'num_targets', 'unroll')
+
+
+@_common.compile_static(_FAB_STATIC)
+def _fab_core(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta, *,
+              logits_fn, shape, num_classes, p, steps, restarts, num_targets, unroll):
+  """Compiled FAB on validated arguments: ``(best_x [B, ...], best_norm [B])``.
+
+  ``num_targets = 0`` runs untargeted FAB; otherwise targeted FAB against that many
+  classes, tiled into one batch ``[num_targets·B, ...]``.
+  """
+  batch_size = inputs.shape[0]
+  x0 = jnp.reshape(inputs, (batch_size, -1))
+  clean = logits_fn(params, inputs)
+  eps = jnp.broadcast_to(jnp.asarray(eps, x0.dtype), (batch_size,))
+  misclassified = jnp.argmax(clean, axis=1) != labels
+  targets = None
+  if num_targets:
+    others = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, clean)
+    targets = jnp.swapaxes(jax.lax.top_k(others, num_targets)[1], 0, 1)  # [T, B]
+    targets = jnp.reshape(targets, (-1,))
+    tile = lambda v: jnp.tile(v, (num_targets,) + (1,) * (v.ndim - 1))
+    x0, labels, eps, misclassified = map(tile, (x0, labels, eps, misclassified))
+  rows_shape = (x0.shape[0],) + tuple(shape[1:])
+  alpha_max, eta, beta = (jnp.asarray(v, x0.dtype) for v in (alpha_max, eta, beta))
+
+  def clip(x):
+    return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
+
+  def step(state: FABState, _):
+    f, g, _ = _linearised_boundary(logits_fn, params, state.x, rows_shape, labels, targets,
+                                   num_classes, p)
+    offset = jnp.sum(g * state.x, axis=1) - f  # hyperplane <g, z> = offset
+    d = project_hyperplane_box(jnp.concatenate([state.x, x0]), jnp.concatenate([g, g]),
+                               jnp.concatenate([offset, offset]), p, bounds)
+    d_here, d_orig = jnp.split(d, 2)
+    n_here = jnp.maximum(_rows_norm(d_here, p), _TINY_NORM)
+    n_orig = jnp.maximum(_rows_norm(d_orig, p), _TINY_NORM)
+    alpha = jnp.minimum(n_here / (n_here + n_orig), alpha_max)[:, None]
+    x_new = clip((1 - alpha) * (state.x + eta * d_here) + alpha * (x0 + eta * d_orig))
+    z_new = logits_fn(params, jnp.reshape(x_new, rows_shape))
+    adversarial = jnp.argmax(z_new, axis=1) != labels
+    dist = _rows_norm(x_new - x0, p)
+    better = adversarial & (dist < state.best_norm)
+    best_x = jnp.where(better[:, None], x_new, state.best_x)
+    best_norm = jnp.where(better, dist, state.best_norm)
+    x_next = jnp.where(adversarial[:, None], x0 + beta * (x_new - x0), x_new)
+    return FABState(jax.lax.stop_gradient(x_next), best_x, best_norm), None
+
+  if unroll == 'auto':
+    unroll = loop.auto_unroll(lambda x: jnp.sum(logits_fn(params, x), axis=1), inputs)
+  unroll_n = steps if unroll is True else max(int(unroll), 1)
+  best_norm = jnp.where(misclassified, 0.0, jnp.inf).astype(x0.dtype)
+  state = FABState(x0, x0, best_norm)
+  for r in range(restarts):
+    if r == 0:
+      start = x0
+    else:
+      radius = jnp.minimum(state.best_norm, eps) / 2
+      radius = jnp.where(jnp.isfinite(radius), radius, 0.0)
+      start = clip(x0 + _random_sphere(jax.random.fold_in(rng, r), x0.shape, radius, p,
+                                       x0.dtype))
+    state = state._replace(x=start)
+    if steps and unroll_n >= steps:
+      # Straight-line steps (XLA:CPU runs convolutions inside a loop several times slower).
+      for _ in range(steps):
+        state, _ = step(state, None)
+    elif steps:
+      state, _ = jax.lax.scan(step, state, None, length=steps, unroll=unroll_n)
+  best_x, best_norm = state.best_x, state.best_norm
+  if num_targets:
+    best_norm = jnp.reshape(best_norm, (num_targets, batch_size))
+    pick = jnp.argmin(best_norm, axis=0)
+    cols = jnp.arange(batch_size)
+    best_x = jnp.reshape(best_x, (num_targets, batch_size, -1))[pick, cols]
+    best_norm = best_norm[pick, cols]
+  best_x = jnp.reshape(best_x, inputs.shape)
+  return jax.lax.stop_gradient(best_x), jax.lax.stop_gradient(best_norm)
+
+
+def _validate(logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta, beta,
+              bounds, num_targets):
+  p = _check_p(p)
+  steps = _checks.check_int(steps, 'steps')
+  restarts = _checks.check_int(restarts, 'restarts', minimum=1)
+  if num_targets is not None:
+    num_targets = _checks.check_int(num_targets, 'num_targets', minimum=1)
+  for value, name in ((alpha_max, 'alpha_max'), (beta, 'beta')):
+    if not 0.0 <= float(value) <= 1.0:
+      raise ValueError(f'{name} must be in [0, 1], got {value}')
+  if not float(eta) >= 1.0:
+    raise ValueError(f'eta (the extrapolation) must be >= 1, got {eta}')
+  bounds = _checks.check_bounds(bounds)
+  inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_radius(eps, inputs.shape[0])
+  _checks.check_in_bounds(inputs, bounds)
+  if num_targets is not None:
+    num_targets = min(num_targets, num_classes - 1)
+  return p, steps, restarts, bounds, inputs, labels, num_classes, num_targets
+
+
+def fab_min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+                 p: float = math.inf, steps: int = 100, restarts: int = 1,
+                 targeted: bool = False, num_targets: int = 9, alpha_max: float = 0.1,
+                 eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+                 unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
+  """FAB's minimally distorted adversarial points and their norms, whatever ``eps``.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
+    params: model parameters.
+    batch: ``(inputs [B, ...] in the box, labels [B] int in [0, K))``.
+    rng: key for the random starts of restarts ``r > 0`` (``fold_in(rng, r)``).
+    eps: scalar or ``[B]``, ``>= 0``: caps the random-start radius of restarts,
+      ``min(best norm so far, eps) / 2`` (a restart with neither starts at ``x``).
+    p: 1, 2 or inf.
+    steps: FAB iterations per restart (and target).
+    restarts: runs per target (``>= 1``); restart 0 starts at ``x``.
+    targeted: FAB-T (one run per target class) instead of untargeted FAB.
+    num_targets: targets of FAB-T, the classes ``≠ y`` with the largest clean logits;
+      capped at K − 1.
+    alpha_max: the largest bias ``α`` toward the clean point, in [0, 1].
+    eta: extrapolation of the projection steps, ``>= 1``.
+    beta: backward step ``x + β(x_adv − x)`` after a misclassified iterate, in [0, 1].
+    bounds: input box ``(low, high)`` or None.
+    unroll: ``lax.scan`` unrolling of the step loop, as
+      :func:`robustjax.attacks.pgd` (``'auto'``: fully unrolled on XLA:CPU for models
+      with convolutions).
+
+  Returns:
+    ``(x_adv [B, ...], norms [B])``: per example the misclassified point of smallest
+    ``‖x_adv − x‖_p`` found and that norm; ``x`` and ``inf`` where none was found; ``x``
+    and 0 where ``x`` itself is misclassified. No gradient flows through them.
+
+  Raises:
+    ValueError: ``p`` not in {1, 2, inf}, negative ``eps``, bad ``steps``, ``restarts``,
+      ``num_targets``, ``alpha_max``, ``eta``, ``beta`` or ``bounds``, inputs outside the
+      box, or a batch that does not match the model.
+  """
+  p, steps, restarts, bounds, inputs, labels, num_classes, num_targets = _validate(
+      logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta, beta, bounds,
+      num_targets if targeted else None)
+  return _fab_core(params, inputs, jnp.asarray(labels, jnp.int32), rng, eps, bounds,
+                   alpha_max, eta, beta, logits_fn=logits_fn, shape=tuple(inputs.shape),
+                   num_classes=num_classes, p=p, steps=steps, restarts=restarts,
+                   num_targets=num_targets or 0, unroll=unroll)
+
+
+def _within_eps(inputs: Array, x_adv: Array, norms: Array, eps) -> Array:
+  inside = norms <= jnp.asarray(eps, norms.dtype)
+  inside = jnp.reshape(inside, (-1,) + (1,) * (inputs.ndim - 1))
+  return jax.lax.stop_gradient(jnp.where(inside, x_adv, inputs))
+
+
+def fab(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+        p: float = math.inf, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
+        eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+        unroll: int | bool | str = 'auto') -> Array:
+  """Untargeted FAB (AutoAttack's ``'fab'``, 5 restarts in its ``'plus'`` version).
+
+  Runs :func:`fab_min_norm` and keeps, per example, the smallest adversarial point found
+  if its Lp norm is ``<= eps``, else the clean ``x`` (AutoAttack counts only points within
+  ``eps``). Each step costs one forward pass plus the Jacobian of the K logits (K backward
+  passes) and a forward pass at the new iterate.
+
+  Args:
+    logits_fn, params, batch, rng, p, steps, restarts, alpha_max, eta, beta, bounds,
+      unroll: as :func:`fab_min_norm`.
+    eps: radius, scalar or ``[B]``, ``>= 0``; also caps the restart radius.
+
+  Returns:
+    ``x_adv [B, ...]`` in ``ball(x, eps) ∩ box``, without gradient.
+  """
+  x_adv, norms = fab_min_norm(logits_fn, params, batch, rng=rng, eps=eps, p=p, steps=steps,
+                              restarts=restarts, targeted=False, alpha_max=alpha_max,
+                              eta=eta, beta=beta, bounds=bounds, unroll=unroll)
+  return _within_eps(batch[0], x_adv, norms, eps)
+
+
+def fab_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+                 p: float = math.inf, steps: int = 100, num_targets: int = 9,
+                 restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
+                 beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+                 unroll: int | bool | str = 'auto') -> Array:
+  """Targeted FAB, FAB-T (AutoAttack's ``'fab-t'``): one run per target class.
+
+  The targets are the ``num_targets`` classes other than ``y`` with the largest clean
+  logits (capped at K − 1); every step moves toward the linearised boundary
+  ``z_t = z_y`` (one backward pass) and any misclassification counts. The runs are
+  vectorised over targets (memory grows ``num_targets``-fold). Per example, the smallest
+  adversarial point over targets is returned if its Lp norm is ``<= eps``, else ``x``.
+
+  Args:
+    logits_fn, params, batch, rng, p, steps, restarts, alpha_max, eta, beta, bounds,
+      unroll: as :func:`fab_min_norm`.
+    eps: radius, scalar or ``[B]``, ``>= 0``; also caps the restart radius.
+    num_targets: number of target classes (``>= 1``, default 9 as AutoAttack).
+
+  Returns:
+    ``x_adv [B, ...]`` in ``ball(x, eps) ∩ box``, without gradient.
+  """
+  x_adv, norms = fab_min_norm(logits_fn, params, batch, rng=rng, eps=eps, p=p, steps=steps,
+                              restarts=restarts, targeted=True, num_targets=num_targets,
+                              alpha_max=alpha_max, eta=eta, beta=beta, bounds=bounds,
+                              unroll=unroll)
+  return _within_eps(batch[0], x_adv, norms, eps)
