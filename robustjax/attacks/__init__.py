@@ -10,7 +10,10 @@ labels)`` and return points in ``ball(inputs, eps) ∩ box``:
 - :func:`simba` (black-box, for gradient-masking diagnostics);
 - :func:`maximize`, the projected-ascent loop on any per-example objective;
 - :func:`apgd` and :func:`apgd_targeted` (Auto-PGD on CE / DLR / targeted DLR, Croce &
-  Hein 2020) and :func:`autoattack`, the AutoAttack ensemble (:class:`AutoAttackResult`).
+  Hein 2020) and :func:`autoattack`, the AutoAttack ensemble (:class:`AutoAttackResult`);
+- :func:`fab` and :func:`fab_targeted` (FAB / FAB-T, Croce & Hein 2020: minimal
+  perturbations by projections onto linearised boundaries; within ``eps`` or ``x``) and
+  :func:`fab_min_norm` (the minimal points and their norms, whatever ``eps``).
 """
 
 from robustjax.attacks import objectives
