@@ -117,17 +117,33 @@ def mnist(*, model: str = 'cnn', batch_size: int = 128, num_epochs: float = 50):
   return c
 
 
-def woods_lipschitz(c, *, l2min_eps: float, target_loss: float, initial_psi: float):
+def woods_lipschitz(c, *, l2min_eps: float, target_loss: float, initial_psi: float,
+                    zeta: float = 0.0, tandem: bool = False,
+                    lipschitz_at: str = 'half_adversarial'):
   """Woods et al.'s recipe on top of a preset: half-half L2,min adversarial training
-  plus the stochastic Lipschitz penalty (K = 1, z = 2, k_out = 0.01) whose weight ψ
-  the eq.-15 controller adapts (gain 0.02, eps_better 1, eps_worse 0.01)."""
+  plus the stochastic Lipschitz penalty (K = 1, z = 2, k_out = 0.01) whose eq.-9 strength
+  ψ the eq.-15 controller adapts (gain 0.02, eps_better 1, eps_worse 0.01).
+
+  Where eq. 9 is evaluated when adversarial training is on: ``lipschitz_at=
+  'half_adversarial'`` (default, the authors' code) takes the input gradients on the
+  half-adversarial batch the classification loss is trained on (the L2,min term's
+  points); ``'clean'`` takes them on the clean batch. The controller reads the CE of the
+  trained (half-adversarial) batch (``controller.loss = 'auto'``), and ψ scales eq. 9
+  only: output zeroing (eq. 12) keeps its fixed ``k_out``.
+  """
+  if lipschitz_at not in ('half_adversarial', 'clean'):
+    raise ValueError(f"lipschitz_at must be 'half_adversarial' or 'clean', got "
+                     f'{lipschitz_at!r}')
   c.nominal_weight = 0.0  # the half-half term already holds the clean loss
   c.regularizers.l2min = term('adversarial_l2min', weight=1.0, eps=l2min_eps, steps=7,
                               half_half=True)
-  c.regularizers.lipschitz = term('lipschitz', weight=1.0, psi=1.0, num_outputs=1,
-                                  power=2.0, output_zeroing=0.01)
+  c.regularizers.lipschitz = term(
+      'lipschitz', weight=1.0, psi=1.0, num_outputs=1, power=2.0, output_zeroing=0.01,
+      zeta=zeta, tandem=tandem,
+      inputs_from='l2min' if lipschitz_at == 'half_adversarial' else '')
   c.controller.name = 'adaptive_psi'
   c.controller.term = 'lipschitz'
+  c.controller.loss = 'auto'
   c.controller.target_loss = target_loss
   c.controller.k0 = initial_psi
   c.controller.k = 0.02

@@ -36,11 +36,23 @@ Schema (``config.<key>``)::
       hparams             free-form keyword hyperparameters of the penalty
       grad_clip           clip the L2 norm of this term's parameter gradient (SOAR: 30)
       eps_ramp_steps      hparams.eps grows linearly from 0 over that many steps (LLR)
+      schedules.<hparam>  a ramp of any numeric hparam to its configured value:
+                          {'steps': N, 'kind': 'linear'|'cosine', 'init': start value
+                          (default 0), 'begin': steps held at init (default 0)},
+                          e.g. schedules={'h': {'steps': 500, 'init': 0.1}} (CURE's h)
       aux_loss            name of a per-example entry of the penalty's aux added to the
-                          objective (SOAR's loss at the start point x'); '' = none
+                          objective (SOAR's loss at the start point x'), outside any
+                          grad_clip; '' = none
       aux_loss_weight     its weight
+      inputs_from         label of another (unclipped) term whose aux['x_adv'] this term
+                          is evaluated at instead of the clean batch ('' = clean), e.g.
+                          Woods et al.'s eq. 9 on the half-adversarial L2,min batch
   controller.name         'none' | 'adaptive_psi' (Woods et al. eq. 15)
-  controller.term         the label of the regularizer whose weight it scales
+  controller.term         the label of the regularizer it scales (its hparams.psi if the
+                          penalty has one, i.e. eq. 9 only; otherwise its weight)
+  controller.loss         the L_train of eq. 15: 'auto' (the classification loss of the
+                          trained batch: nominal CE and adversarial terms, by weight),
+                          'nominal' or a term label
   controller.*            target_loss, k0, k, eps_better, eps_worse (eq. 15)
   bn.stop_gradient_stats  cut the params-gradient through clean-batch BN statistics
   init_from               a workdir whose latest params (and BN stats) start this run
@@ -63,6 +75,7 @@ import ml_collections
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
 CONTROLLERS = ('none', 'adaptive_psi')
+SCHEDULE_KINDS = ('linear', 'cosine')  # training.step.schedule_value
 EVAL_OBJECTIVES = ('ce', 'margin')
 DATASETS = ('digits', 'mnist', 'cifar10', 'svhn')
 FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked here
@@ -70,12 +83,16 @@ FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked h
 
 def term(name: str, *, weight: float = 1.0, grad_clip: float = 0.0,
          eps_ramp_steps: int = 0, aux_loss: str = '', aux_loss_weight: float = 1.0,
+         schedules: dict | None = None, inputs_from: str = '',
          **hparams: Any) -> ml_collections.ConfigDict:
   """One regularizer term of the objective: ``weight * mean(penalty(...))``."""
   return ml_collections.ConfigDict({
       'name': name, 'weight': float(weight), 'grad_clip': float(grad_clip),
       'eps_ramp_steps': int(eps_ramp_steps), 'aux_loss': aux_loss,
       'aux_loss_weight': float(aux_loss_weight),
+      'schedules': ml_collections.ConfigDict(
+          {k: dict(v) for k, v in dict(schedules or {}).items()}),
+      'inputs_from': inputs_from,
       'hparams': ml_collections.ConfigDict(hparams)})
 
 
@@ -102,8 +119,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.nominal_weight = 1.0
   c.regularizers = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict({
-      'name': 'none', 'term': '', 'target_loss': 1.0, 'k0': 220.0, 'k': 0.02,
-      'eps_better': 1.0, 'eps_worse': 0.01})
+      'name': 'none', 'term': '', 'loss': 'auto', 'target_loss': 1.0, 'k0': 220.0,
+      'k': 0.02, 'eps_better': 1.0, 'eps_worse': 0.01})
   c.bn = ml_collections.ConfigDict({'stop_gradient_stats': False})
   c.init_from = ''
 
@@ -219,6 +236,47 @@ def validate_terms(config) -> None:
         _fail(f'{field}.hparams.p', f'must be in [1, inf], got {value!r}')
     if t.get('eps_ramp_steps', 0) and 'eps' not in hparams:
       _fail(f'{field}.eps_ramp_steps', 'needs hparams.eps to ramp')
+    _validate_schedules(config, label, t, hparams)
+    source = t.get('inputs_from', '') or ''
+    if source:
+      if source == label or source not in config.regularizers:
+        _fail(f'{field}.inputs_from', f'{source!r} is not the label of another term; '
+              f'labels: {", ".join(map(repr, config.regularizers.keys()))}')
+      if t.get('grad_clip', 0) or config.regularizers[source].get('grad_clip', 0):
+        _fail(f'{field}.inputs_from', 'terms with grad_clip are evaluated in their own '
+              'pass and cannot take or give inputs_from')
+
+
+SCHEDULE_KEYS = ('steps', 'kind', 'init', 'begin')
+
+
+def _validate_schedules(config, label: str, t, hparams: dict) -> None:
+  """``regularizers.<label>.schedules``: ramps of numeric hparams (see :func:`term`)."""
+  schedules = t.get('schedules', {}) or {}
+  for name, spec in dict(schedules).items():
+    field = f'regularizers.{label}.schedules.{name}'
+    if name not in hparams:
+      _fail(field, f'schedules hparams.{name}, which is not set; set its final value '
+            f'in hparams')
+    value = hparams[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      _fail(field, f'hparams.{name} must be a number to be scheduled, got {value!r}')
+    if name == 'eps' and t.get('eps_ramp_steps', 0):
+      _fail(field, 'eps already ramps through eps_ramp_steps; use one of the two')
+    if not isinstance(spec, (ml_collections.ConfigDict, dict)):
+      _fail(field, f"must be a group {{'steps': N, ...}}, got {spec!r}")
+    for key in spec.keys():
+      if key not in SCHEDULE_KEYS:
+        _fail(f'{field}.{key}', f'unknown key {key!r}; valid keys: '
+              f'{", ".join(SCHEDULE_KEYS)}')
+    if 'steps' not in spec:
+      _fail(f'{field}.steps', 'is required')
+    _check_number(config, f'{field}.steps', minimum=1, integer=True)
+    if 'begin' in spec:
+      _check_number(config, f'{field}.begin', minimum=0, integer=True)
+    if 'init' in spec:
+      _check_number(config, f'{field}.init')
+    _choice(spec.get('kind', 'linear'), f'{field}.kind', SCHEDULE_KINDS)
 
 
 def _check_model_kwargs(name: str, kwargs: dict, models) -> None:
@@ -332,6 +390,10 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
       _fail('controller.term', f'{ctl.term!r} is not a regularizer label; labels: '
             f'{", ".join(map(repr, config.regularizers.keys())) or "(none)"}')
     _check_number(config, 'controller.target_loss', minimum=0, strict=True)
+    reads = ctl.get('loss', 'auto')
+    if reads not in ('auto', 'nominal') and reads not in config.regularizers:
+      _fail('controller.loss', f"{reads!r} is not 'auto', 'nominal' or a regularizer "
+            f'label; labels: {", ".join(map(repr, config.regularizers.keys())) or "(none)"}')
 
   ev = config.eval
   _check_number(config, 'eval.eps', minimum=0)

@@ -2,7 +2,16 @@
 
 One step computes ``nominal_weight * CE(x) + sum_i weight_i * mean(penalty_i)``; a term
 with ``grad_clip`` gets its own backward pass so its parameter gradient can be clipped
-(SOAR app. C) before being added. Penalties see a ``loss_fn``/``logits_fn`` built with
+(SOAR app. C) before being added. Only the penalty is clipped: a term's ``aux_loss``
+(SOAR's ``ℓ(x')``) gets a separate, unclipped gradient, so the step is
+``∇ℓ(x') + clip(∇λR)`` as SOAR's appendix C prescribes. Any hyperparameter of a term
+can follow a schedule (``schedules``: a linear or cosine ramp over steps, e.g. CURE's h,
+LLR's ε). An adaptive controller (Woods et al. eq. 15) sets the ``psi`` hyperparameter
+of its term when the penalty has one (the Lipschitz penalty: ψ scales eq. 9 only, never
+the output zeroing of eq. 12), otherwise the term's weight; it is fed the classification
+loss of the batch being trained (see :func:`controller_loss`). A term with
+``inputs_from`` is evaluated at another term's attack points (``aux['x_adv']``), e.g.
+Woods et al.'s eq. 9 on the half-adversarial batch of their L2,min training. Penalties see a ``loss_fn``/``logits_fn`` built with
 the clean-batch BatchNorm policy (LLR F.2), so per-example input gradients are exact.
 Most penalties already compute the clean loss ``ℓ(x)`` (with ``∇ₓℓ(x)``) or the clean
 logits; for models without BatchNorm the nominal CE is taken from there, so its backward
@@ -15,6 +24,8 @@ run resumed from a checkpoint replays exactly the same randomness.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -50,6 +61,14 @@ class Term(NamedTuple):
   eps_ramp_steps: int  # 0 = no ramp
   aux_loss: str  # '' = none
   aux_loss_weight: float
+  schedules: tuple = ()  # ((hparam, (kind, steps, init, begin)), ...), see schedule_value
+  inputs_from: str = ''  # label of the term whose aux['x_adv'] this term is evaluated at
+
+
+SCHEDULE_KINDS = ('linear', 'cosine')
+# Penalties whose values are the classification loss of (part of) the trained batch: the
+# adaptive controller's "auto" input averages them with the nominal CE (Woods eq. 15).
+CLASSIFICATION_TERMS = ('adversarial', 'adversarial_l2min')
 
 
 def _tuplify(value):
@@ -67,10 +86,15 @@ def resolve_terms(config) -> tuple[Term, ...]:
     t = config.regularizers[label]
     penalty = regularizers.get(t['name'])
     hparams = {k: _tuplify(v) for k, v in dict(t.get('hparams', {}) or {}).items()}
+    schedules = tuple(sorted(
+        (name, (str(spec.get('kind', 'linear')), int(spec['steps']),
+                float(spec.get('init', 0.0)), int(spec.get('begin', 0))))
+        for name, spec in dict(t.get('schedules', {}) or {}).items()))
     terms.append(Term(label, t['name'], penalty, penalty.takes, float(t['weight']),
                       hparams, float(t.get('grad_clip', 0.0)),
                       int(t.get('eps_ramp_steps', 0)), t.get('aux_loss', ''),
-                      float(t.get('aux_loss_weight', 1.0))))
+                      float(t.get('aux_loss_weight', 1.0)), schedules,
+                      str(t.get('inputs_from', '') or '')))
   return tuple(terms)
 
 
@@ -79,6 +103,78 @@ def ramp(step: jax.Array, ramp_steps: int) -> jax.Array:
   if not ramp_steps:
     return jnp.ones([], jnp.float32)
   return jnp.clip(step.astype(jnp.float32) / ramp_steps, 0.0, 1.0)
+
+
+def schedule_value(step: jax.Array, final, *, kind: str = 'linear', steps: int,
+                   init: float = 0.0, begin: int = 0) -> jax.Array:
+  """A hyperparameter ramped from ``init`` to ``final`` over ``steps`` optimizer steps.
+
+  The value is ``init`` up to step ``begin``, then moves to ``final`` over ``steps``
+  steps, linearly (``'linear'``) or along a half cosine (``'cosine'``), and stays at
+  ``final``. ``kind='linear', init=0, begin=0`` is :func:`ramp` (LLR's ε schedule).
+
+  Args:
+    step: ``[]`` int, the optimizer step.
+    final: the configured value (scalar or array).
+    kind: ``'linear'`` or ``'cosine'``.
+    steps: ramp length (>= 1).
+    init: start value.
+    begin: steps held at ``init`` before the ramp.
+
+  Returns:
+    The scheduled value, of the broadcast shape of ``final``.
+  """
+  frac = jnp.clip((step.astype(jnp.float32) - begin) / max(int(steps), 1), 0.0, 1.0)
+  if kind == 'cosine':
+    frac = 0.5 * (1.0 - jnp.cos(jnp.pi * frac))
+  elif kind != 'linear':
+    raise ValueError(f'unknown schedule kind {kind!r}; valid choices: {SCHEDULE_KINDS}')
+  final = jnp.asarray(final, jnp.float32)
+  return init + (final - init) * frac
+
+
+def scheduled_hparams(t: Term, step: jax.Array) -> dict:
+  """The term's hyperparameters at ``step``: its schedules and ε ramp applied."""
+  hparams = dict(t.hparams)
+  if t.eps_ramp_steps:
+    hparams['eps'] = hparams['eps'] * ramp(step, t.eps_ramp_steps)
+  for name, (kind, steps, init, begin) in t.schedules:
+    hparams[name] = schedule_value(step, hparams[name], kind=kind, steps=steps,
+                                   init=init, begin=begin)
+  return hparams
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_keyword(penalty, name: str) -> bool:
+  try:
+    params = inspect.signature(inspect.unwrap(penalty)).parameters
+  except (TypeError, ValueError):
+    return False
+  return name in params and params[name].kind == inspect.Parameter.KEYWORD_ONLY
+
+
+def controller_loss(metrics: Mapping[str, jax.Array], terms: Sequence[Term], *,
+                    nominal_weight: float, reads: str = 'auto') -> jax.Array:
+  """The training loss ``L_train,b`` an adaptive controller is fed (Woods et al. eq. 15).
+
+  Eq. 15 steers the loss of the batch being trained. ``reads='auto'`` (default) takes the
+  objective's classification losses, i.e. the nominal CE and every adversarial-training
+  term (:data:`CLASSIFICATION_TERMS`), averaged with their weights: with Woods et al.'s
+  half-half L2,min training (nominal weight 0) that is the CE on the half-adversarial
+  batch, as in the authors' code; without adversarial training it is the clean CE.
+  ``'nominal'`` forces the clean CE, a term label that term's mean value.
+  """
+  if reads == 'nominal':
+    return metrics['nominal']
+  if reads != 'auto':
+    return metrics[reads]
+  parts = [(nominal_weight, metrics['nominal'])] if nominal_weight else []
+  parts += [(t.weight, metrics[t.label]) for t in terms
+            if t.name in CLASSIFICATION_TERMS and t.weight]
+  total = sum(w for w, _ in parts)
+  if not parts or total <= 0:
+    return metrics['nominal']
+  return sum(w * v for w, v in parts) / total
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -128,7 +224,8 @@ def _offered_nominal(term: Term, aux, batch_size: int):
 
 
 def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nominal_weight,
-               include_nominal, controlled, stop_gradient_stats, share_nominal):
+               include_nominal, controlled, stop_gradient_stats, share_nominal,
+               part='all'):
   """Scalar objective and ``(new batch stats, metrics)`` for a subset of terms.
 
   With ``share_nominal`` the nominal cross-entropy is taken from a term's clean loss or
@@ -144,6 +241,12 @@ def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nomi
   flops of a small ResNet's gradient_norm step); with ``stop_gradient_stats`` it would
   drop the nominal's gradient through the statistics. So BatchNorm models always take
   the nominal from the clean pass.
+
+  ``part`` selects what of each term enters the returned objective: ``'all'`` (the
+  weighted penalty and its ``aux_loss``), ``'penalty'`` (without the ``aux_loss``) or
+  ``'aux'`` (only the ``aux_loss``), so a clipped term's penalty gradient can be clipped
+  alone (SOAR app. C). Terms are evaluated in the given order; a term with
+  ``inputs_from`` is evaluated at the ``aux['x_adv']`` of that earlier term.
   """
   x, y = batch
   clean, logits_fn = models.bn_policy(model, params, batch_stats, x,
@@ -153,22 +256,38 @@ def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nomi
   total = jnp.zeros([], jnp.float32)
   metrics = {}
   offered_loss = offered_logits = None
+  attack_points = {}
   for index, t in terms:
-    hparams = dict(t.hparams)
-    if t.eps_ramp_steps:
-      hparams['eps'] = hparams['eps'] * ramp(step, t.eps_ramp_steps)
+    hparams = scheduled_hparams(t, step)
+    weight = t.weight
+    if t.label == controlled:
+      if _takes_keyword(t.penalty, 'psi'):  # ψ scales eq. 9 only, not output zeroing
+        hparams['psi'] = psi * hparams.get('psi', 1.0)
+      else:
+        weight = weight * psi
     fn = logits_fn if t.takes == 'logits_fn' else loss_fn
-    values, aux = t.penalty(fn, params, (x, y), rng=jax.random.fold_in(rng, index),
+    inputs = x
+    if t.inputs_from:
+      if t.inputs_from not in attack_points:
+        raise ValueError(f'regularizers.{t.label}.inputs_from: term {t.inputs_from!r} '
+                         f'must be evaluated first in the same pass and return '
+                         f"aux['x_adv']")
+      inputs = attack_points[t.inputs_from]
+    values, aux = t.penalty(fn, params, (inputs, y), rng=jax.random.fold_in(rng, index),
                             **hparams)
-    if share and offered_loss is None and offered_logits is None:
+    if isinstance(aux, Mapping) and 'x_adv' in aux:
+      attack_points[t.label] = jax.lax.stop_gradient(aux['x_adv'])
+    if (share and not t.inputs_from and offered_loss is None
+        and offered_logits is None):
       offered_loss, offered_logits = _offered_nominal(t, aux, x.shape[0])
     value = jnp.mean(values)
-    weight = t.weight * (psi if t.label == controlled else 1.0)
-    total = total + weight * value
+    if part != 'aux':
+      total = total + weight * value
     metrics[t.label] = value
     if t.aux_loss:
       aux_value = jnp.mean(aux[t.aux_loss])
-      total = total + t.aux_loss_weight * aux_value
+      if part != 'penalty':
+        total = total + t.aux_loss_weight * aux_value
       metrics[f'{t.label}/{t.aux_loss}'] = aux_value
   if include_nominal:
     if offered_loss is not None:
@@ -187,6 +306,23 @@ def _objective(params, batch_stats, batch, rng, step, psi, *, model, terms, nomi
   return total, (clean.batch_stats, metrics)
 
 
+def _evaluation_order(indexed):
+  """Terms with ``inputs_from`` after the term they read from (otherwise label order)."""
+  ordered, placed, pending = [], set(), list(indexed)
+  while pending:
+    ready = [(i, t) for i, t in pending
+             if not t.inputs_from or t.inputs_from in placed]
+    if not ready:
+      labels = ', '.join(f'{t.label} <- {t.inputs_from}' for _, t in pending)
+      raise ValueError(f'regularizers: inputs_from must name another unclipped term, '
+                       f'without cycles; got {labels}')
+    for item in ready:
+      ordered.append(item)
+      placed.add(item[1].label)
+      pending.remove(item)
+  return ordered
+
+
 def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransformation,
                     schedule: optax.Schedule, nominal_weight: float,
                     controller: controllers_lib.Controller | None = None,
@@ -200,8 +336,11 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     tx: optax transformation.
     schedule: learning-rate schedule (for the ``lr`` metric).
     nominal_weight: weight of the clean cross-entropy.
-    controller: adaptive weight controller of ``controlled_term`` (Woods eq. 15).
-    controlled_term: label of the term whose weight is multiplied by the controller's ψ.
+    controller: adaptive weight controller of ``controlled_term`` (Woods eq. 15); it
+      is fed :func:`controller_loss` with its ``reads`` field (default ``'auto'``).
+    controlled_term: label of the term the controller's ψ scales: its ``psi``
+      hyperparameter (multiplied by the configured ``psi``, default 1) when the penalty
+      has one, otherwise its weight.
     stop_gradient_stats: BatchNorm policy option, see :func:`models.bn_policy`.
     share_nominal: take the nominal cross-entropy from an unclipped term's clean loss
       (``aux['loss']``) or clean logits (``aux['logits']``) instead of a separate clean
@@ -210,14 +349,20 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
 
   Returns:
     A pure function; ``metrics`` holds scalars: loss, nominal, accuracy, one entry per
-    term label, per-term gradient norms for clipped terms, grad_norm, lr, psi.
+    term label, per-term gradient norms for clipped terms, grad_norm, lr, psi, and with
+    a controller ``controller_loss`` (the loss it was fed).
   """
   indexed = list(enumerate(terms))
-  shared = [(i, t) for i, t in indexed if not t.grad_clip]
+  shared = _evaluation_order([(i, t) for i, t in indexed if not t.grad_clip])
   clipped = [(i, t) for i, t in indexed if t.grad_clip]
+  for _, t in clipped:
+    if t.inputs_from or any(u.inputs_from == t.label for u in terms):
+      raise ValueError(f'regularizers.{t.label}: a term with grad_clip cannot take or '
+                       f'give inputs_from (it is evaluated in its own pass)')
   common = dict(model=model, nominal_weight=nominal_weight,
                 controlled=controlled_term if controller is not None else '',
                 stop_gradient_stats=stop_gradient_stats, share_nominal=share_nominal)
+  reads = getattr(controller, 'reads', 'auto') if controller is not None else 'auto'
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -228,19 +373,30 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     (loss, (batch_stats, metrics)), grads = main(
         state.params, *args, terms=shared, include_nominal=True, **common)
     for i, t in clipped:
+      # Only the penalty's gradient is clipped; the aux loss (SOAR's ℓ(x')) gets its own
+      # unclipped backward pass (XLA shares the identical forward computations).
       (term_loss, (_, term_metrics)), term_grads = main(
-          state.params, *args, terms=[(i, t)], include_nominal=False, **common)
+          state.params, *args, terms=[(i, t)], include_nominal=False, part='penalty',
+          **common)
       norm = optax.tree.norm(term_grads)
       scale = jnp.minimum(1.0, t.grad_clip / jnp.maximum(norm, 1e-12))
       grads = jax.tree.map(lambda g, h: g + scale * h, grads, term_grads)
       loss = loss + term_loss
+      if t.aux_loss:
+        (aux_loss, _), aux_grads = main(state.params, *args, terms=[(i, t)],
+                                        include_nominal=False, part='aux', **common)
+        grads = jax.tree.map(jnp.add, grads, aux_grads)
+        loss = loss + aux_loss
       metrics.update(term_metrics)
       metrics[f'{t.label}/grad_norm'] = norm
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ctl_state = state.controller
     if controller is not None:
-      ctl_state = controller.update(ctl_state, metrics['nominal'])
+      ctl_loss = controller_loss(metrics, terms, nominal_weight=nominal_weight,
+                                 reads=reads)
+      ctl_state = controller.update(ctl_state, ctl_loss)
+      metrics['controller_loss'] = ctl_loss
     metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                    lr=jnp.asarray(schedule(state.step), jnp.float32), psi=psi)
     new_state = TrainState(state.step + 1, params, batch_stats, opt_state, ctl_state,
