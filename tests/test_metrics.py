@@ -212,12 +212,21 @@ def test_attack_ara_end_to_end_matches_closed_form():
   max_rmse = float(1.2 * want.max())
   out = metrics.attack_ara(linear, params, [(x[:8], y[:8]), (x[8:], y[8:])],
                            max_rmse=max_rmse, search_steps=12, steps=10, bounds=None)
-  naive = max(np.mean(np.asarray(y) == 0), np.mean(np.asarray(y) == 1))
+  naive = 0.5  # 1/K: a naive classifier on balanced classes, whatever the subset's labels
+  assert max(np.mean(np.asarray(y) == 0), np.mean(np.asarray(y) == 1)) != naive
   assert out['naive_accuracy'] == pytest.approx(naive)
   assert out['clean_accuracy'] == pytest.approx(np.mean(margins > 0))
   assert out['ara'] == pytest.approx(
       metrics.ara_from_distances(want, naive_accuracy=naive), abs=2 * max_rmse / 2**12)
   assert out['ara'] > 0
+  majority = metrics.naive_accuracy(y)  # a user's baseline for unbalanced data
+  mine = metrics.attack_ara(linear, params, (x, y), max_rmse=max_rmse, search_steps=12,
+                            steps=10, bounds=None, naive=majority)
+  assert mine['naive_accuracy'] == majority
+  assert mine['ara'] == pytest.approx(
+      metrics.ara_from_distances(want, naive_accuracy=majority), abs=2 * max_rmse / 2**12)
+  with pytest.raises(ValueError, match='naive must be'):
+    metrics.attack_ara(linear, params, (x, y), naive=1.5)
 
 
 def test_btr_distance_is_at_least_the_adversarial_distance():
@@ -236,7 +245,30 @@ def test_btr_distance_is_at_least_the_adversarial_distance():
                                               bounds=None))
   assert np.all(btr >= adv - 1e-5)
   assert np.any(btr > adv + 1e-2)  # and strictly later somewhere
-  np.testing.assert_array_equal(btr == 0, adv == 0)  # 0 exactly where misclassified
+  p_true = np.asarray(jax.nn.softmax(linear(params, x)))[np.arange(B), yy]
+  # 0 exactly where p_y < 1/K already at x: misclassification alone does not count.
+  np.testing.assert_array_equal(btr == 0, p_true < 1 / 3)
+
+
+def test_btr_distance_of_a_misclassified_example_above_random_is_positive():
+  """K = 3, p = (0.45, 0.5, 0.05) at x with y = 0: wrong top-1, but p_y >= 1/3.
+
+  Only z_0 depends on x (z_0 = log 0.45 − a x_1), so the nearest point with p_0 < 1/3 is
+  along e_1 at t* = ln(0.9 / 0.55) / a (0.9 e^{−a t} = 0.55 solves p_0 = 1/3).
+  """
+  a = 2.0
+  w = np.zeros((D, 3), np.float32)
+  w[0, 0] = -a
+  params = {'w': jnp.asarray(w), 'b': jnp.log(jnp.array([0.45, 0.5, 0.05]))}
+  x = jnp.zeros((1,) + SHAPE)
+  y = jnp.zeros((1,), jnp.int32)
+  want = math.log(0.9 / 0.55) / a / math.sqrt(D)
+  btr = metrics.min_norm_distances(linear, params, (x, y), goal='btr', max_rmse=1.0,
+                                   search_steps=12, steps=20, bounds=None)
+  assert float(btr[0]) == pytest.approx(want, abs=2.0 / 2**12)
+  adv = metrics.min_norm_distances(linear, params, (x, y), goal='adv', max_rmse=1.0,
+                                   search_steps=4, steps=5, bounds=None)
+  assert float(adv[0]) == 0.0  # the attack ARA still counts it as broken
 
 
 # --- gradient masking ---------------------------------------------------------------

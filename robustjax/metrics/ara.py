@@ -2,14 +2,22 @@
 
 Per example, the smallest L2 perturbation that reaches an attack goal is found by a
 minimal-norm attack and measured on the RMSE scale ``||δ||_2 / sqrt(d)`` (0: no change,
-1: black to white, whatever the input size). Examples misclassified at ``x`` get distance
-0. The accuracy at radius ``r`` is the fraction of distances ``> r``; the ARA is the area
-between that curve and a naive classifier's accuracy ``N`` (the majority-class rate):
-``∫₀^∞ max(acc(r) − N, 0) dr``, about ``½ S (A − N)`` for a triangular curve.
+1: black to white, whatever the input size). The accuracy at radius ``r`` is the
+fraction of distances ``> r``; the ARA is the area between that curve and a naive
+classifier's accuracy ``N``: ``∫₀^∞ max(acc(r) − N, 0) dr``, about ``½ S (A − N)`` for a
+triangular curve.
 
-- attack ARA: goal ``g_adv`` (eq. 2), the top-1 label changes;
+- attack ARA: goal ``g_adv`` (eq. 2), the top-1 label changes; an example misclassified
+  at ``x`` has distance 0.
 - BTR ARA: goal ``g_btr`` (eq. 4), the true-class probability falls below ``1/K``
-  ("better than random"); the baseline is still the naive classifier.
+  ("better than random"). Every image gets its BTR distance, misclassified ones
+  included: an image whose top-1 is wrong but whose ``p_y >= 1/K`` still needs a
+  perturbation to fall below random (0 only where ``p_y < 1/K`` already at ``x``).
+
+The naive baseline ``N`` defaults to ``1/K``, the accuracy of a naive classifier on
+balanced classes (Woods et al. use 0.1 on CIFAR-10); pass ``naive=`` for unbalanced
+data (e.g. :func:`naive_accuracy`, the majority-class rate of a label set), as the paper
+does for its unbalanced COCO subsets.
 """
 
 from __future__ import annotations
@@ -76,7 +84,11 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                        steps: int = 20, rng: PRNGKey | None = None,
                        bounds: Bounds | None = (0.0, 1.0),
                        method: str = 'bisection', inner: str = 'auto') -> Array:
-  """Per-example RMSE distance ``[B]`` to the goal: 0 where misclassified at ``x``.
+  """Per-example RMSE distance ``[B]`` to the goal.
+
+  ``goal='adv'``: 0 where misclassified at ``x``. ``goal='btr'``: the distance to
+  ``p_y < 1/K`` for every example (0 only where ``p_y < 1/K`` at ``x``), whether or not
+  its top-1 label is right (Woods eq. 4).
 
   ``method='bisection'`` uses :func:`robustjax.attacks.min_norm` (L2, bisection on the
   radius with ``steps`` PGD steps per radius); ``'ticktock'`` uses Woods et al.'s own
@@ -111,6 +123,7 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
   _checks.check_positive(max_rmse, 'max_rmse')
   inputs, labels = batch[0], batch[1]
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   dim = math.prod(inputs.shape[1:])
   if method == 'ticktock':
     _, norms = attacks.min_norm_ticktock(logits_fn, params, (inputs, labels), goal=goal,
@@ -121,6 +134,8 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                                 search_steps=search_steps, steps=steps, rng=rng,
                                 bounds=bounds, inner=inner)
   distances = jnp.minimum(norms / math.sqrt(dim), max_rmse)
+  if goal == 'btr':  # the goal itself is 0 at x where p_y < 1/K (min_norm's norm 0)
+    return distances
   hit = robustness.correct(logits_fn, params, inputs, labels)
   return jnp.where(hit, distances, 0.0)
 
@@ -138,14 +153,18 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
     goal, max_rmse, search_steps, steps, bounds, method, inner: as
       :func:`min_norm_distances`.
     rng: key; batch ``i`` uses ``fold_in(rng, i)``.
-    naive: the naive classifier's accuracy; default the majority-label rate of the
-      evaluated labels.
+    naive: the naive classifier's accuracy in ``[0, 1]``; default ``1/K`` (balanced
+      classes, K the number of logits). For unbalanced data pass e.g.
+      ``naive_accuracy(labels)``, the majority-class rate.
 
   Returns:
     ``{'ara', 'distances' [N], 'clean_accuracy', 'naive_accuracy'}``.
   """
   _checks.check_choice(goal, 'goal', GOALS)
   _checks.check_choice(method, 'method', METHODS)
+  bounds = _checks.check_bounds(bounds)
+  if naive is not None and not 0.0 <= float(naive) <= 1.0:
+    raise ValueError(f'naive must be an accuracy in [0, 1], got {naive}')
   batches = robustness.iter_batches(batches)
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
@@ -157,7 +176,11 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
     return distances, robustness.correct(logits_fn, prm, x, y)
 
   dists, labels, hits = [], [], []
+  num_classes = None
   for i, (inputs, y, mask) in enumerate(batches):
+    _checks.check_in_bounds(inputs, bounds)
+    if num_classes is None:
+      num_classes = int(jax.eval_shape(logits_fn, params, inputs).shape[-1])
     keep = np.asarray(mask)
     d, ok = run(params, inputs, y, jax.random.fold_in(rng, i))
     dists.append(np.asarray(d)[keep])
@@ -165,7 +188,7 @@ def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
     labels.append(np.asarray(y)[keep])
   distances, labels = np.concatenate(dists), np.concatenate(labels)
   clean = float(np.mean(np.concatenate(hits)))
-  base = naive_accuracy(labels) if naive is None else float(naive)
+  base = 1.0 / num_classes if naive is None else float(naive)
   return {
       'ara': ara_from_distances(distances, naive_accuracy=base),
       'distances': distances,
