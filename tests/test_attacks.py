@@ -460,6 +460,21 @@ def test_simba_lowers_true_class_probability_within_box():
       attacks.simba(mlp, params, (x, y), rng=key, eps=eps, steps=12), x_adv)
 
 
+def test_simba_stays_in_the_ball_for_any_number_of_steps():
+  """Each coordinate is stepped at most once (Guo et al.): 4·D steps never leave the
+  L∞ ε-ball ∩ box, and steps past D change nothing."""
+  key = jax.random.PRNGKey(24)
+  params = mlp_params(key, 12, 3)
+  x, _ = make_batch(jax.random.PRNGKey(25), (6, 2, 2, 3), 3)
+  y = jnp.argmax(mlp(params, x), axis=1).astype(jnp.int32)
+  eps, dim = 0.1, 12
+  x_long = attacks.simba(mlp, params, (x, y), rng=key, eps=eps, steps=4 * dim)
+  assert_feasible(x_long, x, eps, INF)
+  assert float(jnp.max(jnp.abs(x_long - x))) <= eps + 1e-6
+  np.testing.assert_array_equal(
+      attacks.simba(mlp, params, (x, y), rng=key, eps=eps, steps=dim), x_long)
+
+
 def test_simba_stop_on_success_freezes_misclassified_examples():
   # Both runs share the coordinate order, so they agree until an example is
   # misclassified; afterwards only the non-stopping run keeps lowering p_y.

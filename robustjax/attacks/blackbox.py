@@ -3,8 +3,10 @@
 SimBA (Guo et al., 2019, "Simple Black-box Adversarial Attacks"), Cartesian basis: per
 example, walk a random permutation of the input coordinates; at each step try
 ``x − eps·e_i`` and ``x + eps·e_i`` (clipped to the box) and keep the first that lowers
-the true-class probability. Only forward passes are used, so a model that masks its
-gradients is still attacked.
+the true-class probability. Each orthonormal direction is used at most once (the
+paper's sampling without replacement), so the result stays in the L∞ ε-ball ∩ box for
+any number of steps: after all D coordinates were tried the attack stops. Only forward
+passes are used, so a model that masks its gradients is still attacked.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, ep
 
   Each step costs one forward pass on ``2B`` points (both signs tried together; the
   ``−eps`` step is preferred when both lower ``p_y``, as in the original). Coordinates
-  are drawn without replacement per example (cycling after all ``D`` were used), so
-  after T steps ``||x_adv − x||_2 <= sqrt(T)·eps`` and ``||x_adv − x||_inf <= eps``.
+  are drawn without replacement per example and each is stepped at most once, so
+  ``||x_adv − x||_inf <= eps`` and ``||x_adv − x||_2 <= sqrt(min(T, D))·eps`` for any T;
+  steps beyond the D coordinates of an input are not taken (the basis is exhausted).
 
   Args:
     logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
@@ -43,7 +46,8 @@ def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, ep
     batch: ``(inputs [B, ...], labels [B])``.
     rng: key for the coordinate order.
     eps: step size per coordinate, scalar or ``[B]``, ``> 0``.
-    steps: number of coordinate steps T (queries: ``2T`` forward passes of B points).
+    steps: number of coordinate steps T (queries: ``2 min(T, D)`` forward passes of B
+      points, D the number of input elements).
     bounds: input box or None.
     stop_on_success: freeze an example once it is misclassified (the original
       untargeted SimBA); by default keep lowering ``p_y``, which gives margins
@@ -58,6 +62,9 @@ def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, ep
   steps = _checks.check_int(steps, 'steps')
   bounds = _checks.check_bounds(bounds)
   inputs, labels, _ = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
+  dim = int(inputs.size // max(inputs.shape[0], 1))
+  steps = min(steps, dim)  # one step per orthonormal direction, never a second
   return _simba_core(params, inputs, labels, rng, eps, bounds, logits_fn=logits_fn,
                      steps=steps, stop_on_success=stop_on_success, unroll=unroll)
 
@@ -83,7 +90,7 @@ def _simba_core(params, inputs, labels, rng, eps, bounds, *, logits_fn, steps,
       jax.random.split(rng, batch_size)) if batch_size else jnp.zeros((0, dim), jnp.int32)
 
   def body(state: SimbaState, k):
-    coord = order[:, k % dim]  # [B]
+    coord = order[:, k]  # [B], k < D: every coordinate at most once
     current = state.x_flat[rows, coord]
     steps_pm = jnp.stack([current - eps, current + eps])  # [2, B]
     if bounds is not None:
