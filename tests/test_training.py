@@ -13,14 +13,17 @@ import numpy as np
 import optax
 import pytest
 
+from robustjax import geometry
 from robustjax import losses
 from robustjax import models
 from robustjax.regularizers import registry
 from robustjax.training import checkpoints
 from robustjax.training import feed
+from robustjax.training import observe
 from robustjax.training import schema
 from robustjax.training import step as step_lib
 from robustjax.training import train
+from robustjax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -75,6 +78,25 @@ def checkpoints_params(workdir):
 def assert_trees_equal(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
+
+
+def metric_rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def tensorboard_scalars(workdir):
+  """``{(tag, step): value}`` from every events file; fails on a repeated (tag, step)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  found = {}
+  for path in observe.event_files(os.path.join(workdir, 'tensorboard')):
+    for record in observe.read_event_records(path):
+      event = event_pb2.Event.FromString(record[12:-4])
+      for value in event.summary.value:
+        key = (value.tag, event.step)
+        assert key not in found, f'{key} recorded twice'
+        found[key] = value.simple_value
+  return found
 
 
 # ------------------------------------------------------------------ full digits run
@@ -153,6 +175,21 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
   final = train.train_and_evaluate(config, killed)
   assert final['step'] == 6
   assert_trees_equal(params_of(str(tmp_path / 'whole')), params_of(killed))
+  # Each step is recorded once, with the uninterrupted run's values (steps 4 and 6 were
+  # logged by the first attempt, and again after the resume).
+  whole = str(tmp_path / 'whole')
+  assert metric_rows(killed) == metric_rows(whole)
+  assert [r['step'] for r in metric_rows(killed)] == [2, 4, 6, 6]  # train x3, eval
+  assert tensorboard_scalars(killed) == tensorboard_scalars(whole)
+  (evaluation,) = [r for r in metric_rows(killed) if r['split'] == 'eval']
+  assert (evaluation['attack'], evaluation['eps'], evaluation['p']) == (
+      final['eval_attack'], 0.1, 'inf')
+  # Re-running a finished run adds nothing; evaluating it again replaces its eval row.
+  train.train_and_evaluate(config, killed)
+  os.remove(os.path.join(killed, train.FINAL_METRICS_FILE))
+  assert train.train_and_evaluate(config, killed) == final
+  assert metric_rows(killed) == metric_rows(whole)
+  assert tensorboard_scalars(killed) == tensorboard_scalars(whole)
 
 
 def test_sigterm_saves_exits_and_resumes_identically(tmp_path, monkeypatch):
@@ -190,6 +227,85 @@ def test_init_from_starts_from_another_runs_params(tmp_path):
   assert_trees_equal(params_of(str(tmp_path / 'a')), params_of(str(tmp_path / 'b')))
   with pytest.raises(ValueError, match='config.init_from'):
     train.train_and_evaluate(tiny(init_from=str(tmp_path / 'nothing')), str(tmp_path / 'c'))
+
+
+def _reject_non_standard(constant):
+  raise ValueError(f'non-standard JSON constant {constant}')
+
+
+def test_workdir_belongs_to_one_run(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny(**{'num_train_steps': 2, 'eval.steps': 0})
+  config.regularizers.llr = schema.term('llr', weight=1.0, eps=0.1, steps=1)
+  first = train.train_and_evaluate(config, workdir)
+  files = {n: open(os.path.join(workdir, n), 'rb').read()
+           for n in ('config.json', 'final_metrics.json', 'metrics.jsonl')}
+  # Standard JSON: JSON.parse / jq accept it; 'inf' reads back as a float.
+  saved = json.loads(files['config.json'], parse_constant=_reject_non_standard)
+  assert saved['eval']['p'] == 'inf'
+  json.loads(files['final_metrics.json'], parse_constant=_reject_non_standard)
+  assert train.load_config(workdir).eval.p == float('inf')
+  # The same config resumes (nothing to train: the saved result, nothing rewritten).
+  assert train.train_and_evaluate(config, workdir) == first
+  # Another method in this workdir is refused, naming what differs; nothing is written.
+  other = tiny(**{'num_train_steps': 2, 'eval.steps': 0, 'optimizer.lr': 0.1})
+  other.regularizers.scorpio = schema.term('scorpio', weight=1.0, eps=0.1, steps=1)
+  with pytest.raises(workdir_lib.WorkdirConflictError) as info:
+    train.train_and_evaluate(other, workdir)
+  message = str(info.value)
+  assert message.startswith('workdir:') and '\n' not in message
+  for field in ('optimizer.lr: 0.05 -> 0.1', "regularizers.llr: {name='llr', ...} -> (absent)",
+                "regularizers.scorpio: (absent) -> {name='scorpio', ...}"):
+    assert field in message, message
+  for name, content in files.items():
+    assert open(os.path.join(workdir, name), 'rb').read() == content, name
+  # Where things are (data directory, cluster settings) may change between runs.
+  moved = tiny(**{'num_train_steps': 2, 'eval.steps': 0, 'distributed.process_id': 0})
+  moved.regularizers.llr = config.regularizers.llr
+  assert train.train_and_evaluate(moved, workdir) == first
+  # More steps only with extend=True, recorded beside the untouched config.json.
+  longer = tiny(**{'num_train_steps': 4, 'eval.steps': 0})
+  longer.regularizers.llr = config.regularizers.llr
+  with pytest.raises(workdir_lib.WorkdirConflictError, match='num_train_steps: 2 -> 4'):
+    train.train_and_evaluate(longer, workdir)
+  assert train.train_and_evaluate(longer, workdir, extend=True)['step'] == 4
+  assert open(os.path.join(workdir, 'config.json'), 'rb').read() == files['config.json']
+  assert workdir_lib.segments(workdir) == [{'segment': 1, 'start_step': 2,
+                                           'previous_num_train_steps': 2,
+                                           'num_train_steps': 4}]
+  assert train.load_config(workdir).num_train_steps == 4
+  assert train.train_and_evaluate(longer, workdir)['step'] == 4  # now its own config
+  with pytest.raises(workdir_lib.WorkdirConflictError, match='can only raise'):
+    train.train_and_evaluate(config, workdir, extend=True)
+
+
+_SPY = 'test_random_start_spy'
+if _SPY not in registry.names():
+
+  @registry.register(_SPY)
+  def _random_start_spy(loss_fn, params, batch, *, rng, eps=0.1):
+    """Each example's PGD random start in the Linf ball, summed; no gradient."""
+    del loss_fn, params
+    inputs, _ = batch
+    start = geometry.random_ball(rng, inputs.shape, eps, float('inf'))
+    return jax.lax.stop_gradient(jnp.sum(start.reshape(len(inputs), -1), -1)), {}
+
+
+def test_every_step_draws_new_random_starts_and_a_resume_replays_them(tmp_path):
+  """Fails when steps share a key (fold_in(rng, 0) instead of fold_in(rng, step))."""
+  config = tiny(**{'num_train_steps': 4, 'log_every_steps': 1, 'eval.steps': 0})
+  config.regularizers.spy = schema.term(_SPY, weight=1.0, eps=0.1)
+  whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
+  train.train_and_evaluate(config, whole)
+  starts = [r['spy'] for r in metric_rows(whole) if r['split'] == 'train']
+  assert len(starts) == 4 and len(set(starts)) == 4, starts
+  # Sums of 16 x 64 uniform draws in [-0.1, 0.1]: mean 0, sd 0.1 * sqrt(64 / 3) / 1.
+  assert all(abs(s) < 3.0 for s in starts), starts
+  train.train_and_evaluate(config, killed)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(killed, 'checkpoints', '4'))
+  train.train_and_evaluate(config, killed)
+  assert [r['spy'] for r in metric_rows(killed) if r['split'] == 'train'] == starts
 
 
 # ------------------------------------------------------------------ objective pieces

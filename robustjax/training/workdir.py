@@ -42,7 +42,7 @@ EXTENDABLE_FIELD = 'num_train_steps'
 MAX_LISTED = 8  # differing fields named in a conflict message (then "and N more")
 
 _INF_STRINGS = {'inf': math.inf, '-inf': -math.inf}
-_ABSENT = object()
+ABSENT = object()  # a field or group missing on one side of a comparison
 
 
 class WorkdirConflictError(ValueError):
@@ -114,40 +114,42 @@ def saved_config(workdir: str) -> dict | None:
   return config
 
 
-def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  """``{'a.b.c': leaf}`` of nested dicts; lists/tuples are leaves (as lists)."""
-  if isinstance(tree, dict):
-    out = {}
-    for key, value in tree.items():
-      out.update(flatten(value, f'{prefix}{key}.'))
-    if not tree and prefix:
-      out[prefix[:-1]] = {}
-    return out
-  if isinstance(tree, tuple):
-    tree = list(tree)
-  return {prefix[:-1]: tree}
-
-
 def _local(field: str) -> bool:
   return any(field == f or field.startswith(f + '.') for f in RUN_LOCAL_FIELDS)
 
 
+def _diff(a: Any, b: Any, prefix: str, out: list) -> None:
+  if isinstance(a, dict) and isinstance(b, dict):
+    for key in sorted(set(a) | set(b), key=str):
+      field = f'{prefix}{key}'
+      if _local(field):
+        continue
+      if key not in a or key not in b:
+        out.append((field, a.get(key, ABSENT), b.get(key, ABSENT)))
+      else:
+        _diff(a[key], b[key], f'{field}.', out)
+  elif a != b:
+    out.append((prefix[:-1], a, b))
+
+
 def differences(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
-  """``[(field, saved value, new value)]`` (``None`` where a field is absent)."""
-  a = flatten(from_json(to_json(saved)))
-  b = flatten(from_json(to_json(new)))
+  """``[(field, saved value, new value)]``, :data:`ABSENT` for a missing field or group
+  (a group present on one side only is one entry, not one per leaf)."""
   out = []
-  for field in sorted(set(a) | set(b)):
-    if _local(field):
-      continue
-    if a.get(field, _ABSENT) != b.get(field, _ABSENT):
-      out.append((field, a.get(field), b.get(field)))
+  _diff(from_json(to_json(saved)), from_json(to_json(new)), '', out)
   return out
 
 
+def _show(value: Any) -> str:
+  if value is ABSENT:
+    return '(absent)'
+  if isinstance(value, dict):
+    return f'{{name={value["name"]!r}, ...}}' if 'name' in value else '{...}'
+  return repr(value)
+
 
 def _describe(diffs) -> str:
-  shown = [f'{field}: {old!r} -> {new!r}' for field, old, new in diffs[:MAX_LISTED]]
+  shown = [f'{field}: {_show(old)} -> {_show(new)}' for field, old, new in diffs[:MAX_LISTED]]
   if len(diffs) > MAX_LISTED:
     shown.append(f'and {len(diffs) - MAX_LISTED} more')
   return '; '.join(shown)
