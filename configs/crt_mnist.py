@@ -12,14 +12,14 @@ from configs import base
 def get_config():
   c = base.mnist(model='mlp', num_epochs=30)
   # The curvature bound reads the Dense layers in pixel space: no standardisation layer.
-  c.model.kwargs = {'widths': (1024, 1024), 'activation': 'sigmoid', 'mean': None,
+  c.model.kwargs = {'widths': (1024, 1024), 'activation': 'softplus', 'mean': None,
                     'std': None}
   c.optimizer.name = 'adam'
   c.optimizer.lr = 1e-3
   c.optimizer.momentum = 0.0
   c.nominal_weight = 0.0
   c.regularizers.crt = base.term('crt', weight=1.0, gamma=0.01, eps=1.58,
-                                 activation='sigmoid')
+                                 activation='softplus')
   c.eval.p = 2.0
   c.eval.eps = 1.58
   c.eval.step_size = 0.0
