@@ -1,0 +1,726 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞ and L2.
+
+"Square Attack: a query-efficient black-box adversarial attack via random search" is the
+score-based member of AutoAttack (Croce & Hein, ICML 2020): it uses forward passes only,
+so it still breaks models whose gradients are masked (quantised inputs, saturated
+softmax, non-differentiable preprocessing). Per example it keeps the best point found
+and, on every iteration, proposes one random change localised in a square window of side
+``s`` (a fraction ``p`` of the pixels, shrinking with the iteration count); the proposal
+is accepted when it lowers the margin ``z_y − max_{j≠y} z_j`` (or raises the CE), and an
+example stops as soon as it is misclassified.
+
+- L∞: start at a random vertex with *vertical stripes* (one sign per column and channel,
+  constant down the column); a proposal sets the window of one channel at a time to
+  ``x ± ε`` (one sign per channel), clipped to the box.
+- L2: start from a grid of ``meta pseudo-Gaussian`` bumps (side ``⌊min(H, W)/5⌋``), each
+  with random sign per channel, rescaled onto the ε-sphere; a proposal moves the mass of
+  two random windows (W1 ∪ W2) into W1 as a fresh ± bump plus the old content of W1, so
+  the perturbation stays on the sphere, and the box clip is applied last.
+- The window fraction follows the paper's piecewise-constant schedule (:func:`p_selection`,
+  ``p_init`` halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of
+  10000), rescaled to ``queries`` iterations as the official code does.
+
+Differences from the AutoAttack code (fra31/auto-attack), each as in the paper or in the
+authors' original implementation (max-andr/square-attack): window positions, signs and
+bump orientations are drawn per example (AutoAttack draws one window per iteration for
+the whole batch); the window start is uniform over every position that fits (AutoAttack's
+``randint(0, h − s)`` never places a window on the last row/column); an L∞ proposal that
+would not change the current point is redrawn (up to 8 candidate sign vectors, as the
+authors' code resamples it), so queries are not wasted on no-ops; L2 masses are balanced
+per channel (the authors' code; identical to AutoAttack for one channel).
+
+Implementation: the random search is one pure step (:func:`_step`); a host loop runs it
+in compiled chunks on the examples still robust, gathered into a bucketed batch (sizes
+``B, 2^k, ..., 8``: at most ``log2(B) − 2`` compilations), and stops when all are
+broken. Randomness is drawn per example from ``fold_in(rng, restart, example index,
+iteration)``, so an example's result does not depend on the rest of the batch or on the
+compaction. Under an outer ``jax.jit`` (traced inputs) the same steps run in a
+``lax.while_loop`` over the full batch, with the same results.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustjax import _checks
+from robustjax.attacks import _common
+from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+
+NORMS = (2.0, math.inf)
+LOSSES = ('margin', 'ce')
+# The schedule halves p after these iterations (of 10000; rescaled to ``queries``).
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_LINF_CANDIDATES = 8  # sign vectors tried per L∞ proposal to avoid a no-op
+_MIN_BUCKET = 8
+_NOOP_TOL = 1e-7
+_INIT_SALT = np.uint32(0x9E3779B9)  # seeds ^ salt: the initial point's own stream
+
+
+class SquareResult(NamedTuple):
+  """What :func:`square_with_info` returns."""
+  inputs: Array  # [B, ...] best point per example (adversarial where margin <= 0)
+  margin: Array  # [B] float32 margin z_y − max_{j≠y} z_j at ``inputs``
+  queries: Array  # [B] int32 forward passes spent on the example (0 if misclassified)
+
+
+class SquareState(NamedTuple):
+  """Carry of the random search (one row per example of a possibly compacted batch)."""
+  x_best: Array  # [N, H, W, C] best point found
+  margin: Array  # [N] float32 margin at x_best; the example is done once it is <= 0
+  loss: Array  # [N] float32 minimised objective at x_best (margin, or −CE)
+  queries: Array  # [N] int32 forward passes spent
+
+
+class _Consts(NamedTuple):
+  """Per-example constants of the random search."""
+  x: Array  # [N, H, W, C] clean points
+  labels: Array  # [N] int32
+  eps: Array  # [N] radius
+  seeds: Array  # [N, 2] uint32 per-example threefry seeds of this restart
+  valid: Array  # [N] bool; False for padding rows of a bucket
+
+
+class _Grid(NamedTuple):
+  """Static geometry of the image view ``[B, H, W, C]`` and the attack's settings."""
+  height: int
+  width: int
+  channels: int
+  shape: tuple  # the caller's input shape without the batch axis
+  p: float
+  loss: str
+  boxed: bool  # whether points are clipped to a box (its bounds are arguments)
+
+
+class _Box(NamedTuple):
+  """The input box on the image view (traced, so new bounds do not recompile)."""
+  low: Array  # [] or [H, W, C]
+  high: Array  # [] or [H, W, C]
+
+
+# ---------------------------------------------------------------------------------------
+# Schedule and window sizes (host-side, exact Python arithmetic as the official code).
+
+
+def p_selection(iteration: int, queries: int, p_init: float) -> float:
+  """Fraction of pixels changed at ``iteration`` (0-based) of a ``queries``-long run.
+
+  The paper's schedule for 10000 iterations halves ``p_init`` after iterations 10, 50,
+  200, 500, 1000, 2000, 4000, 6000 and 8000; other budgets use it rescaled,
+  ``i -> int(i / queries · 10000)``, as the official code does.
+  """
+  it = int(iteration / queries * 10000)
+  return p_init / 2 ** sum(it > threshold for threshold in _HALVINGS)
+
+
+def window_size(p: float, height: int, width: int, norm: float) -> tuple[int, int]:
+  """Window ``(rows, cols)`` covering about a fraction ``p`` of an ``H x W`` image.
+
+  Squares of side ``round(sqrt(p·H·W))`` (at least 1; for L2 at least 3 and odd, as the
+  official code), capped at ``min(H, W)``. One-row (or one-column) inputs get strips of
+  ``round(p·W)`` (or ``round(p·H)``) pixels under the same rules.
+  """
+  smallest = 3 if norm == 2 else 1
+
+  def clamp(s, limit):
+    s = max(int(s), smallest)
+    if norm == 2 and s % 2 == 0:
+      s += 1
+    return min(s, limit)
+
+  if height > 1 and width > 1:
+    s = clamp(round(math.sqrt(p * height * width)), min(height, width))
+    return s, s
+  if height == 1:
+    return 1, clamp(round(p * width), width)
+  return clamp(round(p * height), height), 1
+
+
+def _size_table(queries: int, p_init: float, grid: _Grid, norm: float) -> np.ndarray:
+  """``[queries, 2]`` int32 window sizes per iteration."""
+  table = np.zeros((queries, 2), np.int32)
+  for i in range(queries):
+    table[i] = window_size(p_selection(i, queries, p_init), grid.height, grid.width, norm)
+  return table
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces of the step (pure, per example, on the [N, H, W, C] view).
+
+
+def _bcast(values: Array) -> Array:
+  return jnp.reshape(values, (-1, 1, 1, 1))
+
+
+def _clip(x: Array, box: _Box | None) -> Array:
+  if box is None:
+    return x
+  return jnp.clip(x, box.low.astype(x.dtype), box.high.astype(x.dtype))
+
+
+def _coords(grid: _Grid, top: Array, left: Array) -> tuple[Array, Array]:
+  """Pixel coordinates ``[N, H, W]`` relative to per-example window origins ``[N]``."""
+  rows = jnp.arange(grid.height, dtype=jnp.int32)[None, :, None] - top[:, None, None]
+  cols = jnp.arange(grid.width, dtype=jnp.int32)[None, None, :] - left[:, None, None]
+  return (jnp.broadcast_to(rows, (top.shape[0], grid.height, grid.width)),
+          jnp.broadcast_to(cols, (top.shape[0], grid.height, grid.width)))
+
+
+def _inside(rows: Array, cols: Array, size_h, size_w) -> Array:
+  return (rows >= 0) & (rows < size_h) & (cols >= 0) & (cols < size_w)
+
+
+def _cumulative_inverse_squares(n: int) -> np.ndarray:
+  """``c[k] = Σ_{j<k} 1/(j+1)²`` for ``k = 0..n``."""
+  return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1) ** 2)]).astype(
+      np.float32)
+
+
+def _unit(values: Array) -> Array:
+  norm = jnp.sqrt(jnp.sum(jnp.square(values), axis=(1, 2), keepdims=True))
+  return values / jnp.maximum(norm, 1e-12)
+
+
+def _mix32(h: Array) -> Array:
+  """A bijective 32-bit integer hash with full avalanche (Wellons' ``lowbias32``)."""
+  h = h ^ (h >> 16)
+  h = h * np.uint32(0x7FEB352D)
+  h = h ^ (h >> 15)
+  h = h * np.uint32(0x846CA68B)
+  return h ^ (h >> 16)
+
+
+def _random_words(seeds: Array, block, count: int) -> Array:
+  """``[N, count]`` uint32 random words, counter-based on per-example seeds ``[N, 2]``.
+
+  Word ``j`` of block ``b`` (an iteration) hashes the counter ``b·count + j`` keyed by the
+  example's two seed words (themselves from ``jax.random``). One small integer kernel per
+  step: ``jax.random``'s threefry made the step's XLA:CPU compile time 2-3x longer.
+  """
+  counters = (jnp.asarray(block, jnp.uint32) * np.uint32(count)
+              + jnp.arange(count, dtype=jnp.uint32))[None, :]
+  return _mix32(_mix32(counters ^ seeds[:, :1]) + seeds[:, 1:])
+
+
+def _uniform_int(words: Array, high) -> Array:
+  """Integers in ``[0, high)`` from uint32 ``words`` (24 random bits; bias < 2^-24·high)."""
+  unit = (words >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
+  return jnp.minimum((unit * high).astype(jnp.int32), high - 1)
+
+
+def _sign_bits(words: Array, count: int) -> Array:
+  """``[N, count]`` of ±1 (int32) from the bits of ``words [N, ceil(count / 32)]``."""
+  j = np.arange(count)
+  bits = (words[:, j // 32] >> jnp.asarray(j % 32, jnp.uint32)) & 1
+  return 2 * bits.astype(jnp.int32) - 1
+
+
+def _words_for(count_bits: int) -> int:
+  return max(-(-count_bits // 32), 1)
+
+
+def _bump(grid: _Grid, rows: Array, cols: Array, size_h, size_w, transpose: Array) -> Array:
+  """The paper's meta pseudo-Gaussian on each example's window, unit L2 norm: ``[N, H, W]``.
+
+  The window is split in two halves along its rows (along the strip for one-row or
+  one-column windows; square windows are transposed where ``transpose [N]``); each half
+  holds ``Σ_{k >= d} 1/(k+1)²`` at Chebyshev distance ``d`` from its centre cell
+  (``⌊a/2⌋, ⌊b/2⌋``) of an ``a x b`` half, normalised, with signs ``+`` then ``−``.
+  """
+  table = jnp.asarray(_cumulative_inverse_squares(max(grid.height, grid.width) + 2))
+  inside = _inside(rows, cols, size_h, size_w)
+  split_cols = (size_h == 1) | ((size_h == size_w) & transpose[:, None, None])
+  along = jnp.where(split_cols, cols, rows)
+  across = jnp.where(split_cols, rows, cols)
+  length = jnp.where(split_cols, size_w, size_h)
+  breadth = jnp.where(split_cols, size_h, size_w)
+  half = length // 2
+
+  def rectangle(u, v, a, b):
+    d = jnp.maximum(jnp.abs(u - a // 2), jnp.abs(v - b // 2))
+    k = jnp.maximum(a // 2, b // 2) + 1
+    return table[k] - table[jnp.clip(d, 0, table.shape[0] - 1)]
+
+  first = jnp.where(inside & (along < half), rectangle(along, across, half, breadth), 0.0)
+  second = jnp.where(inside & (along >= half),
+                     rectangle(along - half, across, length - half, breadth), 0.0)
+  return _unit(_unit(first) - _unit(second))
+
+
+def _margin_and_loss(logits: Array, labels: Array, loss: str) -> tuple[Array, Array]:
+  """``(margin [N], objective to minimise [N])`` in float32."""
+  logits = logits.astype(jnp.float32)
+  true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+  onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
+  other = jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
+  margin = true - other
+  if loss == 'margin':
+    return margin, margin
+  return margin, true - jax.nn.logsumexp(logits, axis=-1)  # −CE
+
+
+def _evaluate(logits_fn, params, x: Array, labels: Array, grid: _Grid):
+  logits = logits_fn(params, jnp.reshape(x, (x.shape[0],) + grid.shape))
+  return _margin_and_loss(logits, labels, grid.loss)
+
+
+def _init_point(consts: _Consts, box: _Box | None, grid: _Grid, norm: float) -> Array:
+  """The first point: L∞ vertical stripes, or the L2 grid of bumps on the sphere."""
+  n, h, w, c = consts.x.shape
+  eps = _bcast(consts.eps).astype(consts.x.dtype)
+  if norm == math.inf:
+    stripe_shape = (h if (w == 1 and h > 1) else 1, w, c)
+    count = int(np.prod(stripe_shape))
+    words = _random_words(consts.seeds ^ _INIT_SALT, 0, _words_for(count))
+    signs = jnp.reshape(_sign_bits(words, count), (n,) + stripe_shape).astype(consts.x.dtype)
+    return _clip(consts.x + eps * signs, box)
+  window_of, upright, transposed = _init_bumps(grid)
+  count = int(window_of.max()) + 1
+  bits = _sign_bits(_random_words(consts.seeds ^ _INIT_SALT, 0, _words_for(count * (c + 1))),
+                    count * (c + 1))
+  signs = jnp.reshape(bits[:, :count * c], (n, count, c)).astype(jnp.float32)
+  flips = bits[:, count * c:] > 0  # [N, windows]: transpose that window's bump
+  index = np.maximum(window_of, 0)
+  bump = jnp.where(flips[:, index], transposed, upright) * (window_of >= 0)  # [N, H, W]
+  delta = (bump[..., None] * signs[:, index]).astype(consts.x.dtype)
+  return _clip(consts.x + eps * _unit_image(delta), box)
+
+
+def _init_bumps(grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Static maps of the L2 start: window index per pixel (-1: none), bumps both ways.
+
+  Bumps of side ``⌊min(H, W)/5⌋`` tile the image from a centred offset, as the official
+  code (one-row / one-column inputs: strips of ``⌊L/25⌋`` pixels, the same 25 bumps of
+  1/25 of the pixels). The windows are disjoint, so one ``[H, W]`` map holds them all.
+  """
+  h, w = grid.height, grid.width
+  if h > 1 and w > 1:
+    size_h = size_w = max(min(h, w) // 5, 1)
+    count_h = count_w = 5
+  elif h == 1:
+    size_h, size_w, count_h, count_w = 1, max(w // 25, 1), 1, 25
+  else:
+    size_h, size_w, count_h, count_w = max(h // 25, 1), 1, 25, 1
+
+  def starts(length, size, count):
+    offset = max((length - count * size) // 2, 0)
+    return [offset + k * size for k in range(length // size)
+            if offset + (k + 1) * size <= length]
+
+  windows = [(t, l) for t in starts(h, size_h, count_h) for l in starts(w, size_w, count_w)]
+  with jax.ensure_compile_time_eval():
+    top = jnp.asarray([t for t, _ in windows], jnp.int32)
+    left = jnp.asarray([l for _, l in windows], jnp.int32)
+    rows, cols = _coords(grid, top, left)
+    inside = np.asarray(_inside(rows, cols, size_h, size_w))  # [windows, H, W]
+    maps = [np.asarray(_bump(grid, rows, cols, size_h, size_w,
+                             jnp.full((len(windows),), flip))).sum(0) for flip in (False, True)]
+  window_of = np.where(inside.any(0), inside.argmax(0), -1)
+  return window_of, maps[0].astype(np.float32), maps[1].astype(np.float32)
+
+
+def _unit_image(delta: Array) -> Array:
+  norm = jnp.sqrt(jnp.sum(jnp.square(delta), axis=(1, 2, 3), keepdims=True))
+  return delta / (norm + 1e-12)
+
+
+def _propose_linf(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
+                  size_h, size_w) -> Array:
+  """Sets one random window per example to ``x ± ε`` (a sign per channel), in the box."""
+  n, h, w, c = consts.x.shape
+  count = _LINF_CANDIDATES * c
+  words = _random_words(consts.seeds, iteration, 2 + _words_for(count))
+  top = _uniform_int(words[:, 0], h - size_h + 1)
+  left = _uniform_int(words[:, 1], w - size_w + 1)
+  signs = jnp.reshape(_sign_bits(words[:, 2:], count), (n, _LINF_CANDIDATES, c))
+  rows, cols = _coords(grid, top, left)
+  window = _inside(rows, cols, size_h, size_w)[..., None]  # [N, H, W, 1]
+  eps = _bcast(consts.eps).astype(consts.x.dtype)
+  plus, minus = _clip(consts.x + eps, box), _clip(consts.x - eps, box)
+  # A channel's window is unchanged by sign σ when x_best already equals clip(x + σε).
+  same_plus = ~jnp.any(window & (jnp.abs(plus - state.x_best) >= _NOOP_TOL), axis=(1, 2))
+  same_minus = ~jnp.any(window & (jnp.abs(minus - state.x_best) >= _NOOP_TOL), axis=(1, 2))
+  noop = jnp.all(jnp.where(signs > 0, same_plus[:, None, :], same_minus[:, None, :]),
+                 axis=-1)  # [N, candidates]
+  first = jnp.argmax(~noop, axis=-1)  # first candidate that changes the point, else 0
+  sign = jnp.take_along_axis(signs, first[:, None, None], axis=1)[:, 0]  # [N, C]
+  value = jnp.where(sign[:, None, None, :] > 0, plus, minus)
+  return jnp.where(window, value, state.x_best)
+
+
+def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
+                size_h, size_w) -> Array:
+  """Moves the mass of windows W1 ∪ W2 into W1 (old W1 content + a ± bump), on the sphere."""
+  n, h, w, c = consts.x.shape
+  words = _random_words(consts.seeds, iteration, 4 + _words_for(c + 1))
+  top = _uniform_int(words[:, 0], h - size_h + 1)
+  left = _uniform_int(words[:, 1], w - size_w + 1)
+  top2 = _uniform_int(words[:, 2], h - size_h + 1)
+  left2 = _uniform_int(words[:, 3], w - size_w + 1)
+  bits = _sign_bits(words[:, 4:], c + 1)
+  signs, transpose = bits[:, :c].astype(jnp.float32), bits[:, c] > 0
+  rows, cols = _coords(grid, top, left)
+  rows2, cols2 = _coords(grid, top2, left2)
+  window = _inside(rows, cols, size_h, size_w)[..., None]
+  window2 = _inside(rows2, cols2, size_h, size_w)[..., None]
+  eps = _bcast(consts.eps).astype(jnp.float32)
+  delta = (state.x_best - consts.x).astype(jnp.float32)
+
+  def channel_norm(values):  # [N, 1, 1, C]
+    return jnp.sqrt(jnp.sum(jnp.square(values), axis=(1, 2), keepdims=True))
+
+  norm_window = channel_norm(jnp.where(window, delta, 0.0))
+  norm_union = channel_norm(jnp.where(window | window2, delta, 0.0))
+  norm_image = jnp.sqrt(jnp.sum(jnp.square(delta), axis=(1, 2, 3), keepdims=True))
+  bump = _bump(grid, rows, cols, size_h, size_w, transpose)[..., None]
+  new = bump * signs[:, None, None, :] + jnp.where(window, delta, 0.0) / (norm_window + 1e-12)
+  budget = jnp.maximum(jnp.square(eps) - jnp.square(norm_image), 0.0) / c + jnp.square(
+      norm_union)
+  new = new / (channel_norm(new) + 1e-12) * jnp.sqrt(budget)
+  delta = jnp.where(window, new, jnp.where(window2, 0.0, delta))
+  x_new = consts.x + (eps * _unit_image(delta)).astype(consts.x.dtype)
+  return _clip(x_new, box)
+
+
+def _step(logits_fn, params, state: SquareState, consts: _Consts, box, iteration, sizes, *,
+          grid: _Grid, norm: float) -> SquareState:
+  """One iteration: a proposal per example still robust, kept when it lowers the loss.
+
+  ``sizes = (rows, cols)`` of this iteration's window; ``(0, 0)`` marks an iteration
+  past the budget (nothing changes, no query is counted).
+  """
+  size_h, size_w = sizes[0], sizes[1]
+  alive = consts.valid & (state.margin > 0) & (size_h > 0)
+  size_h, size_w = jnp.maximum(size_h, 1), jnp.maximum(size_w, 1)
+  propose = _propose_linf if norm == math.inf else _propose_l2
+  x_new = propose(state, consts, box, grid, iteration, size_h, size_w)
+  margin, loss = _evaluate(logits_fn, params, x_new, consts.labels, grid)
+  accept = alive & ((loss < state.loss) | (margin <= 0))
+  return SquareState(
+      x_best=jnp.where(_bcast(accept), x_new, state.x_best),
+      margin=jnp.where(accept, margin, state.margin),
+      loss=jnp.where(accept, loss, state.loss),
+      queries=state.queries + alive.astype(jnp.int32))
+
+
+# ---------------------------------------------------------------------------------------
+# Compiled pieces.
+
+_STATIC = ('logits_fn', 'grid', 'norm')
+
+
+@_common.compile_static(_STATIC)
+def _init_state(params, consts: _Consts, box, *, logits_fn, grid, norm) -> SquareState:
+  """The starting point of a restart, evaluated (one query per valid example)."""
+  x0 = _init_point(consts, box, grid, norm)
+  margin, loss = _evaluate(logits_fn, params, x0, consts.labels, grid)
+  return SquareState(x0, margin, loss, consts.valid.astype(jnp.int32))
+
+
+@_common.compile_static(('logits_fn', 'grid'))
+def _clean(params, x, labels, *, logits_fn, grid):
+  return _evaluate(logits_fn, params, x, labels, grid)
+
+
+@_common.compile_static(_STATIC + ('unroll',))
+def _run_chunk(params, state: SquareState, consts: _Consts, box, iterations, sizes, *,
+               logits_fn, grid, norm, unroll) -> SquareState:
+  """``len(iterations)`` steps, unrolled (straight-line code) or in a rolled scan."""
+  if unroll:
+    for t in range(iterations.shape[0]):
+      state = _step(logits_fn, params, state, consts, box, iterations[t], sizes[t], grid=grid,
+                    norm=norm)
+    return state
+
+  def body(carry, xs):
+    return _step(logits_fn, params, carry, consts, box, xs[0], xs[1], grid=grid,
+                 norm=norm), None
+
+  state, _ = jax.lax.scan(body, state, (iterations, sizes))
+  return state
+
+
+@jax.jit
+def _gather(tree, index):
+  return jax.tree_util.tree_map(lambda a: a[jnp.minimum(index, a.shape[0] - 1)], tree)
+
+
+@jax.jit
+def _scatter(tree, index, values):
+  return jax.tree_util.tree_map(lambda a, v: a.at[index].set(v, mode='drop'), tree, values)
+
+
+def _bucket(count: int, batch_size: int) -> int:
+  """Smallest of ``B, 2^k (>= 8)`` holding ``count`` rows."""
+  size = max(_MIN_BUCKET, 1 << max(count - 1, 0).bit_length())
+  return min(size, batch_size)
+
+
+# ---------------------------------------------------------------------------------------
+# Drivers: a host loop with compaction (concrete inputs) or an in-graph while loop.
+
+
+def _run_host(logits_fn, params, state, consts, box, table, *, grid, norm, chunk, sync_every,
+              unroll, on_sync=None):
+  """Runs the schedule ``table`` on the rows still robust, compacting every sync."""
+  batch_size = consts.x.shape[0]
+  queries = table.shape[0]
+  start = 0
+  while start < queries:
+    active = np.flatnonzero(np.asarray(consts.valid) & (np.asarray(state.margin) > 0))
+    if active.size == 0:
+      break
+    size = _bucket(active.size, batch_size)
+    index = np.full((size,), batch_size, np.int32)
+    index[:active.size] = active
+    index = jnp.asarray(index)
+    sub_state, sub_consts = _gather((state, consts), index)
+    sub_consts = sub_consts._replace(valid=sub_consts.valid & (jnp.arange(size) < active.size))
+    stop = min(start + sync_every, queries)
+    for first in range(start, stop, chunk):
+      its = np.arange(first, first + chunk, dtype=np.int32)
+      sizes = np.zeros((chunk, 2), np.int32)
+      last = min(first + chunk, stop)
+      sizes[:last - first] = table[first:last]
+      sub_state = _run_chunk(params, sub_state, sub_consts, box, jnp.asarray(its),
+                             jnp.asarray(sizes), logits_fn=logits_fn, grid=grid, norm=norm,
+                             unroll=unroll)
+    state = _scatter(state, index, sub_state)
+    start = stop
+    if on_sync is not None:
+      on_sync(start, state)
+  return state
+
+
+def _run_traced(logits_fn, params, state, consts, box, table, *, grid, norm, chunk, unroll):
+  """The same schedule in a ``lax.while_loop`` over chunks (no compaction)."""
+  queries = table.shape[0]
+  padded = np.zeros((-(-queries // chunk) * chunk, 2), np.int32)
+  padded[:queries] = table
+  padded = jnp.asarray(padded)
+
+  def cond(carry):
+    first, st = carry
+    return (first < queries) & jnp.any(consts.valid & (st.margin > 0))
+
+  def body(carry):
+    first, st = carry
+    its = first + jnp.arange(chunk, dtype=jnp.int32)
+    sizes = jax.lax.dynamic_slice(padded, (first, 0), (chunk, 2))
+    st = _run_chunk(params, st, consts, box, its, sizes, logits_fn=logits_fn, grid=grid,
+                    norm=norm, unroll=unroll)
+    return first + chunk, st
+
+  _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state))
+  return state
+
+
+def _is_traced(*trees) -> bool:
+  return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def _default_chunking() -> tuple[int, int, bool]:
+  """``(iterations per compiled call, iterations between compactions, unroll)``."""
+  if jax.default_backend() == 'cpu':
+    return 1, 10, True
+  return 10, 20, True
+
+
+def _check_bounds_shape(bounds, example_shape, view_shape):
+  """Returns numpy bounds broadcast to the ``[H, W, C]`` view, or None."""
+  if bounds is None:
+    return None, None
+  out = []
+  for value in bounds:
+    value = np.asarray(value, np.float64)
+    try:
+      ok = np.broadcast_shapes(value.shape, example_shape) == tuple(example_shape)
+    except ValueError:
+      ok = False
+    if not ok:
+      raise ValueError(f'bounds must be scalars or broadcast to one example\'s shape '
+                       f'{example_shape}, got shape {value.shape}')
+    if value.ndim:
+      value = np.reshape(np.broadcast_to(value, example_shape), view_shape)
+    out.append(value)
+  return tuple(out)
+
+
+def _image_view(shape: tuple) -> tuple[int, int, int]:
+  """``(H, W, C)`` of the image view of inputs of ``shape = [B, ...]``."""
+  if len(shape) == 4:
+    return tuple(int(d) for d in shape[1:])
+  if len(shape) == 3:
+    return int(shape[1]), int(shape[2]), 1
+  if len(shape) == 2:
+    return 1, int(shape[1]), 1
+  raise ValueError(f'inputs must be images [B, H, W, C] (also accepted: [B, H, W] as one '
+                   f'channel, [B, D] as a one-row image of D pixels), got shape {shape}')
+
+
+def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
+            bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+            chunking: tuple[int, int, bool] | None = None, on_sync=None) -> SquareResult:
+  """:func:`square_with_info` with the loop layout exposed (tests and benchmarks)."""
+  p = _checks.check_p(p)
+  if p not in NORMS:
+    raise ValueError(f'p must be 2 or inf (float("inf")) for the Square attack, got {p}')
+  queries = _checks.check_int(queries, 'queries')
+  restarts = _checks.check_int(restarts, 'restarts', minimum=1)
+  try:
+    p_init = float(p_init)
+  except (TypeError, ValueError):
+    raise ValueError(f'p_init must be a number in (0, 1], got {p_init!r}') from None
+  if not 0 < p_init <= 1:
+    raise ValueError(f'p_init must be in (0, 1], got {p_init}')
+  _checks.check_choice(loss, 'loss', LOSSES)
+  if rng is None:
+    raise ValueError('rng must be a PRNG key (jax.random.key or PRNGKey), got None')
+  bounds = _checks.check_bounds(bounds)
+  inputs, labels, _ = _common.check_batch(logits_fn, params, batch)
+  height, width, channels = _image_view(tuple(inputs.shape))
+  batch_size = inputs.shape[0]
+  _checks.check_radius(eps, batch_size)
+  _checks.check_in_bounds(inputs, bounds)
+  if _is_traced(bounds):
+    raise ValueError('bounds must be concrete numbers for the Square attack')
+  low, high = _check_bounds_shape(bounds, tuple(inputs.shape[1:]), (height, width, channels))
+  chunk, sync_every, unroll = chunking or _default_chunking()
+  chunk = _checks.check_int(chunk, 'chunk', minimum=1)
+  sync_every = max(_checks.check_int(sync_every, 'sync_every', minimum=1) // chunk, 1) * chunk
+  if batch_size == 0:
+    return SquareResult(inputs, jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.int32))
+
+  grid = _Grid(height, width, channels, tuple(inputs.shape[1:]), p, loss, bounds is not None)
+  box = None if bounds is None else _Box(jnp.asarray(low, jnp.float32),
+                                         jnp.asarray(high, jnp.float32))
+  traced = _is_traced(params, inputs, labels, rng, eps)
+  x = jax.lax.stop_gradient(jnp.reshape(inputs, (batch_size, height, width, channels)))
+  labels = jnp.asarray(labels, jnp.int32)
+  eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (batch_size,))
+  table = _size_table(queries, p_init, grid, p)
+
+  clean_margin, _ = _clean(params, x, labels, logits_fn=logits_fn, grid=grid)
+  best_x, best_margin = x, clean_margin
+  total_queries = jnp.zeros((batch_size,), jnp.int32)
+  robust = clean_margin > 0
+  examples = jnp.arange(batch_size, dtype=jnp.int32)
+  for restart in range(restarts):
+    run_key = jax.random.fold_in(rng, restart)
+    seeds = jax.vmap(lambda i, k=run_key: jax.random.bits(jax.random.fold_in(k, i), (2,),
+                                                           jnp.uint32))(examples)
+    consts = _Consts(x, labels, eps_b, seeds, robust)
+    if traced:
+      state = _init_state(params, consts, box, logits_fn=logits_fn, grid=grid, norm=p)
+      state = _run_traced(logits_fn, params, state, consts, box, table, grid=grid, norm=p,
+                          chunk=chunk, unroll=unroll)
+    else:
+      if not np.any(np.asarray(robust)):
+        break
+      state = _init_compacted(params, consts, box, logits_fn=logits_fn, grid=grid, norm=p)
+      state = _run_host(logits_fn, params, state, consts, box, table, grid=grid, norm=p,
+                        chunk=chunk, sync_every=sync_every, unroll=unroll, on_sync=on_sync)
+    better = robust & (state.margin < best_margin)
+    best_x = jnp.where(_bcast(better), state.x_best, best_x)
+    best_margin = jnp.where(better, state.margin, best_margin)
+    total_queries = total_queries + jnp.where(robust, state.queries, 0)
+    robust = robust & (state.margin > 0)
+  x_adv = jnp.reshape(_clip(best_x, box), inputs.shape)
+  return SquareResult(jax.lax.stop_gradient(x_adv), best_margin, total_queries)
+
+
+def _init_compacted(params, consts: _Consts, box, *, logits_fn, grid, norm) -> SquareState:
+  """:func:`_init_state` on the valid rows only, gathered into a bucket."""
+  batch_size = consts.x.shape[0]
+  active = np.flatnonzero(np.asarray(consts.valid))
+  size = _bucket(active.size, batch_size)
+  index = np.full((size,), batch_size, np.int32)
+  index[:active.size] = active
+  index = jnp.asarray(index)
+  sub = _gather(consts, index)
+  sub = sub._replace(valid=sub.valid & (jnp.arange(size) < active.size))
+  sub_state = _init_state(params, sub, box, logits_fn=logits_fn, grid=grid, norm=norm)
+  empty = SquareState(consts.x, jnp.zeros((batch_size,), jnp.float32),
+                      jnp.zeros((batch_size,), jnp.float32),
+                      jnp.zeros((batch_size,), jnp.int32))
+  return _scatter(empty, index, sub_state)
+
+
+def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
+                     eps, p=math.inf, queries: int = 5000, p_init: float = 0.8,
+                     restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
+                     loss: str = 'margin') -> SquareResult:
+  """:func:`square`, also returning the margin at each point and the queries spent.
+
+  Returns:
+    :class:`SquareResult` ``(inputs [B, ...], margin [B], queries [B])``: ``queries``
+    counts the forward passes spent on each example over all restarts (the initial
+    point and one per iteration while the example is still classified correctly; 0 for
+    examples misclassified when clean, which are not attacked).
+  """
+  return _square(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
+                 p_init=p_init, restarts=restarts, bounds=bounds, loss=loss)
+
+
+def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+           p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
+           bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin') -> Array:
+  """Square Attack: untargeted random search with forward passes only (L∞ or L2).
+
+  Per restart, each example still classified correctly starts at the norm's initial
+  point and runs ``queries`` iterations; every iteration proposes a change in a random
+  window covering a fraction :func:`p_selection` of the pixels and keeps it when the loss
+  decreases or the example becomes misclassified. Examples stop (and cost nothing more)
+  once misclassified; later restarts run only on the examples still robust.
+
+  Input shapes: images are ``[B, H, W, C]`` (channels last). ``[B, H, W]`` is treated
+  as one channel and ``[B, D]`` as a one-row image of ``D`` pixels, whose windows are
+  strips of about ``p·D`` consecutive coordinates; ``logits_fn`` always receives the
+  caller's shape. Other ranks raise ``ValueError`` naming ``inputs``.
+
+  Cost and layout: at most ``restarts · (queries + 1)`` forward passes per example, plus
+  one clean pass for the batch. The steps run in compiled calls on the examples still
+  robust, gathered into a bucketed batch (``B`` or a power of two ``>= 8``) each time the
+  host checks progress, so broken examples stop costing compute; the run ends when all
+  are broken. On XLA:CPU one step per compiled call with a compaction every 10 steps is
+  the default (SOAR's 4-layer CNN, ``[128, 32, 32, 3]``: see
+  ``experiments/benchmarks/square_speed.py``); on accelerators 10 unrolled steps per
+  call, compacting every 20. Called under ``jax.jit`` (traced inputs), the steps run in
+  a ``lax.while_loop`` on the whole batch instead; the results are the same, since every
+  random draw is keyed by ``(rng, restart, example index, iteration)``.
+
+  Args:
+    logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``; only called forward.
+    params: model parameters.
+    batch: ``(inputs [B, H, W, C] floats in the box, labels [B] int in [0, K))``.
+    rng: PRNG key; the result is a deterministic function of it.
+    eps: radius, scalar or ``[B]``, ``>= 0``.
+    p: ``float('inf')`` or ``2``.
+    queries: iterations per restart (``>= 0``), after the initial point; the schedule of
+      window sizes is rescaled to it.
+    p_init: initial fraction of pixels in a window, ``(0, 1]`` (0.8 in AutoAttack).
+    restarts: runs from fresh random starts on the examples still robust (``>= 1``).
+    bounds: input box ``(low, high)`` (scalars or arrays broadcasting to one example's
+      shape) or None.
+    loss: ``'margin'`` (``z_y − max_{j≠y} z_j``, AutoAttack's) or ``'ce'``: the
+      objective whose decrease accepts a proposal.
+
+  Returns:
+    ``x_adv [B, ...]`` in ``ball(inputs, eps) ∩ box``, without gradient: per example the
+    adversarial point found, else the point of smallest margin over all restarts, and
+    ``inputs`` itself for examples misclassified when clean.
+
+  Raises:
+    ValueError (before anything compiles): ``p`` not 2 or inf; ``eps < 0`` or not scalar
+      / ``[B]``; ``queries < 0``; ``restarts < 1``; ``p_init`` outside ``(0, 1]``;
+      unknown ``loss``; ``rng`` None; bad ``bounds``; inputs not floats, of another
+      rank, or outside ``bounds``; labels not ``[B]`` in ``[0, K)``; ``logits_fn`` not
+      returning ``[B, K]``.
+  """
+  return square_with_info(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
+                          p_init=p_init, restarts=restarts, bounds=bounds, loss=loss).inputs

@@ -1,0 +1,334 @@
+"""Square Attack: schedule, bumps, feasibility, monotone acceptance, worst cases, masking."""
+
+import importlib
+import math
+
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustjax import attacks
+
+# The module (robustjax.attacks.square is the function once the package is imported).
+square_lib = importlib.import_module('robustjax.attacks.square')
+
+INF = math.inf
+SETTINGS = hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
+
+
+def linear(params, x):
+  w, b = params
+  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
+
+
+def mlp(params, x):
+  (w1, b1), (w2, b2) = params
+  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
+  return h @ w2 + b2
+
+
+def mlp_params(seed, dim, classes, hidden=8):
+  rng = np.random.default_rng(seed)
+  return ((jnp.asarray(rng.normal(size=(dim, hidden)) / np.sqrt(dim), jnp.float32),
+           jnp.zeros(hidden)),
+          (jnp.asarray(rng.normal(size=(hidden, classes)) * 2.0, jnp.float32),
+           jnp.zeros(classes)))
+
+
+def uniform(seed, shape, low=0.0, high=1.0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(low, high, shape), jnp.float32)
+
+
+def quantised(params, x):
+  """A linear model on inputs rounded to quarters, with no gradient through the rounding."""
+  q = jax.lax.stop_gradient(jnp.round(x * 4.0) / 4.0)
+  return linear(params, q)
+
+
+def margins(logits_fn, params, x, y):
+  z = np.asarray(logits_fn(params, x), np.float64)
+  true = z[np.arange(len(y)), y]
+  z[np.arange(len(y)), y] = -np.inf
+  return true - z.max(1)
+
+
+def predicted_batch(logits_fn, params, x):
+  """Labels = the clean prediction, so every example starts correctly classified."""
+  return x, jnp.argmax(logits_fn(params, x), -1).astype(jnp.int32)
+
+
+def assert_feasible(x_adv, x, eps, p, bounds=(0.0, 1.0)):
+  x_adv, x = np.asarray(x_adv), np.asarray(x)
+  assert x_adv.shape == x.shape and np.all(np.isfinite(x_adv))
+  norms = np.linalg.norm((x_adv - x).reshape(len(x), -1).astype(np.float64), ord=p, axis=1)
+  assert np.all(norms <= np.asarray(eps) * (1 + 1e-5) + 1e-6), norms
+  if bounds is not None:
+    assert x_adv.min() >= bounds[0] and x_adv.max() <= bounds[1]
+
+
+# --- schedule and window shapes ---------------------------------------------------------
+
+
+def test_p_schedule_matches_the_papers_table_and_its_rescaling():
+  # Paper / official code, 10000 iterations: p_init until 10, /2 until 50, /4 until 200,
+  # /8 until 500, /16 until 1000, /32 until 2000, /64 until 4000, /128 until 6000,
+  # /256 until 8000, /512 after.
+  table = [(0, 1), (10, 1), (11, 2), (50, 2), (51, 4), (200, 4), (201, 8), (500, 8),
+           (501, 16), (1000, 16), (1001, 32), (2000, 32), (2001, 64), (4000, 64),
+           (4001, 128), (6000, 128), (6001, 256), (8000, 256), (8001, 512), (9999, 512)]
+  for it, divisor in table:
+    assert square_lib.p_selection(it, 10000, 0.8) == pytest.approx(0.8 / divisor), it
+  # AutoAttack's 5000 queries: iteration i acts as int(i / 5000 * 10000) = 2i.
+  for it, divisor in [(5, 1), (6, 2), (25, 2), (26, 4), (100, 4), (101, 8), (250, 8),
+                      (251, 16), (4000, 256), (4001, 512), (4999, 512)]:
+    assert square_lib.p_selection(it, 5000, 0.8) == pytest.approx(0.8 / divisor), it
+  # 100 queries: iterations 1, 2, 3 map to 100, 200 (both p_init / 4) and 300 (/8).
+  assert [square_lib.p_selection(i, 100, 0.5) for i in (0, 1, 2, 3, 99)] == [
+      0.5, 0.125, 0.125, 0.0625, 0.5 / 512]
+
+
+def test_window_sizes_follow_the_official_rounding():
+  for (h, w), norm in [((32, 32), INF), ((32, 32), 2.0), ((8, 8), INF), ((8, 8), 2.0)]:
+    for it in range(0, 5000, 37):
+      p = square_lib.p_selection(it, 5000, 0.8)
+      s = max(int(round(math.sqrt(p * h * w))), 1 if norm == INF else 3)
+      if norm == 2.0 and s % 2 == 0:
+        s += 1
+      assert square_lib.window_size(p, h, w, norm) == (min(s, h), min(s, h))
+  # One-row inputs ([B, D] as [B, 1, D, 1]): strips of about p·D coordinates.
+  assert square_lib.window_size(0.8, 1, 64, INF) == (1, 51)
+  assert square_lib.window_size(0.0125, 1, 64, INF) == (1, 1)
+  assert square_lib.window_size(0.8, 1, 64, 2.0) == (1, 51)
+  assert square_lib.window_size(0.02, 1, 64, 2.0) == (1, 3)
+
+
+def _official_bump(s, transpose):
+  """The meta pseudo-Gaussian of the paper's L2 attack, written with explicit loops."""
+
+  def rectangle(a, b):
+    out = np.zeros((a, b))
+    ca, cb = a // 2, b // 2
+    for k in range(max(ca, cb) + 1):
+      out[max(ca - k, 0):min(ca + k + 1, a), max(cb - k, 0):min(cb + k + 1, b)] += 1 / (k + 1)**2
+    return out / np.sqrt((out**2).sum())
+
+  out = np.zeros((s, s))
+  if s // 2:
+    out[:s // 2] = rectangle(s // 2, s)
+  out[s // 2:] = -rectangle(s - s // 2, s)
+  out /= np.sqrt((out**2).sum())
+  return out.T if transpose else out
+
+
+@pytest.mark.parametrize('s', [1, 2, 3, 5, 6, 7])
+def test_bump_equals_the_official_meta_pseudo_gaussian(s):
+  grid = square_lib._Grid(9, 11, 1, (9, 11, 1), 2.0, 'margin', True)
+  top, left = jnp.array([0, 9 - s, 1]), jnp.array([11 - s, 0, 2])
+  rows, cols = square_lib._coords(grid, top, left)
+  bump = np.asarray(square_lib._bump(grid, rows, cols, s, s, jnp.array([False, True, True])))
+  for n, transpose in enumerate([False, True, True]):
+    expected = np.zeros((9, 11))
+    expected[top[n]:top[n] + s, left[n]:left[n] + s] = _official_bump(s, transpose)
+    np.testing.assert_allclose(bump[n], expected, atol=1e-6)
+
+
+# --- feasibility, shapes, determinism ---------------------------------------------------
+
+
+@hypothesis.given(p=st.sampled_from([2.0, INF]), eps=st.floats(0.0, 0.7),
+                  seed=st.integers(0, 2**16), bounds=st.sampled_from([(0.0, 1.0), (-1.0, 2.0)]))
+@SETTINGS
+def test_points_lie_in_the_ball_and_the_box(p, eps, seed, bounds):
+  params = mlp_params(seed, 16, 3)
+  x, y = predicted_batch(mlp, params, uniform(seed, (8, 4, 4, 1), *bounds))
+  result = square_lib.square_with_info(mlp, params, (x, y), rng=jax.random.PRNGKey(seed),
+                                       eps=eps, p=p, queries=12, bounds=bounds)
+  assert_feasible(result.inputs, x, eps, p, bounds)
+  np.testing.assert_allclose(result.margin, margins(mlp, params, result.inputs, y), atol=1e-4)
+
+
+@pytest.mark.parametrize('shape,p', [((8, 16), 2.0), ((8, 16), INF), ((8, 4, 4), INF)])
+def test_flat_and_channelless_inputs_are_attacked_in_their_own_shape(shape, p):
+  # [B, D] is a one-row image (windows are strips), [B, H, W] a one-channel image;
+  # logits_fn always sees the caller's shape.
+  params = mlp_params(1, 16, 3)
+  seen = set()
+
+  def model(params, xx):
+    seen.add(xx.shape[1:])
+    return mlp(params, xx)
+
+  x, y = predicted_batch(model, params, uniform(1, shape))
+  eps = 0.5 if p == 2 else 0.1
+  result = square_lib.square_with_info(model, params, (x, y), rng=jax.random.PRNGKey(1),
+                                       eps=eps, p=p, queries=30)
+  assert seen == {shape[1:]}
+  assert_feasible(result.inputs, x, eps, p)
+  clean = margins(mlp, params, x, y)
+  assert np.all(np.asarray(result.margin) <= clean) and np.any(result.margin < clean - 1e-3)
+
+
+def test_same_rng_same_points_and_examples_do_not_depend_on_the_batch():
+  params = mlp_params(3, 16, 3)
+  x, y = predicted_batch(mlp, params, uniform(3, (8, 4, 4, 1)))
+  key = jax.random.PRNGKey(3)
+  run = lambda batch, rng: square_lib.square_with_info(mlp, params, batch, rng=rng, eps=0.3,
+                                                       p=INF, queries=40, restarts=2)
+  first, second = run((x, y), key), run((x, y), key)
+  np.testing.assert_array_equal(first.inputs, second.inputs)
+  np.testing.assert_array_equal(first.queries, second.queries)
+  assert not np.array_equal(first.inputs, run((x, y), jax.random.PRNGKey(4)).inputs)
+  # The draws are keyed by example index: other examples (broken sooner or later, or
+  # compacted away) do not change an example's points.
+  x_other = x.at[5:].set(uniform(4, (3, 4, 4, 1)))
+  x_other, y_other = predicted_batch(mlp, params, x_other)
+  np.testing.assert_array_equal(run((x_other, y_other), key).inputs[:5], first.inputs[:5])
+
+
+@pytest.mark.parametrize('p', [INF, 2.0])
+def test_under_jit_the_traced_loop_gives_the_host_loops_result(p):
+  params = mlp_params(5, 16, 3)
+  x, y = predicted_batch(mlp, params, uniform(5, (8, 4, 4, 1)))
+  kwargs = dict(rng=jax.random.PRNGKey(5), eps=0.3 if p == INF else 1.0, p=p, queries=30)
+  eager = square_lib.square_with_info(mlp, params, (x, y), **kwargs)
+  jitted = jax.jit(lambda xx: square_lib.square_with_info(mlp, params, (xx, y), **kwargs))(x)
+  np.testing.assert_allclose(jitted.inputs, eager.inputs, atol=1e-6)
+  np.testing.assert_array_equal(jitted.queries, eager.queries)
+
+
+# --- the random search ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('p', [INF, 2.0])
+def test_best_margin_never_increases_and_is_the_margin_at_the_best_point(p):
+  key = jax.random.PRNGKey(7)
+  params = mlp_params(7, 16, 3)
+  x, y = predicted_batch(mlp, params, uniform(7, (8, 4, 4, 1)))
+  history = []
+  result = square_lib._square(
+      mlp, params, (x, y), rng=key, eps=0.1 if p == INF else 0.4, p=p, queries=60,
+      chunking=(1, 1, True), on_sync=lambda it, state: history.append(state))
+  best = np.stack([np.asarray(s.margin) for s in history])  # [iterations, B]
+  assert len(history) >= 30
+  assert np.all(np.diff(best, axis=0) <= 0)
+  assert np.any(np.diff(best, axis=0) < 0)  # proposals do get accepted
+  for state in history[::10]:
+    np.testing.assert_allclose(state.margin, margins(mlp, params, state.x_best, y), atol=1e-4)
+  np.testing.assert_array_equal(result.margin, best[-1])
+
+
+def test_linf_reaches_the_linear_models_worst_case():
+  # Two classes, so the margin a·x + c is separable: the worst case over ball ∩ box moves
+  # every coordinate to the end of its interval [max(x−ε, 0), min(x+ε, 1)] against a.
+  key = jax.random.PRNGKey(11)
+  a = jnp.asarray(np.random.default_rng(11).normal(size=16), jnp.float32)
+  params = (jnp.stack([a, jnp.zeros(16)], 1), jnp.array([0.0, -0.5]))
+  x, y = predicted_batch(linear, params, uniform(11, (64, 4, 4, 1)))
+  eps = 0.03
+  flat = np.asarray(x).reshape(len(x), -1)
+  sign = np.where(np.asarray(y)[:, None] == 0, 1.0, -1.0) * np.asarray(a)[None]  # d margin/dx
+  worst_x = np.where(sign > 0, np.maximum(flat - eps, 0), np.minimum(flat + eps, 1))
+  worst = margins(linear, params, jnp.asarray(worst_x.reshape(x.shape), jnp.float32), y)
+  clean = margins(linear, params, x, y)
+  keep = np.flatnonzero((worst > 0.01) & (clean - worst > 0.05))[:8]  # nobody breaks
+  assert keep.size == 8
+  x, y, worst = x[keep], y[keep], worst[keep]
+  result = square_lib.square_with_info(linear, params, (x, y), rng=key, eps=eps, p=INF,
+                                       queries=300)
+  np.testing.assert_allclose(result.margin, worst, atol=1e-4)
+  np.testing.assert_array_equal(result.queries, 301)
+
+
+def test_l2_without_box_stays_on_the_sphere_and_lowers_the_margin():
+  key = jax.random.PRNGKey(12)
+  params = (jnp.asarray(np.random.default_rng(12).normal(size=(36, 3)), jnp.float32),
+            jnp.zeros(3))
+  x, y = predicted_batch(linear, params, uniform(12, (8, 6, 6, 1)))
+  eps = 0.05
+  result = square_lib.square_with_info(linear, params, (x, y), rng=key, eps=eps, p=2.0,
+                                       queries=100, bounds=None)
+  norms = np.linalg.norm(np.asarray(result.inputs - x).reshape(8, -1), axis=1)
+  np.testing.assert_allclose(norms, eps, rtol=1e-4)
+  clean = margins(linear, params, x, y)
+  assert np.all(np.asarray(result.margin) < clean)
+
+
+def _quantised_problem():
+  """Level-centred inputs of a quantised linear model: breakable, but only by searching."""
+  rng = np.random.default_rng(0)
+  a = np.tile([1.0, -1.0], 8)
+  levels = rng.integers(1, 4, size=(4000, 16)) / 4.0  # pixels at 1/4, 1/2, 3/4
+  clean = levels @ a
+  keep = np.flatnonzero((np.abs(clean) >= 2.0) & (np.abs(clean) <= 3.0))[:8]
+  params = (jnp.asarray(np.stack([a, -a], 1) / 2, jnp.float32), jnp.zeros(2))
+  x = jnp.asarray(levels[keep].reshape(8, 4, 4, 1), jnp.float32)
+  return params, predicted_batch(quantised, params, x)
+
+
+def test_square_breaks_a_gradient_free_quantised_model_that_pgd_cannot():
+  # With ε = 0.2 every pixel can move one quarter-level, which lowers the margin by 4 > 3:
+  # all examples are breakable, but the input gradient is exactly zero.
+  params, (x, y) = _quantised_problem()
+  key = jax.random.PRNGKey(0)
+  x_pgd = attacks.pgd(quantised, params, (x, y), rng=key, eps=0.2, p=INF, steps=10)
+  assert np.all(margins(quantised, params, x_pgd, y) > 0)
+  x_sq = attacks.square(quantised, params, (x, y), rng=key, eps=0.2, p=INF, queries=200)
+  assert_feasible(x_sq, x, 0.2, INF)
+  assert np.all(margins(quantised, params, x_sq, y) <= 0)
+
+
+def test_queries_are_not_spent_on_broken_or_misclassified_points():
+  key = jax.random.PRNGKey(2)
+  params = (jnp.asarray(np.random.default_rng(2).normal(size=(16, 3)), jnp.float32),
+            jnp.zeros(3))
+  x = uniform(2, (32, 4, 4, 1))
+  x, y = predicted_batch(linear, params, x)
+  y = y.at[:4].set((y[:4] + 1) % 3)  # misclassified when clean: never attacked
+  eps = jnp.full((32,), 0.5).at[4:6].set(0.0)  # eps = 0: robust through the whole budget
+  rows = []
+
+  def counting(params, xx):
+    jax.debug.callback(lambda n: rows.append(int(n)), xx.shape[0])
+    return linear(params, xx)
+
+  queries = 200
+  result = square_lib._square(counting, params, (x, y), rng=key, eps=eps, p=INF,
+                              queries=queries, chunking=(1, 10, True))
+  spent = np.asarray(result.queries)
+  assert np.all(spent[:4] == 0) and np.all(spent[4:6] == queries + 1)
+  broken = np.asarray(result.margin) <= 0
+  assert broken[6:].sum() >= 20 and np.all(spent[6:][broken[6:]] < 50)
+  # Forward rows actually evaluated: the clean pass, the start, then per 10 iterations a
+  # bucket of the examples still robust (the two eps = 0 ones: 8 rows), not 32.
+  bound = 32 + 32 + 32 * 10 + 8 * queries
+  assert sum(rows) <= bound < 32 * (queries + 1)
+
+
+# --- argument checks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('kwargs,name', [
+    (dict(p=1.0), 'p must be 2 or inf'), (dict(p=3), 'p must be 2 or inf'),
+    (dict(p='l2'), 'p must'), (dict(eps=-0.1), 'eps'), (dict(eps=jnp.ones(3)), 'eps'),
+    (dict(queries=-1), 'queries'), (dict(queries=2.5), 'queries'),
+    (dict(restarts=0), 'restarts'), (dict(p_init=0.0), 'p_init'),
+    (dict(p_init=1.5), 'p_init'), (dict(loss='dlr'), 'loss'), (dict(rng=None), 'rng'),
+    (dict(bounds=(1.0, 0.0)), 'bounds'), (dict(bounds=(0.0, np.ones(3))), 'bounds'),
+    (dict(inputs=jnp.ones((8, 2, 2, 2, 2)) * 0.5), 'inputs'),
+    (dict(inputs=jnp.full((8, 16), 2.0)), 'inputs must lie in bounds'),
+    (dict(inputs=jnp.ones((8, 16), jnp.int32)), 'inputs'),
+    (dict(labels=jnp.full((8,), 7, jnp.int32)), 'labels'),
+])
+def test_bad_input_raises_before_anything_compiles(kwargs, name, monkeypatch):
+  for core in ('_clean', '_init_state', '_run_chunk', '_gather', '_scatter'):
+    monkeypatch.setattr(square_lib, core, lambda *a, **k: pytest.fail('compiled'))
+  params = mlp_params(0, 16, 3)
+  inputs = kwargs.pop('inputs', jnp.full((8, 4, 4, 1), 0.5))
+  labels = kwargs.pop('labels', jnp.zeros((8,), jnp.int32))
+  args = dict(rng=jax.random.PRNGKey(0), eps=0.1, p=INF, queries=5)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=name):
+    attacks.square(mlp, params, (inputs, labels), **args)
