@@ -22,6 +22,12 @@ from robustjax.attacks.apgd import apgd_targeted
 from robustjax.attacks.apgd import checkpoints as apgd_checkpoints
 from robustjax.attacks.apgd import dlr_loss
 from robustjax.attacks.apgd import targeted_dlr_loss
+from robustjax.attacks.autoattack import AUTOATTACK_ATTACKS
+from robustjax.attacks.autoattack import AUTOATTACK_VERSIONS
+from robustjax.attacks.autoattack import AutoAttackResult
+from robustjax.attacks.autoattack import CLEAN_MISCLASSIFIED
+from robustjax.attacks.autoattack import ROBUST
+from robustjax.attacks.autoattack import autoattack
 from robustjax.attacks.blackbox import simba
 from robustjax.attacks.fab import fab
 from robustjax.attacks.fab import fab_min_norm

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
 from typing import NamedTuple
 
 import jax
@@ -41,6 +42,10 @@ from robustjax import losses as losses_lib
 from robustjax.attacks import _common
 from robustjax.attacks import loop
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+
+# ``robustjax.attacks.apgd`` names the function once the package is imported; code that
+# needs this module's other names imports them from here (``from ... import``).
+_apgd_module = sys.modules[__name__]
 
 LOSSES = ('ce', 'dlr')
 NORMS = (2.0, math.inf)
@@ -136,12 +141,23 @@ def _per_example(values: Array, x: Array) -> Array:
   return jnp.reshape(values, (-1,) + (1,) * (x.ndim - 1))
 
 
-def _random_sphere(rng: PRNGKey, inputs: Array, eps: Array, p: float) -> Array:
-  """``x + ε·t/‖t‖_p`` clipped later: t uniform in the cube (L∞) or Gaussian (L2)."""
+def example_keys(rng: PRNGKey, batch_size: int) -> Array:
+  """Per-example keys ``[B]``: ``fold_in(rng, i)`` for example ``i``.
+
+  An example's random start then depends on its own key only, not on which other
+  examples share its batch, so attacking a subset (AutoAttack's still-robust points)
+  gives each example the same run as attacking the whole batch.
+  """
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(batch_size))
+
+
+def _random_sphere(keys: Array, inputs: Array, eps: Array, p: float) -> Array:
+  """``x + ε·t/‖t‖_p``: t uniform in the cube (L∞) or Gaussian (L2), one key per example."""
+  shape, dtype = inputs.shape[1:], inputs.dtype
   if math.isinf(p):
-    t = jax.random.uniform(rng, inputs.shape, inputs.dtype, -1.0, 1.0)
+    t = jax.vmap(lambda k: jax.random.uniform(k, shape, dtype, -1.0, 1.0))(keys)
   else:
-    t = jax.random.normal(rng, inputs.shape, inputs.dtype)
+    t = jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
   return inputs + _per_example(eps, inputs) * geometry.normalize(t, p)
 
 
@@ -170,42 +186,20 @@ def _loss_fn(loss: str):
   return targeted_dlr_loss
 
 
-_RUN_STATIC = ('logits_fn', 'p', 'steps', 'loss', 'unroll', 'eot_samples', 'stochastic')
+CHUNK = 10  # iterations per compiled segment when unroll='chunked'
+_STATIC = ('logits_fn', 'p', 'steps', 'loss', 'eot_samples', 'stochastic')
 
 
-@_common.compile_static(_RUN_STATIC)
-def run_single(params, inputs, labels, rng, eps, target_rank, bounds, *, logits_fn, p,
-               steps, loss, unroll, eot_samples, stochastic):
-  """One APGD run (one restart, one target) on validated arguments.
-
-  Args:
-    params, inputs, labels, bounds: as :func:`apgd` (``inputs [B, ...]``, ``labels [B]``).
-    rng: key of the random start (and of a stochastic model's samples).
-    eps: ``[B]`` radii.
-    target_rank: ``[]`` int, the target's rank for ``loss='dlr-targeted'``
-      (:func:`target_classes`); ignored otherwise.
-    logits_fn: the model; called with ``rng=`` when ``stochastic``.
-    p: 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
-    unroll: True (straight-line iterations) or an int (``lax.scan`` unroll).
-    eot_samples: gradients averaged per iterate (expectation over transformation).
-    stochastic: whether ``logits_fn`` takes an ``rng`` keyword.
-
-  Returns:
-    ``(x_adv [B, ...], fooled [B] bool, loss_best [B])``: the last misclassifying
-    iterate where one was found, else the iterate of highest loss; no gradient.
-  """
-  inputs = jax.lax.stop_gradient(inputs)
-  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
-  rng_init, rng_model = jax.random.split(rng)
+def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn, p, steps,
+               loss, eot_samples, stochastic):
+  """``(evaluate(x, k), body(state, k))`` of one run; ``k`` a Python int or traced."""
+  rng_model = jax.random.fold_in(keys[0], 0x7fffffff)
   loss_of = _loss_fn(loss)
+  is_check, window = _schedule(steps)
+  table = (jnp.asarray(is_check + [False], bool), jnp.asarray(window + [0], jnp.int32))
 
   def model(x, key):
     return logits_fn(params, x, rng=key) if stochastic else logits_fn(params, x)
-
-  targets = None
-  if loss == 'dlr-targeted':
-    targets = target_classes(model(inputs, jax.random.fold_in(rng_model, steps + 1)),
-                             target_rank)
 
   def summed(x, key):
     logits = model(x, key)
@@ -232,8 +226,12 @@ def run_single(params, inputs, labels, rng, eps, target_rank, bounds, *, logits_
 
   project = lambda z: geometry.project_ball_and_box(z, inputs, eps, p, bounds)
 
-  def body(state: APGDState, k, is_check, window):
-    """Iteration k: momentum step, evaluation, bookkeeping, checkpoint (if is_check)."""
+  def body(state: APGDState, k):
+    """Iteration k (0-based): momentum step, evaluation, bookkeeping, checkpoint."""
+    if isinstance(k, int):  # static: checkpoint code only where one falls
+      check, length = is_check[k], window[k]
+    else:
+      check, length = table[0][k], table[1][k]
     alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
     step = _per_example(state.step, inputs)
     z = project(state.x + step * _direction(state.grad, p))
@@ -250,42 +248,118 @@ def run_single(params, inputs, labels, rng, eps, target_rank, bounds, *, logits_
     new = APGDState(x_new, state.x, grad, values, state.step, x_best, grad_best, loss_best,
                     x_adv, state.fooled | wrong, increases, state.loss_best_last_check,
                     state.reduced_last_check)
-    if is_check is False:
+    if check is False:
       return new
     # Checkpoint: halve where the loss oscillated, or stalled after an unhalved check.
-    oscillating = increases.astype(inputs.dtype) <= jnp.asarray(window, inputs.dtype) * RHO
+    oscillating = increases.astype(inputs.dtype) <= jnp.asarray(length, inputs.dtype) * RHO
     stalled = ~state.reduced_last_check & (state.loss_best_last_check >= loss_best)
-    halve = (oscillating | stalled) & is_check
+    halve = (oscillating | stalled) & check
     h = _per_example(halve, inputs)
     return new._replace(
         x=jnp.where(h, x_best, x_new), grad=jnp.where(h, grad_best, grad),
         step=jnp.where(halve, state.step / 2, state.step),
-        increases=jnp.where(is_check, 0, increases),
-        loss_best_last_check=jnp.where(is_check, loss_best, state.loss_best_last_check),
-        reduced_last_check=jnp.where(is_check, halve, state.reduced_last_check))
+        increases=jnp.where(check, 0, increases),
+        loss_best_last_check=jnp.where(check, loss_best, state.loss_best_last_check),
+        reduced_last_check=jnp.where(check, halve, state.reduced_last_check))
 
-  x0 = geometry.clip_to_box(_random_sphere(rng_init, inputs, eps, p), bounds)
+  return evaluate, body
+
+
+def _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics):
+  """Targets, the start on the sphere and its evaluation: ``(state, targets)``."""
+  inputs = jax.lax.stop_gradient(inputs)
+  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
+  targets = None
+  if statics['loss'] == 'dlr-targeted':
+    key = jax.random.fold_in(keys[0], 0x7ffffffe)
+    logits = (statics['logits_fn'](params, inputs, rng=key) if statics['stochastic']
+              else statics['logits_fn'](params, inputs))
+    targets = target_classes(logits, target_rank)
+  evaluate, _ = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
+  x0 = geometry.clip_to_box(_random_sphere(keys, inputs, eps, statics['p']), bounds)
   values0, logits0, grad0 = evaluate(x0, 0)
-  wrong0 = jnp.argmax(logits0, axis=-1) != labels
+  batch = inputs.shape[:1]
   state = APGDState(
       x=x0, x_prev=x0, grad=grad0, loss=values0, step=2.0 * eps, x_best=x0,
-      grad_best=grad0, loss_best=values0, x_adv=x0, fooled=wrong0,
-      increases=jnp.zeros(inputs.shape[:1], jnp.int32), loss_best_last_check=values0,
-      reduced_last_check=jnp.ones(inputs.shape[:1], bool))
-  is_check, window = _schedule(steps)
-  if unroll is True or (steps and int(unroll) >= steps):
-    for k in range(steps):  # straight-line: checkpoint code only where one falls
-      state = body(state, k, is_check[k] or False, window[k])
+      grad_best=grad0, loss_best=values0, x_adv=x0,
+      fooled=jnp.argmax(logits0, axis=-1) != labels,
+      increases=jnp.zeros(batch, jnp.int32), loss_best_last_check=values0,
+      reduced_last_check=jnp.ones(batch, bool))
+  return state, targets
+
+
+def _end(state: APGDState):
+  out = jnp.where(_per_example(state.fooled, state.x), state.x_adv, state.x_best)
+  return (jax.lax.stop_gradient(out), state.fooled, jax.lax.stop_gradient(state.loss_best))
+
+
+@_common.compile_static(_STATIC)
+def _start(params, inputs, labels, keys, eps, target_rank, bounds, **statics):
+  return _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics)
+
+
+@_common.compile_static(_STATIC + ('count',))
+def _segment(params, inputs, labels, keys, eps, targets, bounds, state, first, *, count,
+             **statics):
+  """``count`` straight-line iterations from the traced iteration index ``first``."""
+  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
+  _, body = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
+  for j in range(count):
+    state = body(state, first + j)
+  return state
+
+
+@_common.compile_static(_STATIC + ('unroll',))
+def _whole(params, inputs, labels, keys, eps, target_rank, bounds, *, unroll, **statics):
+  """One program: start, N iterations (straight-line or ``lax.scan``), result."""
+  state, targets = _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics)
+  eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
+  _, body = _machinery(params, jax.lax.stop_gradient(inputs), labels, keys, eps, bounds,
+                       targets, **statics)
+  steps = statics['steps']
+  if unroll is True or (steps and unroll >= steps):
+    for k in range(steps):
+      state = body(state, k)
   elif steps:
-    table = (jnp.asarray(is_check, bool), jnp.asarray(window, jnp.int32))
+    state, _ = jax.lax.scan(lambda c, k: (body(c, k), None), state, jnp.arange(steps),
+                            unroll=unroll)
+  return _end(state)
 
-    def scan_body(carry, k):
-      return body(carry, k, table[0][k], table[1][k]), None
 
-    state, _ = jax.lax.scan(scan_body, state, jnp.arange(steps), unroll=int(unroll))
-  out = jnp.where(_per_example(state.fooled, inputs), state.x_adv, state.x_best)
-  return (jax.lax.stop_gradient(out), state.fooled,
-          jax.lax.stop_gradient(state.loss_best))
+def run_single(params, inputs, labels, keys, eps, target_rank, bounds, *, logits_fn, p,
+               steps, loss, unroll, eot_samples, stochastic):
+  """One APGD run (one restart, one target) on validated arguments.
+
+  Args:
+    params, inputs, labels, bounds: as :func:`apgd` (``inputs [B, ...]``, ``labels [B]``).
+    keys: ``[B]`` per-example keys (:func:`example_keys`) of the random start; a
+      stochastic model draws its samples from the first one.
+    eps: ``[B]`` radii.
+    target_rank: ``[]`` int, the target's rank for ``loss='dlr-targeted'``
+      (:func:`target_classes`); ignored otherwise.
+    logits_fn: the model; called with ``rng=`` when ``stochastic``.
+    p: 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
+    unroll: True (one straight-line program), an int (``lax.scan`` unroll) or
+      ``'chunked'``: straight-line segments of :data:`CHUNK` iterations, each one
+      compiled program dispatched in turn (the state stays on the device).
+    eot_samples: gradients averaged per iterate (expectation over transformation).
+    stochastic: whether ``logits_fn`` takes an ``rng`` keyword.
+
+  Returns:
+    ``(x_adv [B, ...], fooled [B] bool, loss_best [B])``: the last misclassifying
+    iterate where one was found, else the iterate of highest loss; no gradient.
+  """
+  statics = dict(logits_fn=logits_fn, p=p, steps=steps, loss=loss,
+                 eot_samples=eot_samples, stochastic=stochastic)
+  if unroll != 'chunked':
+    return _whole(params, inputs, labels, keys, eps, target_rank, bounds, unroll=unroll,
+                  **statics)
+  state, targets = _start(params, inputs, labels, keys, eps, target_rank, bounds, **statics)
+  for first in range(0, steps, CHUNK):
+    state = _segment(params, inputs, labels, keys, eps, targets, bounds, state,
+                     jnp.asarray(first, jnp.int32), count=min(CHUNK, steps - first),
+                     **statics)
+  return _end(state)
 
 
 @jax.jit
@@ -335,13 +409,18 @@ def validate(logits_fn, params, batch, *, eps, p, steps, restarts, bounds, loss,
 
 
 def resolve_unroll(unroll, logits_fn, params, inputs, stochastic):
-  """``'auto'``: :func:`robustjax.attacks.loop.auto_unroll` on the model's forward pass."""
+  """``'auto'``: ``'chunked'`` where :func:`robustjax.attacks.loop.auto_unroll` would
+  unroll (XLA:CPU, a model with convolutions), else its rolled loop."""
+  if unroll == 'chunked' or unroll is True:
+    return unroll
   if unroll != 'auto':
-    return unroll if unroll is True else max(int(unroll), 1)
+    return max(_checks.check_int(unroll, 'unroll'), 1)
   if stochastic:
-    return loop.auto_unroll(lambda x: logits_fn(params, x, rng=jax.random.PRNGKey(0)),
+    auto = loop.auto_unroll(lambda x: logits_fn(params, x, rng=jax.random.PRNGKey(0)),
                             inputs)
-  return loop.auto_unroll(lambda x: logits_fn(params, x), inputs)
+  else:
+    auto = loop.auto_unroll(lambda x: logits_fn(params, x), inputs)
+  return 'chunked' if auto is True else auto
 
 
 def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
@@ -350,8 +429,9 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
          unroll: int | bool | str = 'auto') -> Array:
   """Untargeted APGD (Croce & Hein 2020, Alg. 1) on the CE or DLR loss.
 
-  Restart ``r`` starts from its own random point (``fold_in(rng, r)``; restart 0 equals
-  a single run with ``restarts=1``); an example fooled by a restart keeps that point
+  Restart ``r`` starts example ``i`` from its own random point (key
+  ``fold_in(fold_in(rng, r), i)``, :func:`example_keys`; restart 0 equals a single run
+  with ``restarts=1``); an example fooled by a restart keeps that point
   (as the reference code, which re-attacks only the points still robust), others keep
   the point of highest loss over all restarts.
 
@@ -392,8 +472,8 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
                           unroll=unroll, eot_samples=eot_samples, stochastic=stochastic)
   result = None
   for r in range(restarts):
-    current = run(params, inputs, labels, jax.random.fold_in(rng, r), eps,
-                  jnp.zeros([], jnp.int32), bounds)
+    keys = example_keys(jax.random.fold_in(rng, r), inputs.shape[0])
+    current = run(params, inputs, labels, keys, eps, jnp.zeros([], jnp.int32), bounds)
     result = current if result is None else merge(*result, *current)
   return result[0]
 
@@ -406,7 +486,7 @@ def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRN
 
   Target run ``t = 0 .. T−1`` (``T = min(num_targets, K − 1)``) attacks every example
   toward its ``(t + 2)``-th largest clean logit (:func:`target_classes`), with restart
-  ``r`` from ``fold_in(fold_in(rng, t), r)``; an example keeps the point of the first
+  ``r`` from the per-example keys of ``fold_in(fold_in(rng, t), r)``; an example keeps the point of the first
   run that fooled it, else the run of highest loss. All runs share one compilation
   (the target's rank is traced).
 
@@ -434,7 +514,8 @@ def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRN
   result = None
   for t in range(min(num_targets, num_classes - 1)):
     for r in range(restarts):
-      key = jax.random.fold_in(jax.random.fold_in(rng, t), r)
-      current = run(params, inputs, labels, key, eps, jnp.asarray(t, jnp.int32), bounds)
+      keys = example_keys(jax.random.fold_in(jax.random.fold_in(rng, t), r),
+                          inputs.shape[0])
+      current = run(params, inputs, labels, keys, eps, jnp.asarray(t, jnp.int32), bounds)
       result = current if result is None else merge(*result, *current)
   return result[0]

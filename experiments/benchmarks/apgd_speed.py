@@ -1,0 +1,110 @@
+"""Per-iteration cost of APGD as a ratio to one input gradient, and its compile time.
+
+Run: ``python experiments/benchmarks/apgd_speed.py [--steps 100] [--repeats 5]``.
+
+For robustjax's MLP (``models.create('mlp')``) and SOAR's 4-layer CNN
+(``models.create('cnn')``) at batch 128 of 32x32x3 inputs, it times in one process,
+after a warm-up and with ``block_until_ready``:
+
+- one jitted input gradient of the summed cross-entropy (the unit);
+- ``robustjax.attacks.apgd`` (Linf, eps 8/255, CE, ``steps`` iterations, one restart:
+  ``steps + 1`` gradients) for several ``unroll`` settings, reported as its time /
+  the time of ``steps + 1`` back-to-back gradients (the per-iteration cost in
+  gradients; each ratio is the median over interleaved pairs, so load drift on a shared
+  machine cancels), with the compile time of each setting.
+
+Target (issue 7): one APGD iteration costs at most ~1.15 input gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from robustjax import attacks
+from robustjax import losses
+from robustjax import models
+
+BATCH, SHAPE, CLASSES, EPS = 128, (32, 32, 3), 10, 8 / 255
+
+
+def _timed(fn, *args):
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def paired(fn_a, args_a, fn_b, args_b, *, repeats, calls_b=1):
+  """Median of ``time(a) / (calls_b * time(b))`` over interleaved pairs, and median time(a)."""
+  jax.block_until_ready(fn_a(*args_a))
+  jax.block_until_ready(fn_b(*args_b))
+  ratios, times_a = [], []
+  for _ in range(repeats):
+    t_a = _timed(fn_a, *args_a)
+    t_b = sum(_timed(fn_b, *args_b) for _ in range(calls_b))
+    ratios.append(t_a / t_b)
+    times_a.append(t_a)
+  return statistics.median(ratios), statistics.median(times_a)
+
+
+def compiled(fn, *args):
+  start = time.perf_counter()
+  out = jax.jit(fn).lower(*args).compile()
+  return out, time.perf_counter() - start
+
+
+def row(model, variant, ratio, seconds, compile_s):
+  ratio_s = '' if ratio is None else f'{ratio:7.3f}'
+  sec_s = '' if seconds is None else f'{seconds:8.4f}'
+  print(f'{model:5} | {variant:30} | {ratio_s:>7} | {sec_s:>8} | {compile_s:9.2f}', flush=True)
+
+
+def bench(name, logits_fn, params, x, y, *, steps, repeats, unrolls):
+  loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
+  grad_fn, t_compile = compiled(jax.grad(loss, argnums=1), params, x, y)
+  jax.block_until_ready(grad_fn(params, x, y))
+  t_grad = statistics.median(_timed(grad_fn, params, x, y) for _ in range(repeats))
+  row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
+  key = jax.random.PRNGKey(0)
+  for unroll in unrolls:
+    attack = lambda p, xx, yy, k, u=unroll: attacks.apgd(
+        logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
+    fn, t_compile = compiled(attack, params, x, y, key)
+    ratio, t_attack = paired(fn, (params, x, y, key), grad_fn, (params, x, y),
+                             repeats=repeats, calls_b=steps + 1)
+    row(name, f'apgd unroll={unroll}: iter/grad', ratio, t_attack, t_compile)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=int, default=100)
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--models', default='mlp,cnn')
+  parser.add_argument('--unrolls', default='auto,True,1,10',
+                      help='comma list: auto (the default of apgd), True, ints')
+  args = parser.parse_args()
+  unrolls = [u if u == 'auto' else True if u == 'True' else int(u)
+             for u in args.unrolls.split(',')]
+  key = jax.random.PRNGKey(0)
+  x = jax.random.uniform(jax.random.fold_in(key, 1), (BATCH,) + SHAPE)
+  y = jax.random.randint(jax.random.fold_in(key, 2), (BATCH,), 0, CLASSES).astype(jnp.int32)
+  print(f'backend={jax.default_backend()} devices={jax.device_count()} batch={BATCH} '
+        f'input={SHAPE} steps={args.steps} repeats={args.repeats}')
+  print(f'{"model":5} | {"variant":30} | {"ratio":>7} | {"time s":>8} | {"compile s":>9}')
+  print('-' * 72)
+  for name in args.models.split(','):
+    model = models.create(name, num_classes=CLASSES)
+    variables = models.init(model, jax.random.fold_in(key, 3), SHAPE)
+    params, rest = models.split_variables(variables)
+    logits_fn = models.logits_fn_for(model, rest)
+    bench(name, logits_fn, params, x, y, steps=args.steps, repeats=args.repeats,
+          unrolls=unrolls)
+
+
+if __name__ == '__main__':
+  main()
