@@ -35,11 +35,14 @@ _STEP_ATTACKS = ('pgd', 'multi_targeted')  # attacks that need ``steps``
 SCORPIO_ATTACKS = {'ul': 'ce', 'tl': 'targeted_ce', 'um': 'margin', 'tm': 'targeted_margin'}
 
 
-def iter_batches(data: Any) -> Iterator[tuple[Array, Array, Array]]:
+def iter_batches(data: Any, bounds: Bounds | None = None
+                 ) -> Iterator[tuple[Array, Array, Array]]:
   """Yields ``(inputs, labels, mask)`` from one batch or an iterable of batches, lazily.
 
-  Each batch is checked as it arrives; an iterable that yields nothing raises.
+  Each batch is checked as it arrives (inside ``bounds`` when given); an iterable that
+  yields nothing raises.
   """
+  bounds = _checks.check_bounds(bounds)
   _checks.check_not_mapping(data, 'batches')
   if isinstance(data, (tuple, list)) and data and hasattr(data[0], 'ndim'):
     data = [data]
@@ -52,6 +55,7 @@ def iter_batches(data: Any) -> Iterator[tuple[Array, Array, Array]]:
     inputs, labels = batch[0], batch[1]
     _checks.check_float_inputs(inputs)
     _checks.check_labels(labels, jnp.shape(inputs)[0])
+    _checks.check_in_bounds(inputs, bounds)
     mask = batch[2] if len(batch) == 3 else jnp.ones(jnp.shape(labels), bool)
     if jnp.shape(mask) != jnp.shape(labels):
       raise ValueError(f'mask must have shape [B] = {jnp.shape(labels)}, '
@@ -62,9 +66,10 @@ def iter_batches(data: Any) -> Iterator[tuple[Array, Array, Array]]:
     raise ValueError('batches must contain at least one batch')
 
 
-def as_batches(data: Any) -> list[tuple[Array, Array, Array]]:
+def as_batches(data: Any, bounds: Bounds | None = None
+               ) -> list[tuple[Array, Array, Array]]:
   """:func:`iter_batches` as a list, for metrics that pass over the data several times."""
-  return list(iter_batches(data))
+  return list(iter_batches(data, bounds))
 
 
 def correct(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Labels) -> Array:
@@ -163,6 +168,7 @@ def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, 
       only).
   """
   inputs, labels = batch[0], batch[1]
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _check_steps(attack, steps)
   if attack == 'autoattack':
     if np.ndim(eps) == 0 and float(eps) == 0.0:
@@ -216,7 +222,7 @@ def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
   robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
                     objective=objective, step_size=step_size, bounds=bounds, attack=attack,
                     version=version, attacks=attacks)
-  return _robust_mean(logits_fn, robust, iter_batches(batches), params, rng, eps)
+  return _robust_mean(logits_fn, robust, iter_batches(batches, bounds), params, rng, eps)
 
 
 def _check_steps(attack, steps):
@@ -310,7 +316,7 @@ def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
   robust = _prepare(logits_fn, p=p, steps=steps, restarts=restarts,
                     objective=objective, step_size=step_size, bounds=bounds, attack=attack,
                     version=version, attacks=attacks)
-  batches = as_batches(batches)
+  batches = as_batches(batches, bounds)
   accs = [_robust_mean(logits_fn, robust, batches, params, rng, e) for e in eps_values]
   return {'eps': eps_values, 'accuracy': np.asarray(accs)}
 
@@ -328,7 +334,7 @@ def scorpio_attack_accuracies(logits_fn: LogitsFn, params: Params, batches, *,
   Returns:
     ``{'clean', 'ul', 'tl', 'um', 'tm'}`` accuracies (Python floats).
   """
-  batches = as_batches(batches)
+  batches = as_batches(batches, bounds)
   out = {'clean': robust_accuracy(logits_fn, params, batches, rng=rng, eps=0.0, p=p,
                                   steps=0)}
   for name, objective in SCORPIO_ATTACKS.items():
