@@ -57,7 +57,9 @@ Schema (``config.<key>``)::
   bn.stop_gradient_stats  cut the params-gradient through clean-batch BN statistics
   init_from               a workdir whose latest params (and BN stats) start this run
   eval.*                  eps, p, steps, restarts, step_size (0 = 2.5 eps / steps),
-                          objective, batch_size, num_examples (0 = whole split), split
+                          objective, batch_size, num_examples (0 = whole split), split,
+                          attack ('pgd' | 'autoattack': the standard AutoAttack ensemble,
+                          steps/restarts/step_size/objective then unused)
   distributed.*           initialize (jax.distributed.initialize), coordinator_address,
                           num_processes, process_id (0 / -1 = auto-detect)
 """
@@ -77,6 +79,7 @@ SCHEDULES = ('constant', 'piecewise', 'cosine')
 CONTROLLERS = ('none', 'adaptive_psi')
 SCHEDULE_KINDS = ('linear', 'cosine')  # training.step.schedule_value
 EVAL_OBJECTIVES = ('ce', 'margin')
+EVAL_ATTACKS = ('pgd', 'autoattack')
 DATASETS = ('digits', 'mnist', 'cifar10', 'svhn')
 FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked here
 
@@ -126,7 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict({
       'eps': 0.1, 'p': math.inf, 'steps': 20, 'restarts': 1, 'step_size': 0.0,
-      'objective': 'ce', 'batch_size': 256, 'num_examples': 0, 'split': 'test'})
+      'objective': 'ce', 'batch_size': 256, 'num_examples': 0, 'split': 'test',
+      'attack': 'pgd'})
   c.distributed = ml_collections.ConfigDict({
       'initialize': False, 'coordinator_address': '', 'num_processes': 0,
       'process_id': -1})
@@ -404,6 +408,7 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
   _check_number(config, 'eval.batch_size', minimum=1, integer=True)
   _check_number(config, 'eval.num_examples', minimum=0, integer=True)
   _choice(ev.objective, 'eval.objective', EVAL_OBJECTIVES)
+  _choice(ev.get('attack', 'pgd'), 'eval.attack', EVAL_ATTACKS)
   _choice(ev.split, 'eval.split', ('test', 'train'))
   if workdir is not None:
     check_workdir(workdir)

@@ -166,21 +166,30 @@ def _eval_fn(logits_fn, *, eps, p, steps, restarts, step_size, objective):
 def evaluate(logits_fn, params, images: np.ndarray, labels: np.ndarray, *, eps: float,
              p: float = math.inf, steps: int = 20, restarts: int = 1,
              step_size: float = 0.0, objective: str = 'ce', batch_size: int = 256,
-             seed: int = 0, mesh=None) -> dict:
-  """Clean and PGD robust accuracy of ``logits_fn`` on ``images [N, ...]``, ``labels [N]``.
+             seed: int = 0, mesh=None, attack: str = 'pgd') -> dict:
+  """Clean and robust accuracy of ``logits_fn`` on ``images [N, ...]``, ``labels [N]``.
 
   Robust accuracy counts an example when it is classified correctly both clean and at
-  the PGD point (``restarts`` random starts, the worst kept per example).
+  the attack's point: ``attack='pgd'`` (``restarts`` random starts, the worst kept per
+  example) or ``'autoattack'`` (:func:`robustjax.attacks.autoattack`, standard version:
+  APGD-CE, APGD-T, FAB-T, Square; ``steps``, ``restarts``, ``step_size`` and
+  ``objective`` are then unused). AutoAttack gathers the still-robust points on the
+  host between its attacks, so it runs per batch on the real (unpadded) rows outside
+  the sharded jit, with batch ``i`` attacked under ``fold_in(PRNGKey(seed), i)``.
 
   Returns:
     ``{'clean_accuracy', 'robust_accuracy', 'num_examples'}``.
   """
+  from robustjax import attacks as attacks_lib  # pylint: disable=g-import-not-at-top
+  if attack not in ('pgd', 'autoattack'):
+    raise ValueError(f"unknown attack {attack!r}; valid choices: 'pgd', 'autoattack'")
   mesh = step_lib.make_mesh() if mesh is None else mesh
   n = len(labels)
   batch_size = int(math.ceil(min(batch_size, max(n, 1)) / mesh.size) * mesh.size)
   rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
-  fn = jax.jit(_eval_fn(logits_fn, eps=eps, p=p, steps=steps, restarts=restarts,
-                        step_size=step_size, objective=objective),
+  ensemble = attack == 'autoattack' and eps > 0
+  fn = jax.jit(_eval_fn(logits_fn, eps=0.0 if ensemble else eps, p=p, steps=steps,
+                        restarts=restarts, step_size=step_size, objective=objective),
                in_shardings=(rep, shard, shard, shard, rep), out_shardings=rep)
   clean = robust = 0.0
   key = jax.random.PRNGKey(seed)
@@ -197,13 +206,22 @@ def evaluate(logits_fn, params, images: np.ndarray, labels: np.ndarray, *, eps: 
               for a in (x, y, mask)]
     c, r = fn(params, *arrays, jax.random.fold_in(key, i))
     clean += float(fetch(c))
-    robust += float(fetch(r))
+    if ensemble:
+      real = len(y) - pad
+      result = attacks_lib.autoattack(
+          logits_fn, params, (jnp.asarray(x[:real]), jnp.asarray(y[:real])),
+          rng=jax.random.fold_in(key, i), eps=eps, p=p)
+      robust += float(np.sum(np.asarray(result.robust)))
+    else:
+      robust += float(fetch(r))
   return {'clean_accuracy': clean / max(n, 1), 'robust_accuracy': robust / max(n, 1),
           'num_examples': n}
 
 
 def _describe_attack(ev) -> str:
   p = 'Linf' if math.isinf(ev.p) else f'L{ev.p:g}'
+  if ev.get('attack', 'pgd') == 'autoattack':
+    return f'AutoAttack (standard) {p} eps={ev.eps:g}'
   restarts = f' x{ev.restarts} restarts' if ev.restarts > 1 else ''
   return f'PGD-{ev.steps} {p} eps={ev.eps:g}{restarts}'
 
@@ -412,7 +430,7 @@ def train_and_evaluate(config, workdir: str, *,
       results = evaluate(logits_fn, state.params, images, labels, eps=ev.eps, p=ev.p,
                          steps=ev.steps, restarts=ev.restarts, step_size=ev.step_size,
                          objective=ev.objective, batch_size=ev.batch_size,
-                         seed=config.seed, mesh=mesh)
+                         seed=config.seed, mesh=mesh, attack=ev.get('attack', 'pgd'))
       preemption.interrupt_evaluation(False)
     except _EvaluationInterrupted:
       preemption.interrupt_evaluation(False)
