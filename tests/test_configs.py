@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
                       if os.path.basename(p) != 'base.py')
 METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
-           'lipschitz', 'crt')
+           'lipschitz', 'crt', 'smoothing')
 
 
 def load(path):
@@ -143,6 +143,28 @@ def test_batch_size_must_divide_over_devices():
     schema.validate(config, num_devices=4)
   config.batch_size = 32
   schema.validate(config, num_devices=4)
+
+
+def test_smoothing_configs_keep_cohen_et_al():
+  digits = load(os.path.join(ROOT, 'configs', 'smoothing_digits.py')).get_config()
+  assert digits.nominal_weight == 0.0
+  assert digits.regularizers.gaussian.name == 'gaussian_augmentation'
+  assert digits.regularizers.gaussian.hparams.sigma == 0.25
+  module = load(os.path.join(ROOT, 'configs', 'smoothing_cifar.py'))
+  for arg, sigma in (('0.12', 0.12), ('0.25', 0.25), ('0.50', 0.5), ('1.0', 1.0)):
+    config = module.get_config(arg)
+    schema.validate(config)
+    assert config.regularizers.gaussian.hparams.sigma == sigma and config.nominal_weight == 0
+  with pytest.raises(ValueError, match='sigma'):
+    module.get_config('0.3')
+  config = module.get_config()
+  # ResNet-110: 3 stages of 18 basic blocks (2 convs each), a stem conv and the head.
+  assert 2 * sum(config.model.kwargs.stage_sizes) + 2 == 110
+  assert (config.optimizer.lr, config.optimizer.momentum, config.optimizer.weight_decay,
+          config.batch_size) == (0.1, 0.9, 1e-4, 400)
+  assert config.optimizer.schedule == 'piecewise'
+  assert [round(b * 90) for b in config.optimizer.boundaries] == [30, 60]
+  assert config.num_train_steps == round(90 * 50000 / 400)
 
 
 def test_paper_values_are_kept():

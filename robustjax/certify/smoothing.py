@@ -213,58 +213,63 @@ def _log_cdf_and_pmf(k, n, p, max_iterations: int = 10_000) -> tuple[Array, Arra
   return jnp.where(k < 0, -jnp.inf, value), log_pmf
 
 
-def _upper_bound_failures(failures: Array, n: Array, alpha, *,
-                          max_newton_steps: int = 30) -> Array:
-  """One-sided ``(1 − alpha)`` Clopper-Pearson upper bound on a proportion, on device.
+def _binomial_quantile(f: Array, n: Array, level: Array, *, round_up: bool,
+                       max_newton_steps: int = 30) -> Array:
+  """The ``q`` with ``P(Bin(n, q) <= f) = level``, on device (elementwise).
 
-  The ``q`` with ``P(Bin(n, q) <= f) = alpha`` for ``f = failures`` (the ``1 − alpha``
-  quantile of ``Beta(f + 1, n − f)``); ``1 − alpha^(1/n)`` exactly for ``f = 0`` and 1 for
-  ``f >= n``. Solved by Newton's method on ``g(q) = log P(Bin(n, q) <= f) − log alpha``:
-  ``P(Bin(n, q) <= f)`` is the survival function of ``Beta(f + 1, n − f)``, whose
-  log-concave density makes g concave and decreasing, so every Newton iterate after the
-  first lies at or above the root and they decrease to it (quadratically). Starting
-  near the normal approximation, a few steps reach float precision; the bound is never
-  approached from below, i.e. from the optimistic side, and the result is rounded up by
-  64 ulp to cover the float error of g (relative error ~1e-6 in q, 1e-5 at worst). ``g'(q) = −n pmf(f; n − 1, q) / P(X <= f)``.
+  That is the ``1 − level`` quantile of ``Beta(f + 1, n − f)``; ``1 − level^(1/n)``
+  exactly for ``f = 0`` and 1 for ``f >= n``. Solved by Newton's method on
+  ``g(q) = log P(Bin(n, q) <= f) − log level``: ``P(Bin(n, q) <= f)`` is the survival
+  function of ``Beta(f + 1, n − f)``, whose log-concave density makes g concave and
+  decreasing, so every Newton iterate after the first lies at or above the root and
+  they decrease to it, quadratically. Starting one standard deviation beyond the normal
+  approximation, a few steps reach float precision (the continued fraction is slow only
+  near the mean, which the iterates avoid). The float evaluation of g jitters by ~1e-6
+  relative; the result is moved by 64 ulp up (``round_up``) or down to stay on the safe
+  side of the exact quantile. ``g'(q) = −n pmf(f; n − 1, q) / P(X <= f)``.
   """
   dtype = _float_dtype()
-  failures = jnp.asarray(failures, dtype)
-  n = jnp.asarray(n, dtype)
-  failures, n = jnp.broadcast_arrays(failures, n)
-  log_alpha = jnp.log(jnp.asarray(alpha, dtype))
-  f = jnp.clip(failures, 0.0, jnp.maximum(n - 1.0, 0.0))
+  f, n, level = (jnp.asarray(v, dtype) for v in (f, n, level))
+  f, n, level = jnp.broadcast_arrays(f, n, level)
+  log_level = jnp.log(level)
+  fc = jnp.clip(f, 0.0, jnp.maximum(n - 1.0, 0.0))
   eps = jnp.asarray(np.finfo(dtype).eps, dtype)
 
   def newton(state):
     step, q, _ = state
-    log_cdf, log_pmf = _log_cdf_and_pmf(f, n, q)
+    log_cdf, log_pmf = _log_cdf_and_pmf(fc, n, q)
     # n pmf(f; n − 1, q) = pmf(f; n, q) (n − f) / (1 − q).
-    log_density = log_pmf + jnp.log(n - f) - jnp.log1p(-q)
+    log_density = log_pmf + jnp.log(n - fc) - jnp.log1p(-q)
     hazard = jnp.exp(log_density - log_cdf)  # −g'(q)
-    target = q + (log_cdf - log_alpha) / hazard
+    target = q + (log_cdf - log_level) / hazard
     # Stay inside (0, 1): halve the distance to the end if a step would leave it.
-    target = jnp.where(target >= 1.0, 0.5 * (q + 1.0), jnp.where(target <= 0.0, 0.5 * q,
-                                                                 target))
+    target = jnp.where(target >= 1.0, 0.5 * (q + 1.0),
+                       jnp.where(target <= 0.0, 0.5 * q, target))
     target = jnp.where(jnp.isfinite(target), target, q)
     change = jnp.max(jnp.abs(target - q) / q)
     return step + 1, target, change
 
   def cond(state):
     step, _, change = state
-    # The float evaluation of g jitters by ~1e-6 relative; closer is noise.
     return (step < max_newton_steps) & (change > 32 * eps)
 
-  # Start one standard deviation beyond the normal approximation of the quantile (right
-  # of the root, away from the mean, where the continued fraction is slow).
-  mean = (f + 1.0) / (n + 1.0)
+  mean = (fc + 1.0) / (n + 1.0)
   sd = jnp.sqrt(mean * (1.0 - mean) / (n + 2.0))
-  start = jnp.minimum(mean + (1.0 - jax.scipy.special.ndtri(jnp.minimum(alpha, 0.5))) * sd,
-                      0.5 * (1.0 + mean))
+  start = mean + (1.0 - jax.scipy.special.ndtri(level)) * sd
+  start = jnp.clip(start, 0.5 * mean, 0.5 * (1.0 + mean))
   _, q, _ = jax.lax.while_loop(cond, newton, (0, start, jnp.asarray(jnp.inf, dtype)))
-  q = jnp.minimum(q * (1.0 + 64 * eps), 1.0)  # absorb that jitter on the safe side
-  exact_zero = -jnp.expm1(log_alpha / jnp.maximum(n, 1.0))
-  q = jnp.where(failures <= 0, exact_zero, q)
-  return jnp.where(failures >= n, 1.0, q)
+  q = q * (1.0 + 64 * eps) if round_up else q * (1.0 - 64 * eps)
+  q = jnp.where(f <= 0, -jnp.expm1(log_level / jnp.maximum(n, 1.0)), q)
+  return jnp.clip(jnp.where(f >= n, 1.0, q), 0.0, 1.0)
+
+
+def _upper_bound_failures(failures: Array, n: Array, alpha) -> Array:
+  """One-sided ``(1 − alpha)`` Clopper-Pearson upper bound on the proportion of failures.
+
+  The smallest ``q`` with ``P(Bin(n, q) <= failures) <= alpha``; accurate to ~1e-5
+  relative, and never below the exact bound.
+  """
+  return _binomial_quantile(failures, n, alpha, round_up=True)
 
 
 def clopper_pearson_lower(successes, trials, alpha) -> Array:
@@ -286,7 +291,14 @@ def clopper_pearson_lower(successes, trials, alpha) -> Array:
   dtype = _float_dtype()
   k = jnp.asarray(successes, dtype)
   n = jnp.asarray(trials, dtype)
-  return 1.0 - _upper_bound_failures(n - k, n, alpha)
+  alpha = jnp.asarray(alpha, dtype)
+  # Two routes to the same bound, each exact in relative terms on its side of 1/2:
+  # 1 − (upper bound on the failure proportion), and directly the p with
+  # P(Bin(n, p) <= k − 1) = 1 − alpha (P(X >= k) = alpha).
+  from_failures = 1.0 - _upper_bound_failures(n - k, n, alpha)
+  direct = _binomial_quantile(k - 1.0, n, 1.0 - alpha, round_up=False)
+  bound = jnp.where(from_failures < 0.5, direct, from_failures)
+  return jnp.where(k <= 0, 0.0, bound)
 
 
 def binomial_test_pvalue(top, second) -> Array:
@@ -317,8 +329,11 @@ def binomial_test_pvalue(top, second) -> Array:
 
 
 def _check_alpha(alpha) -> None:
+  if isinstance(alpha, jax.core.Tracer):
+    return
   try:
-    ok = 0.0 < float(alpha) < 1.0
+    values = np.asarray(alpha, np.float64)
+    ok = values.size > 0 and bool(np.all((values > 0.0) & (values < 1.0)))
   except (TypeError, ValueError):
     ok = False
   if not ok:
@@ -388,7 +403,10 @@ def _votes(params, inputs, rng, sigma, *, logits_fn, num_samples, batch_size, nu
     predicted = jnp.argmax(logits_fn(params, noisy), axis=-1).reshape(per_group, per_chunk)
     valid = (sample < num_samples).astype(jnp.int32)
     one_hot = jax.nn.one_hot(predicted, num_classes, dtype=jnp.int32)
-    return jnp.einsum('esk,s->ek', one_hot, valid)
+    votes = jnp.einsum('esk,s->ek', one_hot, valid)
+    if sharding is not None:  # a small replicated loop carry, whatever the chunk's sharding
+      votes = jax.lax.with_sharding_constraint(votes, NamedSharding(mesh, PartitionSpec()))
+    return votes
 
   def group_votes(args):
     x_group, keys = args
@@ -491,8 +509,9 @@ def predict(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey
   return _predict_from_counts(counts, alpha)
 
 
-@functools.partial(jax.jit, static_argnames=('alpha',))
-def _predict_from_counts(counts: Array, alpha: float) -> Array:
+@jax.jit
+def _predict_from_counts(counts: Array, alpha) -> Array:
+  """PREDICT's decision from the votes ``[B, K]``."""
   top2, classes = jax.lax.top_k(counts, 2) if counts.shape[-1] > 1 else (
       jnp.concatenate([counts, jnp.zeros_like(counts)], -1),
       jnp.zeros(counts.shape, jnp.int32))
@@ -542,12 +561,13 @@ def certify(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey
                      **common)
   estimation = _votes(params, inputs, estimation_rng, sigma, num_samples=num_estimation,
                       **common)
-  return _certify_from_counts(selection, estimation, sigma, num_estimation, float(alpha))
+  return _certify_from_counts(selection, estimation, sigma, num_estimation, alpha)
 
 
-@functools.partial(jax.jit, static_argnames=('num_estimation', 'alpha'))
-def _certify_from_counts(selection: Array, estimation: Array, sigma, num_estimation: int,
-                         alpha: float) -> SmoothingCertificate:
+@jax.jit
+def _certify_from_counts(selection: Array, estimation: Array, sigma, num_estimation,
+                         alpha) -> SmoothingCertificate:
+  """CERTIFY's decision from the votes (one compiled program for every n, alpha, σ)."""
   selected = jnp.argmax(selection, axis=-1).astype(jnp.int32)
   count = jnp.take_along_axis(estimation, selected[:, None], axis=-1)[:, 0]
   n = jnp.full(count.shape, num_estimation, _float_dtype())

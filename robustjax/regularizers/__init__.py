@@ -20,6 +20,7 @@ from robustjax.regularizers.gradient_norm import gradient_norm
 from robustjax.regularizers.lipschitz import lipschitz
 from robustjax.regularizers.llr import linearity_gap
 from robustjax.regularizers.llr import llr
+from robustjax.regularizers.noise import gaussian_augmentation
 from robustjax.regularizers.registry import get
 from robustjax.regularizers.registry import names
 from robustjax.regularizers.registry import register
