@@ -64,10 +64,8 @@ DEFAULT_ATTACKS = ('pgd', 'autoattack')
 NORMS = {'inf': math.inf, '2': 2.0, '1': 1.0}
 # Norms each attack supports (the AutoAttack contract's guarantees; a norm the
 # implementation turns down is also caught before anything compiles).
-SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'), 'autoattack': ('inf', '2', '1'),
-                   'apgd-ce': ('inf', '2', '1'), 'apgd-dlr': ('inf', '2', '1'),
-                   'apgd-t': ('inf', '2', '1'), 'fab': ('inf', '2', '1'),
-                   'fab-t': ('inf', '2', '1'), 'square': ('inf', '2')}
+SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'),
+                   **{name: ('inf', '2') for name in ('autoattack',) + AUTOATTACK_NAMES}}
 VERSIONS = ('standard', 'plus', 'rand')
 SPLITS = ('test', 'train')
 CERTIFY_METHODS = ('', 'smoothing', 'crc')
@@ -284,6 +282,13 @@ def _load_npz(path: str) -> dict | None:
 # --------------------------------------------------------------------- attacks
 
 
+def _key_name(attack: str) -> str:
+  """AutoAttack's attacks share one key: it derives each attack's own key from it
+  (``fold_in(rng, index of the attack)``), so an attack run alone draws what it draws
+  inside the ensemble."""
+  return 'pgd' if attack == 'pgd' else 'autoattack'
+
+
 def attack_key(seed: int, name: str):
   """The key of attack ``name``: batch ``i`` is attacked with ``fold_in(key, i)``.
 
@@ -293,8 +298,14 @@ def attack_key(seed: int, name: str):
   return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) % 2**31)
 
 
-def _attack_fn(logits_fn, name: str, *, eps: float, p: float, version: str,
-               names_out: list):
+def _autoattack_module():
+  """``robustjax.attacks.autoattack`` the module (the package re-exports the function
+  under the same name)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module('robustjax.attacks.autoattack')
+
+
+def _pgd_fn(logits_fn, *, eps: float, p: float):
   """``(params, x, y, key) -> (robust [B], broken_by [B], flags, x_adv [B, ...])``."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from robustjax import attacks  # pylint: disable=g-import-not-at-top
@@ -302,42 +313,75 @@ def _attack_fn(logits_fn, name: str, *, eps: float, p: float, version: str,
   def correct(params, x, y):
     return jnp.argmax(logits_fn(params, x), axis=-1) == y
 
-  if name == 'pgd':
-    names_out[:] = ['pgd']
+  def pgd_fn(params, x, y, key):
+    x_adv = attacks.pgd(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
+                        steps=PGD_HPARAMS['steps'], restarts=PGD_HPARAMS['restarts'],
+                        objective=PGD_HPARAMS['objective'])
+    clean = correct(params, x, y)
+    robust = clean & correct(params, x_adv, y)
+    broken_by = jnp.where(clean, jnp.where(robust, ROBUST, 0), CLEAN_MISCLASSIFIED)
+    return robust, broken_by.astype(jnp.int32), {}, x_adv
 
-    def pgd_fn(params, x, y, key):
-      x_adv = attacks.pgd(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
-                          steps=PGD_HPARAMS['steps'], restarts=PGD_HPARAMS['restarts'],
-                          objective=PGD_HPARAMS['objective'])
-      clean = correct(params, x, y)
-      robust = clean & correct(params, x_adv, y)
-      broken_by = jnp.where(clean, jnp.where(robust, ROBUST, 0), CLEAN_MISCLASSIFIED)
-      return robust, broken_by.astype(jnp.int32), {}, x_adv
+  return pgd_fn
 
-    return pgd_fn
 
-  from robustjax.attacks import autoattack as aa_lib  # pylint: disable=g-import-not-at-top
+def _autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
+  """AutoAttack (``name == 'autoattack'``) or one of its attacks alone, as ``_pgd_fn``.
+
+  AutoAttack is a host-level loop over compiled attacks (it runs each attack on the
+  points still robust), so this is called eagerly, not under ``jax.jit``.
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  aa_lib = _autoattack_module()
   subset = None if name == 'autoattack' else [name]
 
   def aa_fn(params, x, y, key):
-    result = aa_lib.autoattack(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
-                               version=version, attacks=subset, bounds=BOUNDS)
-    names_out[:] = list(result.attack_names)
+    result = aa_lib.autoattack(logits_fn, params, (jnp.asarray(x), jnp.asarray(y)),
+                               rng=key, eps=eps, p=p, version=version, attacks=subset,
+                               bounds=BOUNDS)
     clean_code = getattr(aa_lib, 'CLEAN_MISCLASSIFIED', CLEAN_MISCLASSIFIED)
-    broken_by = jnp.where(result.broken_by == clean_code, CLEAN_MISCLASSIFIED,
-                          result.broken_by).astype(jnp.int32)
-    flags = {k: jnp.asarray(v, jnp.int32) for k, v in dict(result.flags).items()}
-    return jnp.asarray(result.robust, bool), broken_by, flags, result.inputs
+    broken_by = np.asarray(result.broken_by)
+    broken_by = np.where(broken_by == clean_code, CLEAN_MISCLASSIFIED,
+                         broken_by).astype(np.int32)
+    flags = {k: int(v) for k, v in dict(result.flags).items()}
+    return np.asarray(result.robust, bool), broken_by, flags, result.inputs
 
   return aa_fn
+
+
+def _autoattack_names(name: str, version: str) -> list[str]:
+  """The attacks ``name`` runs (the version's list for ``'autoattack'``)."""
+  aa_lib = _autoattack_module()
+  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version))
+
+
+def _check_autoattack(names: dict, *, num_classes: int, input_ndim: int) -> None:
+  """What AutoAttack would refuse, checked before anything runs or is written."""
+  need = {'apgd-dlr': 3, 'apgd-t': 4}
+  for name, subs in names.items():
+    for sub in subs:
+      if num_classes < need.get(sub, 2):
+        _fail('attacks', f'{name} runs {sub}, which needs at least {need[sub]} classes; '
+              f'this model has {num_classes}')
+      if sub == 'square' and input_ndim != 4:
+        _fail('attacks', f'{name} runs square, which needs images [B, H, W, C]; this '
+              f'dataset\'s inputs have {input_ndim - 1} axes per example')
 
 
 def _attack_hparams(name: str, version: str, sub_names: Sequence[str]) -> dict:
   if name == 'pgd':
     return {'implementation': 'robustjax.attacks.pgd', **PGD_HPARAMS,
             'bounds': list(BOUNDS)}
-  return {'implementation': 'robustjax.attacks.autoattack', 'version': version,
-          'attacks': list(sub_names), 'bounds': list(BOUNDS)}
+  out = {'implementation': 'robustjax.attacks.autoattack', 'version': version,
+         'attacks': list(sub_names), 'bounds': list(BOUNDS)}
+  try:
+    aa_lib = _autoattack_module()
+    per = aa_lib.settings(version)
+    out['settings'] = {s: json.loads(json.dumps(per[s], default=str)) for s in sub_names
+                       if s in per}
+  except (ImportError, AttributeError, ValueError):
+    pass
+  return out
 
 
 # ----------------------------------------------------------------- certificates
@@ -446,13 +490,17 @@ def _markdown(report: dict) -> str:
   for row in report['results']:
     counts = ', '.join(f'{k}: {v}' for k, v in row['broken_by'].items() if v)
     out.append(f'- eps {row["eps"]:g}: {counts or "none"}')
-  flags = [(row['eps'], a, f) for row in report['results']
-           for a, f in row['autoattack_flags'].items() if f]
-  if flags:
-    out += ['', '## AutoAttack flags (counts of examples)', '']
-    for eps, attack, f in flags:
-      shown = ', '.join(f'{k}: {v}' for k, v in sorted(f.items()))
+  aa = [a for a in report['attacks'] if a != 'pgd']
+  if aa:
+    out += ['', '## AutoAttack flags (examples flagged)', '']
+    raised = [(row['eps'], a, {k: v for k, v in sorted(f.items()) if v})
+              for row in report['results'] for a, f in row['autoattack_flags'].items()]
+    raised = [r for r in raised if r[2]]
+    for eps, attack, f in raised:
+      shown = ', '.join(f'{k}: {v}' for k, v in f.items())
       out.append(f'- eps {eps:g}, `{attack}`: {shown}')
+    if not raised:
+      out.append('- none raised')
   cert = report.get('certification')
   if cert:
     out += ['', f'## Certified accuracy ({cert["method"]})', '', cert['description'], '',
@@ -647,30 +695,36 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
   model = train.build_model(config, feed.info(config.dataset))
   layers = _crc_layers(config, model, params) if settings.certify == 'crc' else None
 
-  # Attack functions: traced once here (argument checks fire before any compile).
+  # Attack functions; argument checks fire here, before anything compiles or is written.
   sub_names: dict[str, list] = {}
   fns: dict[tuple[str, float], Any] = {}
   x0, y0, _ = padded(0)
   for name in settings.attacks:
+    if name == 'pgd':
+      sub_names[name] = ['pgd']
+      continue
+    try:
+      sub_names[name] = _autoattack_names(name, settings.version)
+    except ImportError as err:
+      _fail('attacks', f'{name} needs robustjax.attacks.autoattack, which is missing '
+            f'here ({err}); use --attacks=pgd')
+  num_classes = int(jax.eval_shape(logits_fn, params, x0[:1]).shape[-1])
+  _check_autoattack({a: s for a, s in sub_names.items() if a != 'pgd'},
+                    num_classes=num_classes, input_ndim=images.ndim)
+  for name in settings.attacks:
     for e in settings.eps:
       if e == 0:
         continue
-      names_out: list = []
-      fn = jax.jit(_attack_fn(attack_logits_fn, name, eps=e, p=p, version=settings.version,
-                              names_out=names_out),
-                   in_shardings=(rep, shard, shard, rep))
-      try:
-        fn.trace(params, x0, y0, attack_key(settings.seed, name))
-      except ValueError as err:
-        flag = 'norm' if str(err).startswith('p ') or "'p'" in str(err) else 'attacks'
-        _fail(flag, f'{name} at eps={e:g}, L{settings.norm}: {err}')
-      except ImportError as err:
-        _fail('attacks', f'{name} needs robustjax.attacks.autoattack, which is missing '
-              f'here ({err}); use --attacks=pgd')
+      if name == 'pgd':
+        fn = jax.jit(_pgd_fn(attack_logits_fn, eps=e, p=p),
+                     in_shardings=(rep, shard, shard, rep))
+        try:
+          fn.trace(params, x0, y0, attack_key(settings.seed, name))
+        except ValueError as err:
+          _fail('attacks', f'pgd at eps={e:g}, L{settings.norm}: {err}')
+      else:
+        fn = _autoattack_fn(attack_logits_fn, name, eps=e, p=p, version=settings.version)
       fns[(name, e)] = fn
-      sub_names[name] = list(names_out)
-    if name not in sub_names:  # only eps = 0: no attack runs
-      sub_names[name] = [name] if name != 'autoattack' else []
   if layers is not None:
     from robustjax.certify import bounds as bounds_lib  # pylint: disable=g-import-not-at-top
     gap = float(jnp.max(jnp.abs(bounds_lib.mlp_apply(layers, x0, activation=activation)
@@ -733,14 +787,17 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
                   'prediction': np.asarray(cert.prediction)[:real].astype(np.int32),
                   'count': np.asarray(cert.count)[:real].astype(np.int64)}
       else:
-        key = jax.random.fold_in(attack_key(settings.seed, name), b)
-        if (name, e) not in compiled:
-          t1 = time.perf_counter()
-          compiled[(name, e)] = fns[(name, e)].lower(params, x, y, key).compile()
-          compile_s[f'{name}@{e!r}'] = time.perf_counter() - t1
-          t0 = time.perf_counter()
+        key = jax.random.fold_in(attack_key(settings.seed, _key_name(name)), b)
+        fn = fns[(name, e)]
+        if name == 'pgd':
+          if (name, e) not in compiled:
+            t1 = time.perf_counter()
+            compiled[(name, e)] = fn.lower(params, x, y, key).compile()
+            compile_s[f'{name}@{e!r}'] = time.perf_counter() - t1
+            t0 = time.perf_counter()
+          fn = compiled[(name, e)]
         robust, broken_by, flag_counts, x_adv = jax.block_until_ready(
-            compiled[(name, e)](params, x, y, key))
+            fn(params, x, y, key))
         flag_names = sorted(flag_counts)
         arrays = {
             'robust': np.asarray(robust)[:real], 'broken_by': np.asarray(broken_by)[:real],

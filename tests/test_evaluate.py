@@ -1,0 +1,392 @@
+"""``python -m robustjax.evaluate``: report contents against robustjax.metrics, the worst
+case over attacks, resuming, refusing other flags, bad input, certified curves.
+
+One tiny softplus digits MLP is trained once per module (a few seconds); every
+evaluation runs on its first 40 test digits in batches of 16 (so the last batch is
+padded) with PGD-20 and, where the AutoAttack module is there, a single APGD attack.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from robustjax import evaluate
+from robustjax import metrics
+from robustjax.training import feed
+from robustjax.training import schema
+from robustjax.training import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_AUTOATTACK = importlib.util.find_spec('robustjax.attacks.autoattack') is not None
+N, BATCH = 40, 16
+EPS = [0.0, 0.05, 0.1]
+ATTACKS = ['pgd', 'apgd-ce'] if HAS_AUTOATTACK else ['pgd']
+COMMON = dict(eps=EPS, norm='inf', attacks=ATTACKS, num_examples=N, batch_size=BATCH,
+              progress=False, seed=3)
+VOLATILE = ('timing', 'environment', 'tag')  # what differs between identical runs
+
+
+@pytest.fixture(autouse=True, scope='module')
+def compilation_cache(tmp_path_factory):
+  """Identical evaluations (uninterrupted vs resumed) reuse compiled attacks."""
+  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+          'jax_persistent_cache_min_entry_size_bytes')
+  previous = {k: getattr(jax.config, k) for k in keys}
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  yield
+  for k, v in previous.items():
+    jax.config.update(k, v)
+
+
+def _snapshot(workdir):
+  """``{relative path: sha256}`` of every file outside ``eval/``."""
+  out = {}
+  for root, dirs, files in os.walk(workdir):
+    rel = os.path.relpath(root, workdir)
+    if rel.split(os.sep)[0] == evaluate.EVAL_DIR:
+      dirs[:] = []
+      continue
+    for f in files:
+      with open(os.path.join(root, f), 'rb') as fh:
+        out[os.path.join(rel, f)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """A trained softplus MLP 16 on digits (standardised inputs) and its file snapshot."""
+  c = schema.base_config()
+  c.model.kwargs.widths = (16,)
+  c.model.kwargs.activation = 'softplus'
+  c.batch_size = 32
+  c.num_train_steps = 60
+  c.checkpoint_every_steps = 60
+  c.log_every_steps = 30
+  c.optimizer.schedule = 'constant'
+  c.optimizer.lr = 0.1
+  c.eval.num_examples = 16
+  c.eval.batch_size = 16
+  c.eval.steps = 1
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(c, workdir)
+  return workdir, _snapshot(workdir)
+
+
+@pytest.fixture(scope='module')
+def full(run_dir):
+  """An uninterrupted evaluation (tag 'full')."""
+  workdir, _ = run_dir
+  return evaluate.run(workdir, tag='full', **COMMON)
+
+
+def _data(workdir):
+  config = train.load_config(workdir)
+  return feed.eval_arrays(config.dataset, split='test', num_examples=N)
+
+
+def _padded_batches(x, y):
+  """The evaluator's batches: 16 examples each, the last padded, padding masked."""
+  out = []
+  for lo in range(0, len(y), BATCH):
+    xb, yb = x[lo:lo + BATCH], y[lo:lo + BATCH]
+    pad = BATCH - len(yb)
+    mask = np.r_[np.ones(len(yb), bool), np.zeros(pad, bool)]
+    out.append((np.concatenate([xb, np.repeat(xb[-1:], pad, 0)]),
+                np.concatenate([yb, np.repeat(yb[-1:], pad, 0)]), mask))
+  return out
+
+
+def _out(workdir, tag):
+  return os.path.join(workdir, evaluate.EVAL_DIR, tag)
+
+
+def _stable(report):
+  return {k: v for k, v in report.items() if k not in VOLATILE}
+
+
+def _npz(path):
+  with np.load(path) as data:
+    return {k: data[k] for k in data.files}
+
+
+# ------------------------------------------------------------------------ report
+
+
+def test_report_files_and_numbers_agree_with_metrics(run_dir, full):
+  workdir, _ = run_dir
+  out = _out(workdir, 'full')
+  for name in ('report.json', 'report.md', 'per_example.npz', 'accuracy_vs_eps.png'):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, 'accuracy_vs_eps.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  with open(os.path.join(out, 'report.json'), encoding='utf-8') as f:
+    on_disk = json.load(f)
+  assert on_disk == json.loads(json.dumps(full))
+  assert full['num_examples'] == N and full['norm'] == 'inf' and full['eps'] == EPS
+  assert full['attacks'] == ATTACKS and full['seed'] == 3
+  assert full['checkpoint_step'] == 60 and full['config']['dataset'] == 'digits'
+  assert full['attack_hyperparameters']['pgd']['steps'] == 20
+  for key in ('python', 'jax', 'flax', 'robustjax', 'machine'):
+    assert key in full['environment']
+  assert full['timing']['units'] == len(ATTACKS) * 2 * 3  # 2 nonzero eps x 3 batches
+
+  config, logits_fn, params = train.restore(workdir)
+  x, y = _data(workdir)
+  clean = float(metrics.accuracy(logits_fn, params, x, y))
+  assert full['clean_accuracy'] == pytest.approx(clean, abs=1e-9)
+  batches = _padded_batches(x, y)
+  for row in full['results']:
+    want = metrics.robust_accuracy(logits_fn, params, batches,
+                                   rng=evaluate.attack_key(3, 'pgd'), eps=row['eps'],
+                                   p=np.inf, steps=20, restarts=1, objective='ce')
+    assert row['robust_accuracy']['pgd'] == pytest.approx(want, abs=1e-9), row['eps']
+  assert full['results'][0]['robust_accuracy']['pgd'] == pytest.approx(clean)
+  assert 0 < full['results'][2]['robust_accuracy']['pgd'] < clean  # the attack bites
+
+  per = _npz(os.path.join(out, 'per_example.npz'))
+  np.testing.assert_array_equal(per['labels'], y)
+  np.testing.assert_array_equal(per['indices'], np.arange(N))
+  assert per['robust'].shape == (len(EPS), len(ATTACKS), N)
+  for i, row in enumerate(full['results']):
+    for j, a in enumerate(ATTACKS):
+      assert per['robust'][i, j].mean() == pytest.approx(row['robust_accuracy'][a])
+  md = open(os.path.join(out, 'report.md'), encoding='utf-8').read()
+  assert f'| 0.1 | {100 * full["results"][2]["robust_accuracy"]["pgd"]:.2f} |' in md
+
+
+def test_worst_case_is_the_per_example_and_over_attacks(run_dir, full):
+  workdir, _ = run_dir
+  per = _npz(os.path.join(_out(workdir, 'full'), 'per_example.npz'))
+  worst = per['robust'].all(axis=1)
+  np.testing.assert_array_equal(per['worst_robust'], worst)
+  names = per['broken_by_names'].tolist()
+  for i, row in enumerate(full['results']):
+    assert row['worst_case'] == pytest.approx(worst[i].mean())
+    assert row['worst_case'] <= min(row['robust_accuracy'].values())
+    broken_by = per['broken_by'][i]
+    np.testing.assert_array_equal(broken_by == evaluate.ROBUST, worst[i])
+    np.testing.assert_array_equal(broken_by == evaluate.CLEAN_MISCLASSIFIED,
+                                  ~per['clean_correct'])
+    for k in np.flatnonzero(broken_by >= 0):  # the first listed attack that broke it
+      first = ATTACKS[int(np.argmin(per['robust'][i, :, k]))]
+      assert names[broken_by[k]].split(':')[0] == first
+    assert sum(row['broken_by'].values()) == int(np.sum(broken_by >= 0))
+
+
+# ------------------------------------------------------------------------ resuming
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_resumed_evaluation_equals_an_uninterrupted_one(run_dir, full):
+  workdir, _ = run_dir
+  out = _out(workdir, 'resumed')
+  seen = []
+
+  def kill_after_two(name):
+    seen.append(name)
+    if len(seen) == 2:
+      raise _Killed
+
+  with pytest.raises(_Killed):
+    evaluate.run(workdir, tag='resumed', on_unit=kill_after_two, **COMMON)
+  assert not any(os.path.exists(os.path.join(out, f)) for f in evaluate.REPORT_FILES)
+  units = [f for f in os.listdir(os.path.join(out, 'partial')) if f.endswith('.npz')]
+  assert sorted(units) == sorted(seen)
+
+  resumed = evaluate.run(workdir, tag='resumed', **COMMON)
+  assert resumed['timing']['units_resumed'] == 2
+  assert _stable(resumed) == _stable(full)
+  a = _npz(os.path.join(out, 'per_example.npz'))
+  b = _npz(os.path.join(_out(workdir, 'full'), 'per_example.npz'))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+  # A lost unit (and report) is recomputed to the same result.
+  os.remove(os.path.join(out, 'partial', seen[1]))
+  os.remove(os.path.join(out, 'report.json'))
+  again = evaluate.run(workdir, tag='resumed', **COMMON)
+  assert again['timing']['units_resumed'] == again['timing']['units'] - 1
+  assert _stable(again) == _stable(full)
+
+
+def test_same_tag_with_other_flags_is_refused_naming_them(run_dir, full):
+  del full
+  workdir, _ = run_dir
+  before = sorted(os.listdir(os.path.join(_out(workdir, 'full'), 'partial')))
+  with pytest.raises(ValueError, match=r'^--tag: .*--eps was .*--seed was') as e:
+    evaluate.run(workdir, tag='full', **dict(COMMON, eps=[0.2], seed=4))
+  assert '\n' not in str(e.value) and 'num_examples' not in str(e.value)
+  assert sorted(os.listdir(os.path.join(_out(workdir, 'full'), 'partial'))) == before
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize('kwargs, pattern', [
+    (dict(eps=[-0.1]), '^--eps: .*>= 0'),
+    (dict(eps=[float('nan')]), '^--eps: '),
+    (dict(norm='3'), "^--norm: unknown norm '3'"),
+    (dict(attacks=['pgd', 'cw']), "^--attacks: unknown attack 'cw'; valid: autoattack, "
+     'apgd-ce'),
+    (dict(attacks=['square'], norm='1'), "^--norm: attack 'square' does not support L1"),
+    (dict(num_examples=-1), '^--num_examples: must be an integer >= 0'),
+    (dict(batch_size=2.5), '^--batch_size: '),
+    (dict(version='fast'), '^--version: unknown AutoAttack version'),
+    (dict(split='valid'), '^--split: '),
+    (dict(tag='../x'), '^--tag: '),
+    (dict(certify='ibp'), '^--certify: unknown method'),
+    (dict(certify='smoothing', sigma=0.0), '^--sigma: must be > 0'),
+    (dict(certify='smoothing', alpha=1.5), '^--alpha: '),
+    (dict(certify='crc', norm='inf'), '^--norm: certificates here are L2'),
+    (dict(radii=[0.1]), '^--radii: only used with --certify'),
+])
+def test_bad_arguments_raise_one_line_naming_the_flag_and_write_nothing(
+    run_dir, kwargs, pattern):
+  workdir, snapshot = run_dir
+  listing = sorted(os.listdir(workdir))
+  args = dict(attacks=['pgd'], progress=False, tag='bad')
+  if 'certify' not in kwargs:
+    args['eps'] = [0.1]
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=pattern) as e:
+    evaluate.run(workdir, **args)
+  assert '\n' not in str(e.value)
+  assert sorted(os.listdir(workdir)) == listing
+  assert not os.path.exists(_out(workdir, 'bad'))
+  assert _snapshot(workdir) == snapshot
+
+
+def test_workdir_without_checkpoint_or_config_is_refused(tmp_path, run_dir):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(ValueError, match='^--workdir: no config.json'):
+    evaluate.run(str(empty), eps=[0.1], attacks=['pgd'])
+  with open(os.path.join(run_dir[0], 'config.json'), encoding='utf-8') as f:
+    (empty / 'config.json').write_text(f.read())
+  with pytest.raises(ValueError, match='^--workdir: no checkpoint in'):
+    evaluate.run(str(empty), eps=[0.1], attacks=['pgd'])
+  assert sorted(os.listdir(empty)) == ['config.json']
+  with pytest.raises(ValueError, match='^--certify: crc certifies smooth MLPs'):
+    (empty / 'config.json').write_text(json.dumps(dict(
+        json.load(open(os.path.join(run_dir[0], 'config.json'), encoding='utf-8')),
+        model={'name': 'cnn', 'kwargs': {}})))
+    os.symlink(os.path.join(run_dir[0], 'checkpoints'), empty / 'checkpoints')
+    evaluate.run(str(empty), certify='crc', attacks=['pgd'])
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  return subprocess.run([sys.executable, '-m', 'robustjax.evaluate', *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cli_bad_flag_is_one_line_and_good_flags_print_the_table(run_dir, full):
+  workdir, snapshot = run_dir
+  bad = _cli(f'--workdir={workdir}', '--eps=0.1,-0.5', '--attacks=pgd', '--tag=cli')
+  assert bad.returncode == 1
+  assert bad.stderr.strip() == 'error: --eps: every radius must be a finite number >= 0, got -0.5'
+  assert not os.path.exists(_out(workdir, 'cli'))
+
+  good = _cli(f'--workdir={workdir}', '--eps=0,0.05,0.1', f'--attacks={",".join(ATTACKS)}',
+              f'--num_examples={N}', f'--batch_size={BATCH}', '--seed=3', '--tag=cli')
+  assert good.returncode == 0, good.stderr[-2000:]
+  assert evaluate.format_table(full) in good.stdout
+  with open(os.path.join(_out(workdir, 'cli'), 'report.json'), encoding='utf-8') as f:
+    assert _stable(json.load(f)) == json.loads(json.dumps(_stable(full)))
+  assert _snapshot(workdir) == snapshot
+
+
+# ------------------------------------------------------------------------ certificates
+
+
+def test_crc_certified_curve_is_below_the_empirical_one(run_dir):
+  from robustjax.certify import crc_mlp
+  workdir, _ = run_dir
+  radii = [0.0, 0.1, 0.3]
+  report = evaluate.run(workdir, certify='crc', radii=radii, attacks=['pgd'],
+                        num_examples=BATCH, batch_size=BATCH, progress=False, tag='crc')
+  cert = report['certification']
+  assert report['norm'] == '2' and report['eps'] == radii and cert['radii'] == radii
+  assert cert['total_violations'] == 0 and cert['warning'] is None
+  assert os.path.exists(os.path.join(_out(workdir, 'crc'), 'certified_accuracy.png'))
+  for row in cert['curve']:
+    assert row['certified_accuracy'] <= row['empirical_accuracy']
+  assert cert['curve'][0]['certified_accuracy'] == pytest.approx(report['clean_accuracy'])
+  assert 0 < cert['curve'][1]['certified_accuracy']
+
+  # Oracle: CRC on the MLP written out in pixel space here (standardisation folded).
+  config, logits_fn, params = train.restore(workdir)
+  x, y = _data(workdir)
+  x, y = x[:BATCH], y[:BATCH]
+  mean, std = np.float32(0.3054), np.float32(0.3760)  # digits' statistics (the model's)
+  w0, b0 = np.asarray(params['Dense_0']['kernel']), np.asarray(params['Dense_0']['bias'])
+  layers = [(w0 / std, b0 - (mean / std) * w0.sum(0)),
+            (params['Dense_1']['kernel'], params['Dense_1']['bias'])]
+  radius = np.asarray(crc_mlp(layers, x, y, activation='softplus').radius)
+  ok = np.asarray(metrics.correct(logits_fn, params, x, y))
+  for row in cert['curve']:
+    assert row['certified_accuracy'] == pytest.approx(
+        np.mean(ok & (radius >= row['radius'])), abs=1e-9)
+
+
+def test_certified_points_broken_by_an_attack_are_reported_as_violations(run_dir,
+                                                                          monkeypatch):
+  import robustjax.certify as certify_lib
+  real = certify_lib.crc_mlp
+
+  def inflated(*args, **kwargs):  # a wrong certificate: 100x the radius
+    result = real(*args, **kwargs)
+    return result._replace(radius=100 * result.radius)
+
+  monkeypatch.setattr(certify_lib, 'crc_mlp', inflated)
+  workdir, _ = run_dir
+  report = evaluate.run(workdir, certify='crc', radii=[0.0, 0.3], attacks=['pgd'],
+                        num_examples=BATCH, batch_size=BATCH, progress=False, tag='bad-crc')
+  cert = report['certification']
+  broken = BATCH * (cert['curve'][1]['certified_accuracy'] - cert['curve'][1]
+                ['empirical_accuracy'])
+  assert cert['total_violations'] == cert['curve'][1]['violations'] == round(broken) > 0
+  assert 'certified' in cert['warning']
+  assert cert['violations'][0]['radius'] == 0.3
+  md = open(os.path.join(_out(workdir, 'bad-crc'), 'report.md'), encoding='utf-8').read()
+  assert 'WARNING' in md
+
+
+def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
+  workdir, _ = run_dir
+  report = evaluate.run(workdir, certify='smoothing', sigma=0.25, num_samples=200,
+                        num_selection=20, radii=[0.0, 0.25], attacks=['pgd'],
+                        num_examples=BATCH, batch_size=BATCH, progress=False,
+                        tag='smoothing')
+  cert = report['certification']
+  per = _npz(os.path.join(_out(workdir, 'smoothing'), 'per_example.npz'))
+  prediction, radius = per['certified_prediction'], per['certified_radius']
+  abstain = prediction == -1
+  assert cert['abstentions'] == int(abstain.sum())
+  assert not per['certified'][:, abstain].any()
+  assert np.all(radius[abstain] == 0)
+  want = [(prediction == per['labels']) & (radius >= r) for r in (0.0, 0.25)]
+  np.testing.assert_array_equal(per['certified'], np.stack(want))
+  assert cert['total_violations'] == 0
+  for row in cert['curve']:
+    assert row['certified_accuracy'] <= row['empirical_accuracy']
+
+
+def test_training_files_are_untouched(run_dir, full):
+  del full
+  workdir, snapshot = run_dir
+  assert _snapshot(workdir) == snapshot
+  assert 'final_metrics.json' in {os.path.basename(k) for k in snapshot}
