@@ -7,11 +7,13 @@ this file before any test module, so every test sees ``len(jax.devices()) == 4``
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-_flag = '--xla_force_host_platform_device_count=4'
-if _flag not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _flag).strip()
 
+import chex  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
+
+# XLA_FLAGS --xla_force_host_platform_device_count=4, set before any backend starts (and
+# inherited by the subprocesses some tests launch).
+chex.set_n_cpu_devices(4)
 
 try:
   jax.config.update('jax_num_cpu_devices', 4)

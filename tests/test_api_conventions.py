@@ -13,6 +13,7 @@ import pathlib
 import re
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,10 +157,8 @@ def test_non_array_params_leaf_is_named():
 class TestEquinox:
   """An Equinox MLP: refused whole, accepted split, same results as plain jnp."""
 
-  eqx = pytest.importorskip('equinox')
-
   def _model(self):
-    return self.eqx.nn.MLP(in_size=6, out_size=3, width_size=5, depth=1,
+    return eqx.nn.MLP(in_size=6, out_size=3, width_size=5, depth=1,
                            activation=jax.nn.softplus, key=jax.random.PRNGKey(3))
 
   def _plain(self, model):
@@ -190,7 +189,6 @@ class TestEquinox:
       del name
 
   def test_partitioned_module_runs_attack_regularizer_and_metric(self):
-    eqx = self.eqx
     model = self._model()
     params, static = eqx.partition(model, eqx.is_array)
     logits_fn = lambda p, x: jax.vmap(eqx.combine(p, static))(x)

@@ -12,11 +12,10 @@ import pathlib
 import tempfile
 import warnings
 
+from ipykernel import kernelspec
+import nbclient
+import nbformat
 import pytest
-
-nbclient = pytest.importorskip('nbclient')
-nbformat = pytest.importorskip('nbformat')
-kernelspec = pytest.importorskip('ipykernel.kernelspec')
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / 'colabs').glob('*.ipynb'))

@@ -4,6 +4,7 @@ Most tests run in float64 (``jax.enable_x64``) so finite-difference convergence 
 are visible above round-off.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +90,7 @@ def test_input_grad_is_differentiable_wrt_params():
     return jnp.sum(w * grads)
 
   got, want = jax.grad(via_lib)(params), jax.grad(reference)(params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), got, want)
+  chex.assert_trees_all_close(got, want, rtol=1e-9, atol=1e-12)
 
 
 # --- Hessian-vector products --------------------------------------------------------
@@ -183,8 +184,7 @@ def test_hvp_is_differentiable_wrt_params(method):
   np.testing.assert_allclose(directional, fd, rtol=1e-6)
   if method == 'exact':  # and against differentiating the dense Hessian itself
     dense = jax.grad(lambda p: jnp.sum(w * dense_hvp(loss_fn, p, x, y, v)))(params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11),
-                 grad, dense)
+    chex.assert_trees_all_close(grad, dense, rtol=1e-8, atol=1e-11)
 
 
 def test_hvp_examples_do_not_interact_and_jit_agrees():

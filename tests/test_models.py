@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,8 +196,7 @@ def test_clean_policy_matches_train_mode_on_clean_inputs():
   def via_train(p):
     return jnp.sum(jnp.sin(models.clean_pass(model, p, batch_stats, x).logits))
   g1, g2 = jax.jit(lambda p: (jax.grad(via_policy)(p), jax.grad(via_train)(p)))(params)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_clean_policy_perturbed_examples_do_not_interact():

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,8 +83,7 @@ def test_param_gradient_does_not_flow_through_the_attack():
                                                                 rng=rng, steps=2))
   (_, aux), grads = jax.value_and_grad(total, has_aux=True)(params)
   fixed = jax.grad(lambda p: jnp.sum(loss_fn(p, aux['x_adv'], y)))(params)
-  for g, f in zip(jax.tree.leaves(grads), jax.tree.leaves(fixed)):
-    np.testing.assert_allclose(g, f, rtol=1e-5, atol=1e-7)
+  chex.assert_trees_all_close(grads, fixed, rtol=1e-5, atol=1e-7)
 
 
 def test_half_half_perturbs_even_positions_only():
@@ -178,8 +178,7 @@ def test_trades_is_zero_at_zero_eps_and_differentiates_both_sides():
       has_aux=True)(params)
   ref = jax.grad(lambda p: 6.0 * jnp.sum(kl_divergence(logits_fn(p, x),
                                                        logits_fn(p, aux['x_adv']))))(params)
-  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref)):
-    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-7)
+  chex.assert_trees_all_close(grads, ref, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize('scale,flat', [(1e4, False), (1.0, True)])
@@ -199,8 +198,7 @@ def test_finite_values_and_param_grads_saturated_or_flat(scale, flat):
   for name, call in calls.items():
     values, vjp = jax.vjp(call, params)
     grads = vjp(jnp.ones_like(values))
-    assert np.all(np.isfinite(values)), name
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
+    chex.assert_tree_all_finite((values, grads))
 
 
 def test_non_per_example_functions_raise_before_the_attack():

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,8 +152,7 @@ def test_finite_values_and_param_grads_when_saturated_or_flat(scale, zero_first)
     return jnp.sum(values), values
 
   (_, values), grads = jax.jit(jax.value_and_grad(total, has_aux=True))(params)
-  assert np.all(np.isfinite(values))
-  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  chex.assert_tree_all_finite((values, grads))
   if zero_first:
     _, aux = lipschitz(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1))
     np.testing.assert_allclose(aux['lipschitz'], 0.0)
