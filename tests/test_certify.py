@@ -9,6 +9,11 @@ import pytest
 
 from robustjax.attacks import loop
 from robustjax.certify import bounds
+import functools
+import warnings
+
+from robustjax.certify.crc import NotCertifiedWarning
+from robustjax.certify.crc import certified_accuracy
 from robustjax.certify.crc import crc
 from robustjax.certify.crc import crc_mlp
 from robustjax.regularizers import registry
@@ -272,7 +277,8 @@ def test_crc_is_exact_where_primal_equals_dual():
   # Where primal = dual the radius is the distance to the boundary (grid resolution).
   np.testing.assert_allclose(res.radius[exact], brute[exact], atol=0.01)
   assert np.all(res.radius[~exact] < brute[~exact])
-  runner = crc_mlp(layers, x, y, activation='softplus', targets='runner_up')
+  with pytest.warns(NotCertifiedWarning):
+    runner = crc_mlp(layers, x, y, activation='softplus', targets='runner_up')
   assert np.all(runner.radius >= res.radius - 1e-6)
   # A single scalar bound K (the loosest pair's) through the generic entry point.
   v = jnp.arange(3)
@@ -300,3 +306,30 @@ def test_crc_bad_input():
     kwargs = {'curvature': 1.0, **kwargs}
     with pytest.raises(ValueError, match=name):
       crc(_logits_fn('tanh'), layers, x, y, **kwargs)
+
+
+def test_modes_that_are_not_certificates_are_flagged_and_never_counted():
+  """Runner-up-only radii and power-iteration bounds: certified=False, a warning, and
+  certified accuracy 0; the all-targets SVD certificate: certified, no warning."""
+  layers = _layers(jax.random.PRNGKey(3), (2, 8, 3))
+  x = jax.random.uniform(jax.random.PRNGKey(15), (6, 2), minval=-2.0, maxval=2.0)
+  y = jnp.argmax(bounds.mlp_apply(layers, x, activation='softplus'), -1)
+  steps = dict(bisection_steps=8, newton_steps=2, cg_steps=4)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # a certificate raises no warning
+    sound = crc_mlp(layers, x, y, activation='softplus', **steps)
+  assert np.all(sound.certified) and np.all(sound.radius > 0)
+  radii = jnp.array([0.0, float(jnp.median(sound.radius))])
+  np.testing.assert_allclose(certified_accuracy(sound, radii),
+                             [1.0, np.mean(np.asarray(sound.radius) > float(radii[1]))])
+  with pytest.warns(NotCertifiedWarning, match='runner_up'):
+    runner = crc_mlp(layers, x, y, activation='softplus', targets='runner_up', **steps)
+  power_bound = functools.partial(bounds.margin_curvature_bound, layers,
+                                  activation='softplus', method='power', num_iters=2)
+  assert not power_bound(y, (y + 1) % 3).certified
+  with pytest.warns(NotCertifiedWarning, match='power iteration'):
+    power = crc(_logits_fn('softplus'), layers, x, y, curvature=power_bound, **steps)
+  for result in (runner, power):
+    assert not np.any(result.certified)
+    assert np.all(result.radius > 0)  # radii are kept for research ...
+    np.testing.assert_array_equal(certified_accuracy(result, radii), [0.0, 0.0])  # ... not counted

@@ -9,6 +9,8 @@ from robustjax.certify.bounds import mlp_layers
 from robustjax.certify.bounds import spectral_norm
 from robustjax.certify.bounds import weighted_gram_top
 from robustjax.certify.crc import CRCResult
+from robustjax.certify.crc import NotCertifiedWarning
+from robustjax.certify.crc import certified_accuracy
 from robustjax.certify.crc import crc
 from robustjax.certify.crc import crc_mlp
 from robustjax.certify.crc import pair_certificate

@@ -68,10 +68,16 @@ Layers = Sequence[tuple[Array, Array]]
 
 
 class CurvatureBound(NamedTuple):
-  """Per-example global bounds of the margin ``z_y − z_t``: ``lower I ⪯ H(x) ⪯ upper I``."""
+  """Per-example global bounds of the margin ``z_y − z_t``: ``lower I ⪯ H(x) ⪯ upper I``.
+
+  ``certified`` is False when the bounds come from power iteration, which approaches
+  spectral norms from below: such bounds may under-estimate the curvature, and a CRC
+  radius built on them is not a certificate.
+  """
   lower: Array  # [B] m <= 0
   upper: Array  # [B] M >= 0
   lipschitz: Array  # [B] bound on ||∇ₓ(z_y − z_t)||₂
+  certified: bool = True  # rigorous bounds (exact spectral norms), usable by CRC
 
 
 def _dense_index(name: str) -> int | None:
@@ -198,8 +204,9 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
     mode: ``'norm'`` or ``'gram'`` (above).
 
   Returns:
-    :class:`CurvatureBound` with ``lower`` [B] (<= 0), ``upper`` [B] (>= 0) and
-    ``lipschitz`` [B]; differentiable w.r.t. the weights.
+    :class:`CurvatureBound` with ``lower`` [B] (<= 0), ``upper`` [B] (>= 0),
+    ``lipschitz`` [B] and ``certified`` (``method == 'svd'``); differentiable w.r.t. the
+    weights.
   """
   _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
   _checks.check_choice(mode, 'mode', MODES)
@@ -211,7 +218,7 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
   hidden = weights[:-1]
   if not hidden:  # a linear model: zero curvature
     zeros = jnp.zeros(c.shape[:1], c.dtype)
-    return CurvatureBound(zeros, zeros, c_norm)
+    return CurvatureBound(zeros, zeros, c_norm, True)
   norms = [spectral_norm(w, num_iters=num_iters, method=method) for w in hidden]
   jac = []  # s_I, bound on ||J_I||
   running = None
@@ -240,4 +247,4 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
       upper = upper + prefix * gram(d_plus[i])
       lower = lower - prefix * gram(d_minus[i])
   lipschitz = c_norm * consts.d1 * jac[-1]
-  return CurvatureBound(lower, upper, lipschitz)
+  return CurvatureBound(lower, upper, lipschitz, method == 'svd')

@@ -21,11 +21,20 @@ and the certificate is the best of them: ``radius = sqrt(2 max_η d_low(η))``. 
 ``f(x*) = 0`` at the optimum, primal = dual and the radius is the exact distance to the
 decision boundary (``exact`` flag). The certificate is over all of R^n (no input box),
 which is sound for any box. Misclassified points get radius 0.
+
+Two modes are kept for research but are NOT certificates, and say so: ``targets=
+'runner_up'`` bounds the distance to the runner-up class's boundary only (another class's
+boundary can be nearer: on a 2-D MLP a brute-force search found radii above the true
+distance to misclassification), and curvature bounds from power iteration
+(``CurvatureBound.certified`` False) can under-estimate the curvature. Their results
+carry ``certified = False`` and a :class:`NotCertifiedWarning` is raised;
+:func:`certified_accuracy` counts them as not certified.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -38,12 +47,36 @@ from robustjax.types import Array, Inputs, Labels, LogitsFn, Params
 TARGETS = ('all', 'runner_up')
 
 
+class NotCertifiedWarning(UserWarning):
+  """A CRC mode that is not a certificate was used (runner-up only, power-iteration bounds)."""
+
+
 class CRCResult(NamedTuple):
-  """A certificate per example."""
-  radius: Array  # [B] certified L2 radius (0 if misclassified)
+  """A certificate per example (where ``certified``)."""
+  radius: Array  # [B] L2 radius (0 if misclassified); a certificate only where certified
   target: Array  # [B] int32, the class attaining the smallest radius
   exact: Array  # [B] bool, f(x*) ≈ 0 at that class: the radius is the exact distance
   x_star: Array  # [B, ...] the dual minimiser for that class (a boundary point if exact)
+  certified: Array  # [B] bool, False for runner-up-only or power-iteration-bound results
+
+
+def certified_accuracy(result: CRCResult, eps: Any) -> Array:
+  """Certified accuracy at L2 radius ``eps``: the fraction with ``radius > eps``.
+
+  Only certificates count: examples of a result that is not one (``certified`` False,
+  e.g. ``targets='runner_up'`` or power-iteration bounds) count as not certified.
+
+  Args:
+    result: a :class:`CRCResult` ``[B]``.
+    eps: scalar radius or ``[R]`` radii.
+
+  Returns:
+    ``[]`` or ``[R]`` fractions.
+  """
+  radii = jnp.asarray(eps, jnp.float32)
+  counted = jnp.asarray(result.certified, bool)[:, None] & (
+      result.radius[:, None] > jnp.reshape(radii, (1, -1)))
+  return jnp.reshape(jnp.mean(counted, axis=0), radii.shape)
 
 
 def _per_example(values: Array, x: Array) -> Array:
@@ -79,10 +112,20 @@ def _batched_cg(matvec: Callable[[Array], Array], rhs: Array, num_steps: int) ->
 
 
 def _resolve_curvature(curvature: Any, labels: Array, targets: Array):
-  """``(lower [N], upper [N])`` from a scalar K, a pair (m, M) or a callable."""
+  """``(lower [N], upper [N], certified bool)`` from a scalar K, a pair (m, M) or a callable.
+
+  User-given numbers are trusted; a :class:`CurvatureBound` says itself whether it is
+  rigorous (power-iteration bounds are not).
+  """
+  certified = True
   if callable(curvature):
     bound = curvature(labels, targets)
     lower, upper = (bound.lower, bound.upper) if hasattr(bound, 'lower') else bound[:2]
+    flag = getattr(bound, 'certified', True)
+    try:
+      certified = bool(flag)
+    except jax.errors.ConcretizationTypeError:  # a traced flag: cannot vouch for it
+      certified = False
   elif isinstance(curvature, (tuple, list)):
     lower, upper = curvature
   else:
@@ -94,7 +137,7 @@ def _resolve_curvature(curvature: Any, labels: Array, targets: Array):
     reps = shape[0] // lower.shape[0]  # per-example [B] bounds, shared by every target
     lower, upper = jnp.tile(lower, reps), jnp.tile(upper, reps)
   try:
-    return jnp.broadcast_to(lower, shape), jnp.broadcast_to(upper, shape)
+    return jnp.broadcast_to(lower, shape), jnp.broadcast_to(upper, shape), certified
   except ValueError:
     raise ValueError(f'curvature bounds must be scalars or [B] arrays, got shapes '
                      f'{lower.shape} and {upper.shape}') from None
@@ -187,17 +230,21 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
       ``(labels [N], targets [N]) -> (m [N], M [N])`` or a
       :class:`~robustjax.certify.bounds.CurvatureBound`, e.g.
       ``functools.partial(margin_curvature_bound, layers, activation='tanh',
-      method='svd')``. The certificate is sound only if the bound is.
+      method='svd')``. The certificate is sound only if the bound is; a
+      :class:`CurvatureBound` with ``certified`` False (power iteration) makes the
+      result ``certified`` False, with a :class:`NotCertifiedWarning`.
     targets: ``'all'`` (the radius is the minimum over every class t ≠ y: a certificate
       against any misclassification) or ``'runner_up'`` (only against the runner-up
-      class at x, as Singla & Feizi's evaluation).
+      class at x, as Singla & Feizi's evaluation; NOT a certificate against
+      misclassification: ``certified`` False and a :class:`NotCertifiedWarning`).
     bisection_steps: bisection steps on η (>= 1).
     newton_steps: Newton steps per η (>= 1).
     cg_steps: CG steps per Newton system (>= 1).
     tol: tolerance on ``|f(x*)|`` for the ``exact`` flag.
 
   Returns:
-    :class:`CRCResult`.
+    :class:`CRCResult`; ``certified`` [B] is False for every example when either mode
+    above is not a certificate.
   """
   _checks.check_float_inputs(inputs)
   _checks.check_choice(targets, 'targets', TARGETS)
@@ -218,7 +265,16 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
     tgt = jnp.argmax(masked, axis=-1).astype(jnp.int32)
   x_all = jnp.tile(inputs, (copies,) + (1,) * (inputs.ndim - 1))
   y_all = jnp.tile(labels.astype(jnp.int32), copies)
-  lower, _ = _resolve_curvature(curvature, y_all, tgt)
+  lower, _, sound_bounds = _resolve_curvature(curvature, y_all, tgt)
+  reasons = []
+  if targets == 'runner_up':
+    reasons.append("targets='runner_up' bounds the runner-up class's boundary only")
+  if not sound_bounds:
+    reasons.append('the curvature bounds come from power iteration (use method=\'svd\')')
+  if reasons:
+    warnings.warn('crc: this result is not a certificate: ' + '; '.join(reasons) +
+                  '. Its radii are flagged certified=False and must not be reported as '
+                  'certified accuracy.', NotCertifiedWarning, stacklevel=2)
 
   def certify(params, x_all, y_all, tgt, lower):
     def margin_fn(x):
@@ -239,7 +295,8 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
   final = jnp.where(correct, jnp.min(radius, axis=0), 0.0)
   target = jnp.reshape(tgt, (copies, batch))[best, jnp.arange(batch)]
   return CRCResult(radius=final, target=target, exact=pick(exact) & correct,
-                   x_star=pick(x_star))
+                   x_star=pick(x_star),
+                   certified=jnp.full((batch,), not reasons, dtype=bool))
 
 
 def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
