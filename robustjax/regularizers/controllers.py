@@ -62,7 +62,9 @@ def adaptive_psi_update(train_loss: Array, state: AdaptivePsiState, *,
   """One step of eq. 15 after a batch with classification loss ``train_loss``.
 
   Args:
-    train_loss: ``[]`` the batch's training (classification) loss ``L_train,b`` (> 0;
+    train_loss: ``[]`` the batch's training (classification) loss ``L_train,b``: the
+      loss of the batch being trained, e.g. the CE on the half-adversarial batch under
+      half-half L2,min training, not the clean CE (> 0;
       a zero loss counts as "better" by the full ``eps_better``; a non-finite loss
       leaves the state unchanged).
     state: the controller state.

@@ -19,6 +19,17 @@ Draws are per example: each example gets its own indices. This costs the same as
 draw per batch (the paper's description), since one vector-Jacobian product handles a
 different output per example, and it lowers the variance.
 
+ψ multiplies eq. 9 only. With the adaptive controller of eq. 15 the train step sets this
+penalty's ``psi`` (the configured ``psi`` times the controller's ψ), so output zeroing
+keeps its fixed ``k_out`` instead of becoming ``k_out·ψ`` (robustjax.training.step).
+
+Where eq. 9 is evaluated when adversarial training is on: the paper does not say; the
+authors' code takes the input gradients on the batch being trained, i.e. the
+half-adversarial batch of half-half L2,min training. That is the default of
+``configs/base.py``'s ``woods_lipschitz`` (the term's ``inputs_from`` names the L2,min
+term, whose attack points this penalty is then called on); ``lipschitz_at='clean'``
+evaluates it on the clean batch instead.
+
 Output zeroing (eq. 12), ``k_out Σ_i y_i²``, is added to ``values`` and reported on its
 own in ``aux['output_zeroing']`` (``aux['lipschitz']`` holds the eq.-9 part alone), so
 a training objective can weight the sum and log both terms. ``aux['logits']`` are the
