@@ -39,6 +39,7 @@ def _instances(seed, count=60, dim=5):
   rng = np.random.default_rng(seed)
   t = rng.uniform(0, 1, (count, dim))
   w = rng.normal(size=(count, dim))
+  w[: count // 6] = np.sign(w[: count // 6])  # ties: equal |w_i| (sign-like normals)
   w[rng.uniform(size=(count, dim)) < 0.2] = 0.0
   faces = rng.uniform(size=(count, dim)) < 0.15
   t[faces] = rng.integers(0, 2, faces.sum())

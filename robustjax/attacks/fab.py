@@ -7,7 +7,7 @@ one class ``k`` at the current iterate ``x_i``,
   ``f(z) ≈ f(x_i) + <∇f(x_i), z − x_i>``,  ``f = z_k − z_y``,
 
 and projects both ``x_i`` and the clean ``x`` onto that hyperplane intersected with the
-input box (:func:`project_hyperplane_box`: exact and sort-based for L∞, L2 and L1), giving
+input box (:func:`project_hyperplane_box`: exact for L∞, L2 and L1), giving
 ``δ_i`` and ``δ_orig``. The next iterate is a biased convex combination of the two
 extrapolated projections,
 
@@ -64,78 +64,102 @@ class FABState(NamedTuple):
 
 # ----------------------------------------------------------------------------------------
 # Projection onto {z : <w, z> = b} ∩ box.
-
-
-def _sorted_rows(order: Array, *arrays: Array) -> list[Array]:
-  return [jnp.take_along_axis(a, order, axis=1) for a in arrays]
-
-
-def _first_true(mask: Array) -> tuple[Array, Array]:
-  """Index ``[N]`` of the first True per row (0 when none) and whether there is one."""
-  return jnp.argmax(mask, axis=1), jnp.any(mask, axis=1)
-
-
-def _pick(values: Array, index: Array) -> Array:
-  return jnp.take_along_axis(values, index[:, None], axis=1)[:, 0]
+#
+# Both solvers are exact and sort-free: XLA:CPU sorts float rows several times slower
+# than an input gradient of a small model (a [256, 3072] argsort took ~8 MLP gradients),
+# while the loops below touch each row a handful of times (see fab_speed.py).
 
 
 def _water_fill(a: Array, s: Array, cap: Array, c: Array) -> tuple[Array, Array]:
   """Solves ``Σ a_i min(μ s_i, cap_i) = c`` for ``μ >= 0`` and returns ``min(μ s, cap)``.
 
-  ``a, s >= 0``, ``cap >= 0`` (may be inf), ``c >= 0``, all rows ``[N, n]`` (``c`` [N]).
-  The left side is piecewise linear and nondecreasing in ``μ`` with breakpoints
-  ``τ_i = cap_i / s_i``; after sorting them, the piece holding ``c`` is the first
-  breakpoint where the sum reaches ``c``. Coordinates with ``a_i = 0`` stay 0.
+  ``a, s >= 0``, ``cap >= 0`` (may be inf), ``c >= 0``, rows ``[N, n]`` (``c`` [N]).
+  The left side ``g(μ)`` is concave, nondecreasing and piecewise linear with breakpoints
+  ``τ_i = cap_i / s_i``. Newton's method from ``μ = 0`` never overshoots a concave
+  function and passes at least one breakpoint per step, so it ends on the piece holding
+  ``c`` after at most ``n`` steps (2-10 in practice); once a step saturates no new
+  coordinate, the piece's closed form ``μ = (c − Σ_sat a cap) / Σ_free a s`` is exact.
+  Coordinates with ``a_i = 0`` stay 0.
 
   Returns:
     ``(e [N, n], feasible [N])``; infeasible rows (``Σ a cap < c``) get ``e = cap``.
   """
   active = a > 0
   tau = jnp.where(active, cap / jnp.where(s > 0, s, 1.0), jnp.inf)
-  order = jnp.argsort(tau, axis=1)
-  tau_s, a_s, s_s, cap_s, active_s = _sorted_rows(order, tau, a, s, cap, active)
-  a_cap = jnp.where(active_s & (tau_s < jnp.inf), a_s * cap_s, 0.0)
-  a_s_s = jnp.where(active_s, a_s * s_s, 0.0)
-  saturated = jnp.cumsum(a_cap, axis=1)  # Σ_{j<=k} a cap
-  saturated_before = jnp.concatenate(
-      [jnp.zeros_like(saturated[:, :1]), saturated[:, :-1]], axis=1)
-  slope_from = jnp.flip(jnp.cumsum(jnp.flip(a_s_s, 1), axis=1), 1)  # Σ_{j>=k} a s
-  slope_after = jnp.concatenate([slope_from[:, 1:], jnp.zeros_like(slope_from[:, :1])], 1)
-  finite = tau_s < jnp.inf
-  # g(τ_k); past the finite breakpoints g grows without bound only along an active
-  # coordinate with no cap (no box), and stays put along an inactive one.
-  reached = jnp.where(finite, saturated + jnp.where(finite, tau_s, 0.0) * slope_after,
-                      jnp.where(active_s, jnp.inf, -jnp.inf))
-  k, feasible = _first_true(reached >= c[:, None])
-  denominator = _pick(slope_from, k)
-  mu = (c - _pick(saturated_before, k)) / jnp.where(denominator > 0, denominator, 1.0)
-  mu = jnp.maximum(mu, 0.0)
-  e = jnp.minimum(mu[:, None] * s, cap)
+  finite = tau < jnp.inf
+  a_cap = jnp.where(active & finite, a * jnp.where(finite, cap, 0.0), 0.0)
+  a_s = jnp.where(active, a * s, 0.0)
+  unbounded = jnp.any(active & ~finite, axis=1)
+  feasible = unbounded | (jnp.sum(a_cap, axis=1) >= c)
+
+  def newton(mu):  # the Newton step from μ is the closed form on μ's piece
+    saturated = tau <= mu[:, None]
+    slope = jnp.sum(jnp.where(saturated, 0.0, a_s), axis=1)
+    reach = c - jnp.sum(jnp.where(saturated, a_cap, 0.0), axis=1)
+    return jnp.where(slope > 0, jnp.maximum(reach, 0.0) / jnp.where(slope > 0, slope, 1.0),
+                     jnp.inf)
+
+  def body(carry):
+    # A row is done once a step saturates no new coordinate (the count of saturated
+    # coordinates rises strictly until then, so the loop ends within n + 1 steps).
+    mu, done, count = carry
+    mu_next = newton(mu)
+    count_next = jnp.sum(tau <= mu_next[:, None], axis=1)
+    mu = jnp.where(done, mu, mu_next)
+    return mu, done | (count_next <= count), jnp.where(done, count, count_next)
+
+  def cond(carry):
+    return ~jnp.all(carry[1])
+
+  mu0 = jnp.zeros_like(c)
+  count0 = jnp.sum(tau <= 0.0, axis=1)
+  mu, _, _ = jax.lax.while_loop(cond, body, (mu0, ~feasible, count0))
+  e = jnp.where(tau <= mu[:, None], cap, mu[:, None] * s)
   e = jnp.where(feasible[:, None], e, cap)
   return jnp.where(active, e, 0.0), feasible
 
 
 def _greedy_l1(a: Array, cap: Array, c: Array) -> tuple[Array, Array]:
-  """Minimises ``Σ e_i`` s.t. ``Σ a_i e_i = c``, ``0 <= e <= cap``: fill the largest ``a``
-  first (the LP's optimal vertex: progress per unit of L1 norm is ``a_i``).
+  """Minimises ``Σ e_i`` s.t. ``Σ a_i e_i = c``, ``0 <= e <= cap`` (a fractional
+  knapsack): coordinates with the largest ``a`` (progress per unit of L1 norm) fill first.
+
+  The threshold ``θ``, the largest ``a_i`` with ``Σ_{a_j >= θ} a_j cap_j >= c``, is found
+  exactly by bisection on the bit patterns of ``a >= 0`` (monotone as int32; 31 steps);
+  coordinates above it saturate and the tie group at ``θ`` shares the rest in proportion
+  to its caps (every such split costs the same L1 norm).
 
   Returns:
     ``(e [N, n], feasible [N])``; infeasible rows get ``e = cap`` where ``a > 0``.
   """
   active = a > 0
-  order = jnp.argsort(-a, axis=1)
-  a_s, cap_s, active_s = _sorted_rows(order, a, cap, active)
-  progress = jnp.where(active_s, a_s * cap_s, 0.0)
-  filled = jnp.cumsum(progress, axis=1)
-  filled_before = jnp.concatenate([jnp.zeros_like(filled[:, :1]), filled[:, :-1]], 1)
-  k, feasible = _first_true(active_s & (filled >= c[:, None]))
-  a_k = _pick(a_s, k)
-  last = (c - _pick(filled_before, k)) / jnp.where(a_k > 0, a_k, 1.0)
-  ranks = jnp.arange(a.shape[1])[None, :]
-  e_s = jnp.where(ranks < k[:, None], cap_s,
-                  jnp.where(ranks == k[:, None], jnp.maximum(last, 0.0)[:, None], 0.0))
-  rows = jnp.arange(a.shape[0])[:, None]
-  e = jnp.zeros_like(a).at[rows, order].set(e_s)
+  finite = cap < jnp.inf
+  a_cap = jnp.where(active, a * cap, 0.0)
+  feasible = jnp.sum(a_cap, axis=1) >= c
+  bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+
+  def reach_from(theta):  # Σ_{a_j >= θ} a_j cap_j
+    return jnp.sum(jnp.where(active & (bits >= theta[:, None]), a_cap, 0.0), axis=1)
+
+  def bisect(_, bracket):
+    lo, hi = bracket
+    mid = lo + (hi - lo) // 2
+    ok = reach_from(mid) >= c
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo = jnp.ones(c.shape, jnp.int32)  # the smallest positive float: every active a
+  hi = jnp.max(bits, axis=1) + 1
+  lo, _ = jax.lax.fori_loop(0, 31, bisect, (lo, hi))
+  above = active & (bits > lo[:, None])
+  tie = active & (bits == lo[:, None])
+  theta = jax.lax.bitcast_convert_type(lo, a.dtype)
+  mass = jnp.maximum(c - jnp.sum(jnp.where(above, a_cap, 0.0), axis=1), 0.0) / theta
+  # Share among the tie group: by cap, or equally among uncapped members (no box).
+  uncapped = tie & ~finite
+  weight = jnp.where(jnp.any(uncapped, axis=1, keepdims=True), uncapped.astype(a.dtype),
+                     jnp.where(tie, jnp.where(finite, cap, 0.0), 0.0))
+  total = jnp.sum(weight, axis=1, keepdims=True)
+  share = mass[:, None] * weight / jnp.where(total > 0, total, 1.0)
+  e = jnp.where(above, cap, jnp.where(tie, jnp.minimum(share, cap), 0.0))
   e = jnp.where(feasible[:, None], e, cap)
   return jnp.where(active, e, 0.0), feasible
 
@@ -149,9 +173,10 @@ def project_hyperplane_box(points: Array, w: Array, b: Array, p: float,
   coordinate i moves by ``e_i ∈ [0, cap_i]`` (its room to the box face in that direction)
   and the problem becomes ``min ‖e‖_p`` s.t. ``Σ |w_i| e_i = |b − <w, t>|``:
 
-  - L∞: ``e_i = min(λ, cap_i)``; L2 (KKT): ``e_i = min(μ |w_i|, cap_i)``; both found by
-    sorting the breakpoints (:func:`_water_fill`);
-  - L1 (an LP): fill the coordinates with the largest ``|w_i|`` first, each up to its cap.
+  - L∞: ``e_i = min(λ, cap_i)``; L2 (KKT): ``e_i = min(μ |w_i|, cap_i)``; the scalar
+    found exactly by Newton steps over the breakpoints (:func:`_water_fill`);
+  - L1 (an LP): fill the coordinates with the largest ``|w_i|`` first, each up to its cap
+    (:func:`_greedy_l1`).
 
   When the hyperplane misses the box, the step goes to the box corner nearest to it
   (every useful coordinate at its face; as the official FAB code). Coordinates with
