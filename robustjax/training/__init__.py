@@ -16,3 +16,4 @@ from robustjax.training.train import evaluate
 from robustjax.training.train import load_config
 from robustjax.training.train import restore
 from robustjax.training.train import train_and_evaluate
+from robustjax.training.workdir import WorkdirConflictError
