@@ -37,7 +37,9 @@ base model's logits averaged over fixed Gaussian draws, and a point counts as br
 when the smoothed classifier's PREDICT returns another class there (abstaining is not
 a break).
 
-Single process: the batch is sharded over this host's devices.
+One process: PGD and the certificates shard each batch over this host's devices;
+AutoAttack is a host-level loop over its compiled attacks (it re-batches the points
+still robust between attacks) and runs on the default device.
 """
 
 from __future__ import annotations
@@ -237,9 +239,8 @@ def _diff_settings(old: dict, new: dict) -> list[str]:
   """``'--eps was [0.1], now [0.2]'`` for every setting that differs."""
   out = []
   for k in sorted(set(old) | set(new)):
-    if old.get(k) != new.get(k):
-      name = {'checkpoint_step': 'the checkpoint step', 'workdir': 'the workdir'}.get(
-          k, f'--{k}')
+    if k != 'workdir' and old.get(k) != new.get(k):  # a moved workdir may resume
+      name = 'the checkpoint step' if k == 'checkpoint_step' else f'--{k}'
       out.append(f'{name} was {old.get(k)!r}, now {new.get(k)!r}')
   return out
 
@@ -775,7 +776,8 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
         cert = crc_mlp(layers, jnp.asarray(x), jnp.asarray(y),
                                activation=activation)
         arrays = {'radius': np.asarray(cert.radius, np.float64)[:real],
-                  'prediction': np.asarray(predict(params, x))[:real].astype(np.int32)}
+                  'prediction': np.asarray(predict(params, x))[:real].astype(np.int32),
+                  'is_certificate': np.asarray(cert.certified, bool)[:real]}
       elif k == 'certify':
         cert = smoothing.certify(
             logits_fn, params, jnp.asarray(x), rng=jax.random.fold_in(
@@ -785,7 +787,8 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
             batch_size=noise_batch, bounds=BOUNDS, mesh=mesh)
         arrays = {'radius': np.asarray(cert.radius, np.float64)[:real],
                   'prediction': np.asarray(cert.prediction)[:real].astype(np.int32),
-                  'count': np.asarray(cert.count)[:real].astype(np.int64)}
+                  'count': np.asarray(cert.count)[:real].astype(np.int64),
+                  'is_certificate': np.asarray(cert.prediction)[:real] != ABSTAIN}
       else:
         key = jax.random.fold_in(attack_key(settings.seed, _key_name(name)), b)
         fn = fns[(name, e)]
@@ -960,11 +963,13 @@ def _certification(settings, labels, clean_correct, worst, smoothed_at_attack, r
   parts = [results[('certify', settings.certify, None, b)] for b in range(num_batches)]
   radius = np.concatenate([r['radius'] for r in parts])
   prediction = np.concatenate([r['prediction'] for r in parts])
+  is_certificate = np.concatenate([r['is_certificate'] for r in parts]).astype(bool)
   radii = np.asarray(settings.eps, np.float64)
-  # Certified at r: a certificate for the true label with radius >= r. Abstentions
-  # (prediction -1) and misclassified points never count.
+  # Certified at r: a certificate for the true label with radius > r (the certified
+  # ball is open). Abstentions, misclassified points and results that are not
+  # certificates never count.
   correct = prediction == labels
-  certified = correct[None] & (radius[None] >= radii[:, None])  # [R, N]
+  certified = (is_certificate & correct)[None] & (radius[None] > radii[:, None])  # [R, N]
   if settings.certify == 'smoothing':
     # The smoothed classifier is broken at r when PREDICT returns another class at an
     # attack's point (abstaining is no evidence of a wrong class).
@@ -975,7 +980,7 @@ def _certification(settings, labels, clean_correct, worst, smoothed_at_attack, r
         f'Randomized smoothing (Cohen et al. 2019), sigma {settings.sigma:g}, CERTIFY '
         f'with n0 = {settings.num_selection}, n = {settings.num_samples}, alpha = '
         f'{settings.alpha:g}; certified at r: certified for the true label with radius '
-        f'>= r (abstentions count as wrong). Empirical at r: the smoothed classifier '
+        f'> r (abstentions count as wrong). Empirical at r: the smoothed classifier '
         f'predicts the true label at x and PREDICT ({SMOOTHING_PREDICT_SAMPLES} samples) '
         f'returns no other class at any attack\'s point (the attacks run on the '
         f'smoothed surrogate).')
@@ -985,7 +990,7 @@ def _certification(settings, labels, clean_correct, worst, smoothed_at_attack, r
     description = (
         'CRC (Singla & Feizi): the curvature-based certificate of a smooth MLP against '
         'every other class, with exact (SVD) curvature bounds; certified at r: correctly '
-        'classified with certified radius >= r. Empirical at r: robust under every '
+        'classified with certified radius > r. Empirical at r: robust under every '
         'attack at eps = r.')
     method = 'crc'
   violations = certified & ~empirical
@@ -1019,7 +1024,8 @@ def _certification(settings, labels, clean_correct, worst, smoothed_at_attack, r
                   f'(see certification.violations)') if total else None,
   }
   arrays = {'radii': radii, 'certified_radius': radius,
-            'certified_prediction': prediction.astype(np.int32), 'certified': certified,
+            'certified_prediction': prediction.astype(np.int32),
+            'is_certificate': is_certificate, 'certified': certified,
             'empirical': empirical, 'violations': violations}
   return cert, arrays
 
