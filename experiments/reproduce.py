@@ -444,6 +444,39 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
   os.replace(path + '.tmp', path)
 
 
+README_BEGIN = '<!-- reproduce:digits begin -->'
+README_END = '<!-- reproduce:digits end -->'
+
+
+def write_readme_summary(readme: str, table: dict, suite: dict, seeds: int) -> bool:
+  """Replaces the README's digits block (between the markers) with a short summary.
+
+  Returns False (README unchanged) when the markers are missing.
+  """
+  with open(readme, encoding='utf-8') as f:
+    text = f.read()
+  if README_BEGIN not in text or README_END not in text:
+    return False
+  mid = suite['linf'][len(suite['linf']) // 2]
+  lines = [README_BEGIN,
+           f'Mean ± std over {seeds} seeds, {suite["dataset"]} test split, Linf eps = '
+           f'{mid:g}; AutoAttack is the standard ensemble, PGD-20 the training-time check '
+           '(written by `python -m experiments.reproduce --suite=digits`; the whole table, '
+           'L2 and certified results, ARA and the papers\' orderings are in '
+           '[RESULTS.md](RESULTS.md)).', '',
+           '| method | clean | PGD-20 | AutoAttack |', '| --- | --- | --- | --- |']
+  for row in table.values():
+    lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | '
+                 f'{_fmt(row[f"linf/pgd/{mid:g}"])} | {_fmt(row[f"linf/autoattack/{mid:g}"])} |')
+  lines.append(README_END)
+  head, rest = text.split(README_BEGIN, 1)
+  tail = rest.split(README_END, 1)[1]
+  with open(readme + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(head + '\n'.join(lines) + tail)
+  os.replace(readme + '.tmp', readme)
+  return True
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--suite', default='digits', choices=sorted(SUITES))
@@ -516,6 +549,9 @@ def main(argv=None):
     write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
                    wall_s=wall, figures=figures)
     print(f'wrote {results_md}')
+    if args.suite == 'digits' and not args.quick and write_readme_summary(
+        os.path.join(ROOT, 'README.md'), table, suite, seeds):
+      print('updated the digits summary in README.md')
   print(f'done in {wall / 60:.1f} min; summary in {os.path.join(args.out, "results.json")}')
   return summary
 
