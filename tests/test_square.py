@@ -128,7 +128,8 @@ def test_bump_equals_the_official_meta_pseudo_gaussian(s):
   grid = square_lib._Grid(9, 11, 1, (9, 11, 1), 2.0, 'margin', True)
   top, left = jnp.array([0, 9 - s, 1]), jnp.array([11 - s, 0, 2])
   rows, cols = square_lib._coords(grid, top, left)
-  bump = np.asarray(square_lib._bump(grid, rows, cols, s, s, jnp.array([False, True, True])))
+  bump = np.asarray(jax.jit(square_lib._bump, static_argnums=0)(
+      grid, rows, cols, s, s, jnp.array([False, True, True])))
   for n, transpose in enumerate([False, True, True]):
     expected = np.zeros((9, 11))
     expected[top[n]:top[n] + s, left[n]:left[n] + s] = _official_bump(s, transpose)
@@ -220,6 +221,29 @@ def test_best_margin_never_increases_and_is_the_margin_at_the_best_point(p):
   np.testing.assert_array_equal(result.margin, best[-1])
 
 
+@pytest.mark.parametrize('size,channels', [(1, 1), (2, 3)])
+def test_linf_proposals_change_the_point_inside_one_window_only(size, channels):
+  # The current point sits at x + eps everywhere: a proposal drawing "+" for every channel
+  # would be a no-op, and is redrawn (1/2^C of AutoAttack's proposals are such no-ops).
+  grid = square_lib._Grid(4, 4, channels, (4, 4, channels), INF, 'margin', True)
+  box = square_lib._Box(jnp.asarray(0.0), jnp.asarray(1.0))
+  x = uniform(9, (8, 4, 4, channels), 0.2, 0.8)
+  eps = jnp.full((8,), 0.1)
+  seeds = square_lib._seeds(jax.random.PRNGKey(9), 0, jnp.arange(8))
+  consts = square_lib._Consts(x, jnp.zeros(8, jnp.int32), eps, seeds, jnp.ones(8, bool))
+  state = square_lib.SquareState(x + 0.1, jnp.ones(8), jnp.ones(8), jnp.zeros(8, jnp.int32))
+  propose = jax.jit(lambda it: square_lib._propose_linf(state, consts, box, grid, it, size,
+                                                        size))
+  for it in range(12):
+    proposal = np.asarray(propose(it))
+    changed = np.abs(proposal - np.asarray(state.x_best)) > 1e-6  # [8, 4, 4, C]
+    pixels = changed.any(-1)
+    assert np.all(pixels.sum((1, 2)) == size * size)  # one whole window, every time
+    window_channels = changed.any((1, 2))  # [8, C]: flipped channels flip the whole window
+    assert np.all(changed.sum((1, 2)) == window_channels * size * size)
+    np.testing.assert_allclose(proposal[changed], np.asarray(x - 0.1)[changed], atol=1e-6)
+
+
 def test_linf_reaches_the_linear_models_worst_case():
   # Two classes, so the margin a·x + c is separable: the worst case over ball ∩ box moves
   # every coordinate to the end of its interval [max(x−ε, 0), min(x+ε, 1)] against a.
@@ -277,7 +301,17 @@ def test_square_breaks_a_gradient_free_quantised_model_that_pgd_cannot():
   assert np.all(margins(quantised, params, x_pgd, y) > 0)
   x_sq = attacks.square(quantised, params, (x, y), rng=key, eps=0.2, p=INF, queries=200)
   assert_feasible(x_sq, x, 0.2, INF)
-  assert np.all(margins(quantised, params, x_sq, y) <= 0)
+  assert np.all(margins(quantised, params, x_sq, y) < 0)
+
+
+def test_autoattack_flags_square_breaking_what_the_gradient_attack_missed():
+  params, (x, y) = _quantised_problem()
+  result = attacks.autoattack(quantised, params, (x, y), rng=jax.random.PRNGKey(0), eps=0.2,
+                              p=INF, attacks=['apgd-ce', 'square'])
+  assert result.attack_names == ('apgd-ce', 'square')
+  np.testing.assert_array_equal(result.broken_by, 1)  # all by Square, none by APGD-CE
+  assert result.flags['square_improved'] == 8
+  assert_feasible(result.inputs, x, 0.2, INF)
 
 
 def test_queries_are_not_spent_on_broken_or_misclassified_points():
@@ -299,7 +333,7 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
                               queries=queries, chunking=(1, 10, True))
   spent = np.asarray(result.queries)
   assert np.all(spent[:4] == 0) and np.all(spent[4:6] == queries + 1)
-  broken = np.asarray(result.margin) <= 0
+  broken = np.asarray(result.margin) < 0
   assert broken[6:].sum() >= 20 and np.all(spent[6:][broken[6:]] < 50)
   # Forward rows actually evaluated: the clean pass, the start, then per 10 iterations a
   # bucket of the examples still robust (the two eps = 0 ones: 8 rows), not 32.
@@ -323,7 +357,8 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
     (dict(labels=jnp.full((8,), 7, jnp.int32)), 'labels'),
 ])
 def test_bad_input_raises_before_anything_compiles(kwargs, name, monkeypatch):
-  for core in ('_clean', '_init_state', '_run_chunk', '_gather', '_scatter'):
+  for core in ('_clean', '_init_state', '_run_chunk', '_gather', '_scatter', '_seeds',
+               '_merge'):
     monkeypatch.setattr(square_lib, core, lambda *a, **k: pytest.fail('compiled'))
   params = mlp_params(0, 16, 3)
   inputs = kwargs.pop('inputs', jnp.full((8, 4, 4, 1), 0.5))

@@ -25,21 +25,24 @@ authors' original implementation (max-andr/square-attack): window positions, sig
 bump orientations are drawn per example (AutoAttack draws one window per iteration for
 the whole batch); the window start is uniform over every position that fits (AutoAttack's
 ``randint(0, h − s)`` never places a window on the last row/column); an L∞ proposal that
-would not change the current point is redrawn (up to 8 candidate sign vectors, as the
-authors' code resamples it), so queries are not wasted on no-ops; L2 masses are balanced
-per channel (the authors' code; identical to AutoAttack for one channel).
+would not change the current point is redrawn among the other sign vectors, as the
+authors' code does, so queries are not wasted on no-ops; L2 masses are balanced
+per channel (the authors' code; identical to AutoAttack for one channel); and an example
+is done when its margin is negative, not at a tie ``margin = 0`` (which argmax may still
+resolve to the true class, e.g. on quantised models).
 
 Implementation: the random search is one pure step (:func:`_step`); a host loop runs it
 in compiled chunks on the examples still robust, gathered into a bucketed batch (sizes
 ``B, 2^k, ..., 8``: at most ``log2(B) − 2`` compilations), and stops when all are
-broken. Randomness is drawn per example from ``fold_in(rng, restart, example index,
-iteration)``, so an example's result does not depend on the rest of the batch or on the
-compaction. Under an outer ``jax.jit`` (traced inputs) the same steps run in a
+broken. Randomness is drawn per example from a seed keyed by ``(rng, restart, example
+index)`` and the iteration, so an example's result does not depend on the rest of the
+batch or on the compaction. Under an outer ``jax.jit`` (traced inputs) the same steps run in a
 ``lax.while_loop`` over the full batch, with the same results.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -55,7 +58,6 @@ NORMS = (2.0, math.inf)
 LOSSES = ('margin', 'ce')
 # The schedule halves p after these iterations (of 10000; rescaled to ``queries``).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-_LINF_CANDIDATES = 8  # sign vectors tried per L∞ proposal to avoid a no-op
 _MIN_BUCKET = 8
 _NOOP_TOL = 1e-7
 _INIT_SALT = np.uint32(0x9E3779B9)  # seeds ^ salt: the initial point's own stream
@@ -63,7 +65,7 @@ _INIT_SALT = np.uint32(0x9E3779B9)  # seeds ^ salt: the initial point's own stre
 
 class SquareResult(NamedTuple):
   """What :func:`square_with_info` returns."""
-  inputs: Array  # [B, ...] best point per example (adversarial where margin <= 0)
+  inputs: Array  # [B, ...] best point per example (adversarial where margin < 0)
   margin: Array  # [B] float32 margin z_y − max_{j≠y} z_j at ``inputs``
   queries: Array  # [B] int32 forward passes spent on the example (0 if misclassified)
 
@@ -71,7 +73,7 @@ class SquareResult(NamedTuple):
 class SquareState(NamedTuple):
   """Carry of the random search (one row per example of a possibly compacted batch)."""
   x_best: Array  # [N, H, W, C] best point found
-  margin: Array  # [N] float32 margin at x_best; the example is done once it is <= 0
+  margin: Array  # [N] float32 margin at x_best; the example is done once it is < 0
   loss: Array  # [N] float32 minimised objective at x_best (margin, or −CE)
   queries: Array  # [N] int32 forward passes spent
 
@@ -290,6 +292,7 @@ def _init_point(consts: _Consts, box: _Box | None, grid: _Grid, norm: float) -> 
   return _clip(consts.x + eps * _unit_image(delta), box)
 
 
+@functools.lru_cache(maxsize=32)
 def _init_bumps(grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Static maps of the L2 start: window index per pixel (-1: none), bumps both ways.
 
@@ -332,22 +335,28 @@ def _propose_linf(state: SquareState, consts: _Consts, box, grid: _Grid, iterati
                   size_h, size_w) -> Array:
   """Sets one random window per example to ``x ± ε`` (a sign per channel), in the box."""
   n, h, w, c = consts.x.shape
-  count = _LINF_CANDIDATES * c
-  words = _random_words(consts.seeds, iteration, 2 + _words_for(count))
+  k = _words_for(c)
+  words = _random_words(consts.seeds, iteration, 3 + 2 * k)
   top = _uniform_int(words[:, 0], h - size_h + 1)
   left = _uniform_int(words[:, 1], w - size_w + 1)
-  signs = jnp.reshape(_sign_bits(words[:, 2:], count), (n, _LINF_CANDIDATES, c))
+  signs = _sign_bits(words[:, 3:3 + k], c)  # [N, C]
+  if c <= 24:  # a uniform non-empty set of channels to flip
+    flips = 1 + _uniform_int(words[:, 2], (1 << c) - 1)
+    flip = ((flips[:, None] >> jnp.arange(c, dtype=jnp.int32)) & 1) > 0
+  else:  # empty with probability 2^-C
+    flip = _sign_bits(words[:, 3 + k:], c) > 0
+  other = jnp.where(flip, -signs, signs)
   rows, cols = _coords(grid, top, left)
   window = _inside(rows, cols, size_h, size_w)[..., None]  # [N, H, W, 1]
   eps = _bcast(consts.eps).astype(consts.x.dtype)
   plus, minus = _clip(consts.x + eps, box), _clip(consts.x - eps, box)
   # A channel's window is unchanged by sign σ when x_best already equals clip(x + σε).
+  # A sign vector that changes nothing is replaced by ``other``: uniform over the other
+  # 2^C − 1 vectors, i.e. the authors' resample-until-it-changes, in one draw.
   same_plus = ~jnp.any(window & (jnp.abs(plus - state.x_best) >= _NOOP_TOL), axis=(1, 2))
   same_minus = ~jnp.any(window & (jnp.abs(minus - state.x_best) >= _NOOP_TOL), axis=(1, 2))
-  noop = jnp.all(jnp.where(signs > 0, same_plus[:, None, :], same_minus[:, None, :]),
-                 axis=-1)  # [N, candidates]
-  first = jnp.argmax(~noop, axis=-1)  # first candidate that changes the point, else 0
-  sign = jnp.take_along_axis(signs, first[:, None, None], axis=1)[:, 0]  # [N, C]
+  noop = jnp.all(jnp.where(signs > 0, same_plus, same_minus), axis=-1)  # [N]
+  sign = jnp.where(noop[:, None], other, signs)  # [N, C]
   value = jnp.where(sign[:, None, None, :] > 0, plus, minus)
   return jnp.where(window, value, state.x_best)
 
@@ -394,12 +403,12 @@ def _step(logits_fn, params, state: SquareState, consts: _Consts, box, iteration
   past the budget (nothing changes, no query is counted).
   """
   size_h, size_w = sizes[0], sizes[1]
-  alive = consts.valid & (state.margin > 0) & (size_h > 0)
+  alive = consts.valid & (state.margin >= 0) & (size_h > 0)
   size_h, size_w = jnp.maximum(size_h, 1), jnp.maximum(size_w, 1)
   propose = _propose_linf if norm == math.inf else _propose_l2
   x_new = propose(state, consts, box, grid, iteration, size_h, size_w)
   margin, loss = _evaluate(logits_fn, params, x_new, consts.labels, grid)
-  accept = alive & ((loss < state.loss) | (margin <= 0))
+  accept = alive & ((loss < state.loss) | (margin < 0))
   return SquareState(
       x_best=jnp.where(_bcast(accept), x_new, state.x_best),
       margin=jnp.where(accept, margin, state.margin),
@@ -471,7 +480,7 @@ def _run_host(logits_fn, params, state, consts, box, table, *, grid, norm, chunk
   queries = table.shape[0]
   start = 0
   while start < queries:
-    active = np.flatnonzero(np.asarray(consts.valid) & (np.asarray(state.margin) > 0))
+    active = np.flatnonzero(np.asarray(consts.valid) & (np.asarray(state.margin) >= 0))
     if active.size == 0:
       break
     size = _bucket(active.size, batch_size)
@@ -505,7 +514,7 @@ def _run_traced(logits_fn, params, state, consts, box, table, *, grid, norm, chu
 
   def cond(carry):
     first, st = carry
-    return (first < queries) & jnp.any(consts.valid & (st.margin > 0))
+    return (first < queries) & jnp.any(consts.valid & (st.margin >= 0))
 
   def body(carry):
     first, st = carry
@@ -565,8 +574,15 @@ def _image_view(shape: tuple) -> tuple[int, int, int]:
 def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
             p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
             bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
-            chunking: tuple[int, int, bool] | None = None, on_sync=None) -> SquareResult:
-  """:func:`square_with_info` with the loop layout exposed (tests and benchmarks)."""
+            chunking: tuple[int, int, bool] | None = None, on_sync=None,
+            example_index=None) -> SquareResult:
+  """:func:`square_with_info` with the loop layout exposed (tests, benchmarks, ensembles).
+
+  ``chunking = (iterations per compiled call, iterations between compactions, unroll)``;
+  ``on_sync(iteration, state)`` is called at each compaction with the full-batch
+  :class:`SquareState`; ``example_index [B]`` replaces ``arange(B)`` in the keys of the
+  random draws (an ensemble that passes a sub-batch keeps each example's draws).
+  """
   p = _checks.check_p(p)
   if p not in NORMS:
     raise ValueError(f'p must be 2 or inf (float("inf")) for the Square attack, got {p}')
@@ -608,12 +624,14 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
   clean_margin, _ = _clean(params, x, labels, logits_fn=logits_fn, grid=grid)
   best_x, best_margin = x, clean_margin
   total_queries = jnp.zeros((batch_size,), jnp.int32)
-  robust = clean_margin > 0
-  examples = jnp.arange(batch_size, dtype=jnp.int32)
+  robust = clean_margin >= 0  # a tie is not misclassified: attack it
+  if example_index is None:
+    example_index = jnp.arange(batch_size, dtype=jnp.int32)
+  elif jnp.shape(example_index) != (batch_size,):
+    raise ValueError(f'example_index must have shape [B] = ({batch_size},), got '
+                     f'{jnp.shape(example_index)}')
   for restart in range(restarts):
-    run_key = jax.random.fold_in(rng, restart)
-    seeds = jax.vmap(lambda i, k=run_key: jax.random.bits(jax.random.fold_in(k, i), (2,),
-                                                           jnp.uint32))(examples)
+    seeds = _seeds(rng, restart, jnp.asarray(example_index, jnp.int32))
     consts = _Consts(x, labels, eps_b, seeds, robust)
     if traced:
       state = _init_state(params, consts, box, logits_fn=logits_fn, grid=grid, norm=p)
@@ -625,13 +643,28 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
       state = _init_compacted(params, consts, box, logits_fn=logits_fn, grid=grid, norm=p)
       state = _run_host(logits_fn, params, state, consts, box, table, grid=grid, norm=p,
                         chunk=chunk, sync_every=sync_every, unroll=unroll, on_sync=on_sync)
-    better = robust & (state.margin < best_margin)
-    best_x = jnp.where(_bcast(better), state.x_best, best_x)
-    best_margin = jnp.where(better, state.margin, best_margin)
-    total_queries = total_queries + jnp.where(robust, state.queries, 0)
-    robust = robust & (state.margin > 0)
-  x_adv = jnp.reshape(_clip(best_x, box), inputs.shape)
+    best_x, best_margin, total_queries, robust = _merge(best_x, best_margin, total_queries,
+                                                        robust, state)
+  x_adv = jnp.reshape(best_x, inputs.shape)
   return SquareResult(jax.lax.stop_gradient(x_adv), best_margin, total_queries)
+
+
+@jax.jit
+def _seeds(rng, restart, example_index):
+  """``[B, 2]`` uint32 seeds of a restart, one pair per example index."""
+  key = jax.random.fold_in(rng, restart)
+  return jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(key, i), (2,), jnp.uint32))(
+      example_index)
+
+
+@jax.jit
+def _merge(best_x, best_margin, total_queries, robust, state: SquareState):
+  """Keeps a restart's point where it lowered the margin of an attacked example."""
+  better = robust & (state.margin < best_margin)
+  return (jnp.where(_bcast(better), state.x_best, best_x),
+          jnp.where(better, state.margin, best_margin),
+          total_queries + jnp.where(robust, state.queries, 0),
+          robust & (state.margin >= 0))
 
 
 def _init_compacted(params, consts: _Consts, box, *, logits_fn, grid, norm) -> SquareState:
