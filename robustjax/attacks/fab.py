@@ -135,7 +135,9 @@ def _greedy_l1(a: Array, cap: Array, c: Array) -> tuple[Array, Array]:
   finite = cap < jnp.inf
   a_cap = jnp.where(active, a * cap, 0.0)
   feasible = jnp.sum(a_cap, axis=1) >= c
-  bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+  # float32 bit patterns whatever the dtype (int32 exists without x64); values equal in
+  # float32 then form one tie group.
+  bits = jax.lax.bitcast_convert_type(a.astype(jnp.float32), jnp.int32)
 
   def reach_from(theta):  # Σ_{a_j >= θ} a_j cap_j
     return jnp.sum(jnp.where(active & (bits >= theta[:, None]), a_cap, 0.0), axis=1)
@@ -151,14 +153,14 @@ def _greedy_l1(a: Array, cap: Array, c: Array) -> tuple[Array, Array]:
   lo, _ = jax.lax.fori_loop(0, 31, bisect, (lo, hi))
   above = active & (bits > lo[:, None])
   tie = active & (bits == lo[:, None])
-  theta = jax.lax.bitcast_convert_type(lo, a.dtype)
-  mass = jnp.maximum(c - jnp.sum(jnp.where(above, a_cap, 0.0), axis=1), 0.0) / theta
-  # Share among the tie group: by cap, or equally among uncapped members (no box).
+  rest = jnp.maximum(c - jnp.sum(jnp.where(above, a_cap, 0.0), axis=1), 0.0)
+  # The tie group reaches the rest, shared by cap (or equally among uncapped members when
+  # there is no box): e_i = rest·weight_i / Σ a weight, within the caps by the choice of θ.
   uncapped = tie & ~finite
   weight = jnp.where(jnp.any(uncapped, axis=1, keepdims=True), uncapped.astype(a.dtype),
                      jnp.where(tie, jnp.where(finite, cap, 0.0), 0.0))
-  total = jnp.sum(weight, axis=1, keepdims=True)
-  share = mass[:, None] * weight / jnp.where(total > 0, total, 1.0)
+  total = jnp.sum(a * weight, axis=1, keepdims=True)
+  share = rest[:, None] * weight / jnp.where(total > 0, total, 1.0)
   e = jnp.where(above, cap, jnp.where(tie, jnp.minimum(share, cap), 0.0))
   e = jnp.where(feasible[:, None], e, cap)
   return jnp.where(active, e, 0.0), feasible
