@@ -133,6 +133,8 @@ def check_in_bounds(inputs: Any, bounds: Any, name: str = 'inputs', *,
   """
   if bounds is None or not _is_concrete(inputs) or jnp.size(inputs) == 0:
     return
+  if not getattr(inputs, 'is_fully_addressable', True):  # a multi-host global array
+    return
   low, high = bounds
   if not (_is_concrete(low) and _is_concrete(high)):
     return

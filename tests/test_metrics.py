@@ -98,7 +98,7 @@ def test_robust_accuracy_over_padded_batches_counts_each_example_once():
   got = metrics.robust_accuracy(linear, params, batches, **kwargs)
   assert got == pytest.approx(expected_robust_accuracy(params, x, y, 0.4, 2.0))
   clean = metrics.robust_accuracy(linear, params, iter(batches), rng=jax.random.PRNGKey(0),
-                                  eps=0.0, p=2.0, steps=0)
+                                  eps=0.0, p=2.0, steps=0, bounds=None)
   assert clean == pytest.approx(float(metrics.accuracy(linear, params, x, y)))
 
 

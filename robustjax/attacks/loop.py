@@ -164,6 +164,7 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
   _checks.check_float_inputs(inputs)
   check_init(init, inputs)
   bounds = _checks.check_bounds(bounds)
+  _checks.check_in_bounds(inputs, bounds)
   inputs = jax.lax.stop_gradient(inputs)
   if step_size is None:
     step_size = default_step_size(eps, steps, step_rule)

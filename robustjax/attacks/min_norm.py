@@ -118,6 +118,7 @@ def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.
     raise ValueError("rng is required with init='uniform'")
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
   if inner == 'auto':
     multi = 2 < num_classes <= MULTI_TARGETED_MAX_CLASSES
     inner = 'multi_targeted' if multi else 'pgd'
@@ -245,6 +246,7 @@ def min_norm_ticktock(logits_fn: LogitsFn, params: Params, batch: Batch, *,
     raise ValueError(f'momentum must be in [0, 1), got {momentum}')
   bounds = _checks.check_bounds(bounds)
   inputs, labels, _ = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
   return _ticktock_core(params, inputs, labels, learning_rate, momentum, eta, bounds,
                         logits_fn=logits_fn, goal=goal, steps=steps, unroll=unroll)
 

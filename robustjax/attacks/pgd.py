@@ -94,6 +94,7 @@ def pgd_with_values(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: P
   _checks.check_choice(step_rule, 'step_rule', loop.STEP_RULES)
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
   targets = _check_targets(objective, rng, labels, targets, num_classes)
   schedule = step_size if callable(step_size) else None
   return _pgd_core(params, inputs, labels, rng, eps, None if schedule is not None else step_size,
@@ -176,6 +177,7 @@ def fgsm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey | No
   objective = objectives_lib.canonical_name(objective)
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
   targets = _check_targets(objective, rng, labels, targets, num_classes)
   return _fgsm_core(params, inputs, labels, rng, eps, bounds, targets, logits_fn=logits_fn,
                     num_classes=num_classes, p=p, objective=objective)
@@ -228,6 +230,7 @@ def multi_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PR
   _checks.check_choice(step_rule, 'step_rule', loop.STEP_RULES)
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
+  _checks.check_in_bounds(inputs, bounds)
   schedule = step_size if callable(step_size) else None
   return _multi_targeted_core(
       params, inputs, labels, rng, eps, None if schedule is not None else step_size, bounds,

@@ -53,6 +53,8 @@ def contrastive_explanations(logits_fn: LogitsFn, params: Params, batch: Batch, 
     perturbations and ``'correct'`` ``[B]`` bool (the prediction at x is right).
   """
   inputs, labels = batch[0], batch[1]
+  _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   rng_max, rng_min = jax.random.split(rng)
   kwargs = dict(eps=eps, p=p, steps=steps, step_size=step_size, init=init, bounds=bounds)
   x_max = attacks.pgd(logits_fn, params, (inputs, labels), rng=rng_max, objective='ce',
@@ -120,6 +122,7 @@ def adversarial_explanation(logits_fn: LogitsFn, params: Params, inputs: Array,
   _checks.check_nonnegative(momentum, 'momentum')
   _checks.check_positive(eta, 'eta')
   bounds = _checks.check_bounds(bounds)
+  _checks.check_in_bounds(inputs, bounds)
   num_classes = jax.eval_shape(lambda x: logits_fn(params, x), inputs).shape[-1]
   _checks.check_labels(targets, inputs.shape[0], num_classes, name='targets')
   inputs = jax.lax.stop_gradient(inputs)

@@ -56,6 +56,7 @@ def loss_surface(loss_fn: LossFn, params: Params, inputs: Array, labels: Labels,
   _checks.check_positive(radius, 'radius')
   num = _checks.check_int(num, 'num', minimum=1)
   bounds = _checks.check_bounds(bounds)
+  _checks.check_in_bounds(inputs, bounds)
   d1, d2 = directions
   _checks.check_same_shape(inputs, d1, 'inputs', 'directions[0]')
   _checks.check_same_shape(inputs, d2, 'inputs', 'directions[1]')

@@ -51,6 +51,7 @@ def simba_vs_pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNG
   """
   _checks.check_nonnegative(tolerance, 'tolerance')
   inputs, labels = batch[0], batch[1]
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   rng_pgd, rng_simba = jax.random.split(rng)
   x_pgd = attacks.pgd(logits_fn, params, (inputs, labels), rng=rng_pgd, eps=pgd_eps, p=p,
                       steps=pgd_steps, restarts=restarts, objective='margin',
@@ -88,6 +89,8 @@ def local_linearity(loss_fn: LossFn, params: Params, inputs: Array, labels: Arra
   Adam on δ (the paper: 50 steps of size 0.1). The value is attained at the returned
   δ, so it is a lower bound on the true maximum. Returns ``(gamma [B], delta [B, ...])``.
   """
+  _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   inputs = jax.lax.stop_gradient(inputs)
   loss0, grad0 = curvature.value_and_input_grad(loss_fn, params, inputs, labels)
   axes = tuple(range(1, inputs.ndim))
@@ -122,7 +125,9 @@ def transfer_accuracy(source_logits_fn: LogitsFn, source_params: Params,
             & robustness.correct(target_logits_fn, target_params, x_adv, y))
 
   hits = total = 0
+  bounds = _checks.check_bounds(bounds)
   for i, (inputs, labels, mask) in enumerate(batches):
+    _checks.check_in_bounds(inputs, bounds)
     ok = robust(inputs, labels, jax.random.fold_in(rng, i))
     hits += int(jnp.sum(ok & mask))
     total += int(jnp.sum(mask))

@@ -55,11 +55,11 @@ def iter_batches(data: Any, bounds: Bounds | None = None
     inputs, labels = batch[0], batch[1]
     _checks.check_float_inputs(inputs)
     _checks.check_labels(labels, jnp.shape(inputs)[0])
-    _checks.check_in_bounds(inputs, bounds)
     mask = batch[2] if len(batch) == 3 else jnp.ones(jnp.shape(labels), bool)
     if jnp.shape(mask) != jnp.shape(labels):
       raise ValueError(f'mask must have shape [B] = {jnp.shape(labels)}, '
                        f'got {jnp.shape(mask)}')
+    _checks.check_in_bounds(inputs, bounds)
     count += 1
     yield inputs, labels, jnp.asarray(mask, bool)
   if not count:
@@ -336,7 +336,7 @@ def scorpio_attack_accuracies(logits_fn: LogitsFn, params: Params, batches, *,
   """
   batches = as_batches(batches, bounds)
   out = {'clean': robust_accuracy(logits_fn, params, batches, rng=rng, eps=0.0, p=p,
-                                  steps=0)}
+                                  steps=0, bounds=bounds)}
   for name, objective in SCORPIO_ATTACKS.items():
     out[name] = robust_accuracy(logits_fn, params, batches, rng=rng, eps=eps, p=p,
                                 steps=steps, restarts=restarts, objective=objective,

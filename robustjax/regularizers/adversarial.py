@@ -122,6 +122,7 @@ def adversarial(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
   """
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _checks.check_p(p)
   _checks.check_nonnegative(eps, 'eps')
   steps = _checks.check_int(steps, 'steps')
@@ -209,6 +210,7 @@ def adversarial_l2min(logits_fn: LogitsFn, params: Params, batch: Batch, *,
   del rng
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _checks.check_nonnegative(eps, 'eps')
   steps = _checks.check_int(steps, 'steps')
   _check_logits_shape(logits_fn, params, inputs)

@@ -72,6 +72,8 @@ def curvature_attack(logits_fn: LogitsFn, params: Params, inputs: Array, labels:
   Returns:
     ``x*`` ``[B, ...]`` in ``ball ∩ box``, stop-gradient'd.
   """
+  _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   frozen = jax.lax.stop_gradient(params)
   x0 = jax.lax.stop_gradient(inputs)
   lower, upper, lipschitz = (jax.lax.stop_gradient(a) for a in (lower, upper, lipschitz))
@@ -136,6 +138,7 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
   del rng
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _checks.check_nonnegative(gamma, 'gamma')
   _checks.check_nonnegative(eps, 'eps')
   _checks.check_choice(activation, 'activation', tuple(bounds_lib.ACTIVATION_CONSTANTS))

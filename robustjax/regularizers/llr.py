@@ -78,6 +78,7 @@ def llr(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
   bounds = _checks.check_bounds(bounds)
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, bounds)
 
   losses, grads = curvature.value_and_input_grad(loss_fn, params, inputs, labels)
   frozen = jax.lax.stop_gradient((params, losses, grads))

@@ -131,6 +131,7 @@ def scorpio_attack(loss_fn: LossFn, params: Params, batch: Batch, *,
   p, steps, bounds = _check_hparams(eps, p, steps, h, scheme, bounds)
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, bounds)
   _, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
                               steps=steps, h=h, scheme=scheme)
   return jax.lax.stop_gradient(geometry.clip_to_box(inputs + v, bounds))
@@ -178,6 +179,7 @@ def scorpio(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey | Non
   p, steps, bounds = _check_hparams(eps, p, steps, h, scheme, bounds)
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, bounds)
   losses, v = _quadratic_direction(loss_fn, params, inputs, labels, eps=eps, p=p,
                                    steps=steps, h=h, scheme=scheme)
   x_adv = jax.lax.stop_gradient(geometry.clip_to_box(inputs + v, bounds))

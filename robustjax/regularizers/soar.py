@@ -103,6 +103,7 @@ def soar(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
     _checks.check_nonnegative(step_size, 'step_size')
   inputs, labels = batch
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, bounds)
   batch_size = inputs.shape[0]
   rng_start, rng_z, rng_z1, rng_h = jax.random.split(rng, 4)
 

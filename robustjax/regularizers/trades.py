@@ -76,6 +76,7 @@ def trades(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
   inputs, labels = batch
   del labels
   _checks.check_float_inputs(inputs)
+  _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _checks.check_p(p)
   _checks.check_nonnegative(beta, 'beta')
   _checks.check_nonnegative(eps, 'eps')
