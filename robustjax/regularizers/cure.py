@@ -25,8 +25,10 @@ def cure(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey | None =
   ``stop_gradient``'d; both gradients are differentiated w.r.t. params (double
   backprop). The gradient at x is computed once, with the loss, and serves both the
   direction and the difference. ``h = 1.5`` is the CIFAR-10 step of the CURE paper for
-  inputs in [0, 1] (the authors' code ramps h up over the first epochs; a ramp belongs to
-  the training schedule). A zero gradient gives ``z = 0`` and a zero penalty.
+  inputs in [0, 1] (the authors' code ramps h up over the first epochs; in a config that
+  is a schedule on the hparam, e.g. ``term('cure', h=1.5, schedules={'h': {'steps': N,
+  'init': 0.1}})``, see :mod:`robustjax.training.schema`). A zero gradient gives
+  ``z = 0`` and a zero penalty.
 
   Args:
     loss_fn: per-example loss ``(params, inputs [B, ...], labels [B]) -> [B]``.
