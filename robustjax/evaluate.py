@@ -491,6 +491,11 @@ def _markdown(report: dict) -> str:
   for row in report['results']:
     counts = ', '.join(f'{k}: {v}' for k, v in row['broken_by'].items() if v)
     out.append(f'- eps {row["eps"]:g}: {counts or "none"}')
+    for attack, within in row.get('broken_by_within', {}).items():
+      if len(within) > 1:
+        shown = ', '.join(f'{k}: {v}' for k, v in within.items())
+        out.append(f'  - within `{attack}` (each attack on the points still robust): '
+                   f'{shown}')
   aa = [a for a in report['attacks'] if a != 'pgd']
   if aa:
     out += ['', '## AutoAttack flags (examples flagged)', '']
@@ -834,6 +839,9 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
       'certify_s': float(sum(float(v['seconds']) for u, v in results.items()
                              if u[0] == 'certify')),
       'compile_s': compile_s, 'units': len(units), 'units_resumed': resumed,
+      'note': ('attack_s sums the units of every run that contributed (resumed ones '
+               'included); compile_s is PGD\'s compilation in this run; AutoAttack and '
+               'the certificates compile inside their first unit'),
       'finished': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
   }
   report['environment'] = _environment(mesh.size)
@@ -912,6 +920,10 @@ def _assemble(settings, tag, config, n, labels, predictions, clean_correct, resu
         'num_robust': {a: int(robust[i, j].sum()) for j, a in enumerate(attacks)},
         'num_robust_worst_case': int(worst[i].sum()),
         'broken_by': counts,
+        # Each AutoAttack-family attack's own account (as if it ran alone).
+        'broken_by_within': {a: {sub: int(np.sum(per_attack_broken[i, j] == k))
+                                 for k, sub in enumerate(sub_names[a])}
+                             for j, a in enumerate(attacks) if a != 'pgd'},
         'autoattack_flags': {a: flags[i][j] for j, a in enumerate(attacks)
                              if a != 'pgd'},
     })

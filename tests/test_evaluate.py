@@ -185,6 +185,56 @@ def test_worst_case_is_the_per_example_and_over_attacks(run_dir, full):
     assert sum(row['broken_by'].values()) == int(np.sum(broken_by >= 0))
 
 
+def test_worst_case_and_broken_by_from_disagreeing_attacks():
+  """The assembly on planted per-batch results where the attacks disagree."""
+  import ml_collections
+  rng = np.random.default_rng(0)
+  n, names = 10, ['pgd', 'autoattack']
+  settings = evaluate.Settings(
+      workdir='/w', checkpoint_step=1, split='test', num_examples=n, norm='inf',
+      eps=(0.0, 0.1), attacks=tuple(names), version='standard', batch_size=8, seed=0,
+      certify='', sigma=0.0, num_samples=0, num_selection=0, alpha=0.0)
+  labels = rng.integers(0, 3, n)
+  clean = np.arange(n) != 4  # example 4 is misclassified clean
+  robust = {'pgd': clean & (rng.random(n) < 0.6), 'autoattack': clean & (rng.random(n) < 0.5)}
+  within = {'pgd': np.zeros(n, np.int32), 'autoattack': rng.integers(0, 4, n)}
+  results = {}
+  for a in names:
+    broken = np.where(robust[a], -1, within[a]).astype(np.int32)
+    broken = np.where(clean, broken, -2)
+    for b, sl in enumerate((slice(0, 8), slice(8, n))):
+      results[('attack', a, 0.1, b)] = {
+          'robust': robust[a][sl], 'broken_by': broken[sl], 'seconds': 0.0,
+          'flag_names': np.asarray(['square_improved']), 'flag_counts': np.asarray([b])}
+  config = ml_collections.ConfigDict({'dataset': {'name': 'digits'}, 'seed': 0,
+                                      'model': {'name': 'mlp', 'kwargs': {}},
+                                      'regularizers': {}})
+  subs = {'pgd': ['pgd'], 'autoattack': ['apgd-ce', 'apgd-t', 'fab-t', 'square']}
+  report, per = evaluate._assemble(settings, 't', config, n, labels, labels, clean,
+                                   results, 2, subs)
+  assert (robust['pgd'] != robust['autoattack']).any()  # the plant is informative
+  worst = robust['pgd'] & robust['autoattack']
+  np.testing.assert_array_equal(per['worst_robust'][1], worst)
+  np.testing.assert_array_equal(per['worst_robust'][0], clean)
+  assert report['results'][1]['worst_case'] == pytest.approx(worst.mean())
+  names_flat = per['broken_by_names'].tolist()
+  assert names_flat == ['pgd', 'autoattack:apgd-ce', 'autoattack:apgd-t',
+                        'autoattack:fab-t', 'autoattack:square']
+  for k in range(n):
+    got = per['broken_by'][1, k]
+    if not clean[k]:
+      assert got == evaluate.CLEAN_MISCLASSIFIED
+    elif worst[k]:
+      assert got == evaluate.ROBUST
+    elif not robust['pgd'][k]:
+      assert names_flat[got] == 'pgd'
+    else:
+      assert names_flat[got] == f'autoattack:{subs["autoattack"][within["autoattack"][k]]}'
+  assert report['results'][1]['autoattack_flags']['autoattack'] == {'square_improved': 1}
+  assert sum(report['results'][1]['broken_by_within']['autoattack'].values()) == int(
+      (clean & ~robust['autoattack']).sum())
+
+
 # ------------------------------------------------------------------------ resuming
 
 
@@ -223,6 +273,44 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(run_dir, full):
   again = evaluate.run(workdir, tag='resumed', **COMMON)
   assert again['timing']['units_resumed'] == again['timing']['units'] - 1
   assert _stable(again) == _stable(full)
+
+
+def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monkeypatch):
+  """A stand-in attack whose outcome is its key's coin flips: an interrupted and
+  resumed evaluation keys every batch as the documented schedule says."""
+  import jax.numpy as jnp
+
+  def coin_attack(logits_fn, *, eps, p):
+    del eps, p
+
+    def fn(params, x, y, key):
+      clean = jnp.argmax(logits_fn(params, x), -1) == y
+      robust = clean & jax.random.bernoulli(key, 0.5, y.shape)
+      broken_by = jnp.where(clean, jnp.where(robust, -1, 0), -2).astype(jnp.int32)
+      return robust, broken_by, {}, x
+
+    return fn
+
+  monkeypatch.setattr(evaluate, '_pgd_fn', coin_attack)
+  workdir, _ = run_dir
+  kwargs = dict(COMMON, attacks=['pgd'], eps=[0.05, 0.1], tag='coins')
+
+  def kill_at_three(name, seen=[]):  # pylint: disable=dangerous-default-value
+    seen.append(name)
+    if len(seen) == 3:
+      raise _Killed
+
+  with pytest.raises(_Killed):
+    evaluate.run(workdir, on_unit=kill_at_three, **kwargs)
+  os.remove(os.path.join(_out(workdir, 'coins'), 'partial', 'attack.pgd.eps0.05.b00000.npz'))
+  evaluate.run(workdir, **kwargs)
+  per = _npz(os.path.join(_out(workdir, 'coins'), 'per_example.npz'))
+  key = evaluate.attack_key(3, 'pgd')
+  coins = np.concatenate([np.asarray(jax.random.bernoulli(jax.random.fold_in(key, b), 0.5,
+                                                          (BATCH,)))
+                          for b in range(3)])[:N]
+  for i in range(2):  # the same key at every radius
+    np.testing.assert_array_equal(per['robust'][i, 0], coins & per['clean_correct'])
 
 
 def test_same_tag_with_other_flags_is_refused_naming_them(run_dir, full):
