@@ -357,8 +357,8 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
     (dict(labels=jnp.full((8,), 7, jnp.int32)), 'labels'),
 ])
 def test_bad_input_raises_before_anything_compiles(kwargs, name, monkeypatch):
-  for core in ('_clean', '_init_state', '_run_chunk', '_gather', '_scatter', '_seeds',
-               '_merge'):
+  for core in ('_clean', '_init_state', '_run_chunk', '_take', '_scatter', '_blank',
+               '_seeds', '_merge'):
     monkeypatch.setattr(square_lib, core, lambda *a, **k: pytest.fail('compiled'))
   params = mlp_params(0, 16, 3)
   inputs = kwargs.pop('inputs', jnp.full((8, 4, 4, 1), 0.5))

@@ -454,13 +454,24 @@ def _run_chunk(params, state: SquareState, consts: _Consts, box, iterations, siz
 
 
 @jax.jit
-def _gather(tree, index):
-  return jax.tree_util.tree_map(lambda a: a[jnp.minimum(index, a.shape[0] - 1)], tree)
+def _take(consts: _Consts, index, count, state: SquareState | None = None):
+  """Rows ``index`` of ``consts`` (and ``state``); rows past ``count`` are padding."""
+  rows = lambda a: a[jnp.minimum(index, a.shape[0] - 1)]
+  sub = jax.tree_util.tree_map(rows, consts)
+  sub = sub._replace(valid=sub.valid & (jnp.arange(index.shape[0]) < count))
+  return sub, (None if state is None else jax.tree_util.tree_map(rows, state))
 
 
 @jax.jit
 def _scatter(tree, index, values):
+  """Writes ``values`` back to rows ``index``; padding rows (index ``B``) are dropped."""
   return jax.tree_util.tree_map(lambda a, v: a.at[index].set(v, mode='drop'), tree, values)
+
+
+@jax.jit
+def _blank(consts: _Consts) -> SquareState:
+  zeros = jnp.zeros(consts.valid.shape, jnp.float32)
+  return SquareState(consts.x, zeros, zeros, jnp.zeros(consts.valid.shape, jnp.int32))
 
 
 def _bucket(count: int, batch_size: int) -> int:
@@ -469,45 +480,63 @@ def _bucket(count: int, batch_size: int) -> int:
   return min(size, batch_size)
 
 
+def _padded(rows: np.ndarray, batch_size: int) -> np.ndarray:
+  """``rows`` padded with the out-of-range index ``B`` to their bucket size."""
+  index = np.full((_bucket(rows.size, batch_size),), batch_size, np.int32)
+  index[:rows.size] = rows
+  return index
+
+
 # ---------------------------------------------------------------------------------------
 # Drivers: a host loop with compaction (concrete inputs) or an in-graph while loop.
 
 
-def _run_host(logits_fn, params, state, consts, box, table, *, grid, norm, chunk, sync_every,
-              unroll, on_sync=None):
-  """Runs the schedule ``table`` on the rows still robust, compacting every sync."""
+def _run_host(logits_fn, params, consts, box, table, *, grid, norm, chunk, sync_every,
+              unroll, on_sync=None) -> SquareState:
+  """Starts the valid rows and runs the schedule ``table`` on those still robust.
+
+  The rows being attacked live in a bucket-sized sub-batch. Every ``sync_every``
+  iterations the host reads their margins (the only transfer) and stops when none is
+  left; the sub-batch is re-gathered only when the rows still robust fit a smaller
+  bucket (at most ``log2(B) − 2`` times), broken rows in between being frozen by the
+  step's mask.
+  """
   batch_size = consts.x.shape[0]
   queries = table.shape[0]
+  full = _blank(consts)
+  rows = np.flatnonzero(np.asarray(consts.valid))
+  index = _padded(rows, batch_size)
+  sub_consts, _ = _take(consts, index, rows.size)
+  sub_state = _init_state(params, sub_consts, box, logits_fn=logits_fn, grid=grid, norm=norm)
   start = 0
-  while start < queries:
-    active = np.flatnonzero(np.asarray(consts.valid) & (np.asarray(state.margin) >= 0))
-    if active.size == 0:
+  while True:
+    if on_sync is not None:
+      on_sync(start, _scatter(full, index, sub_state))
+    alive = np.asarray(sub_state.margin)[:rows.size] >= 0
+    if start >= queries or not alive.any():
       break
-    size = _bucket(active.size, batch_size)
-    index = np.full((size,), batch_size, np.int32)
-    index[:active.size] = active
-    index = jnp.asarray(index)
-    sub_state, sub_consts = _gather((state, consts), index)
-    sub_consts = sub_consts._replace(valid=sub_consts.valid & (jnp.arange(size) < active.size))
+    if _bucket(int(alive.sum()), batch_size) < index.size:
+      full = _scatter(full, index, sub_state)
+      rows = rows[alive]
+      index = _padded(rows, batch_size)
+      sub_consts, sub_state = _take(consts, index, rows.size, full)
     stop = min(start + sync_every, queries)
     for first in range(start, stop, chunk):
       its = np.arange(first, first + chunk, dtype=np.int32)
       sizes = np.zeros((chunk, 2), np.int32)
       last = min(first + chunk, stop)
       sizes[:last - first] = table[first:last]
-      sub_state = _run_chunk(params, sub_state, sub_consts, box, jnp.asarray(its),
-                             jnp.asarray(sizes), logits_fn=logits_fn, grid=grid, norm=norm,
-                             unroll=unroll)
-    state = _scatter(state, index, sub_state)
+      sub_state = _run_chunk(params, sub_state, sub_consts, box, its, sizes,
+                             logits_fn=logits_fn, grid=grid, norm=norm, unroll=unroll)
     start = stop
-    if on_sync is not None:
-      on_sync(start, state)
-  return state
+  return _scatter(full, index, sub_state)
 
 
 def _run_traced(logits_fn, params, state, consts, box, table, *, grid, norm, chunk, unroll):
   """The same schedule in a ``lax.while_loop`` over chunks (no compaction)."""
   queries = table.shape[0]
+  if not queries:
+    return state
   padded = np.zeros((-(-queries // chunk) * chunk, 2), np.int32)
   padded[:queries] = table
   padded = jnp.asarray(padded)
@@ -640,9 +669,8 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
     else:
       if not np.any(np.asarray(robust)):
         break
-      state = _init_compacted(params, consts, box, logits_fn=logits_fn, grid=grid, norm=p)
-      state = _run_host(logits_fn, params, state, consts, box, table, grid=grid, norm=p,
-                        chunk=chunk, sync_every=sync_every, unroll=unroll, on_sync=on_sync)
+      state = _run_host(logits_fn, params, consts, box, table, grid=grid, norm=p, chunk=chunk,
+                        sync_every=sync_every, unroll=unroll, on_sync=on_sync)
     best_x, best_margin, total_queries, robust = _merge(best_x, best_margin, total_queries,
                                                         robust, state)
   x_adv = jnp.reshape(best_x, inputs.shape)
@@ -665,23 +693,6 @@ def _merge(best_x, best_margin, total_queries, robust, state: SquareState):
           jnp.where(better, state.margin, best_margin),
           total_queries + jnp.where(robust, state.queries, 0),
           robust & (state.margin >= 0))
-
-
-def _init_compacted(params, consts: _Consts, box, *, logits_fn, grid, norm) -> SquareState:
-  """:func:`_init_state` on the valid rows only, gathered into a bucket."""
-  batch_size = consts.x.shape[0]
-  active = np.flatnonzero(np.asarray(consts.valid))
-  size = _bucket(active.size, batch_size)
-  index = np.full((size,), batch_size, np.int32)
-  index[:active.size] = active
-  index = jnp.asarray(index)
-  sub = _gather(consts, index)
-  sub = sub._replace(valid=sub.valid & (jnp.arange(size) < active.size))
-  sub_state = _init_state(params, sub, box, logits_fn=logits_fn, grid=grid, norm=norm)
-  empty = SquareState(consts.x, jnp.zeros((batch_size,), jnp.float32),
-                      jnp.zeros((batch_size,), jnp.float32),
-                      jnp.zeros((batch_size,), jnp.int32))
-  return _scatter(empty, index, sub_state)
 
 
 def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
@@ -709,7 +720,8 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
   point and runs ``queries`` iterations; every iteration proposes a change in a random
   window covering a fraction :func:`p_selection` of the pixels and keeps it when the loss
   decreases or the example becomes misclassified. Examples stop (and cost nothing more)
-  once misclassified; later restarts run only on the examples still robust.
+  once misclassified, i.e. at a margin ``z_y − max_{j≠y} z_j < 0`` (a tie is attacked
+  further); later restarts run only on the examples still robust.
 
   Input shapes: images are ``[B, H, W, C]`` (channels last). ``[B, H, W]`` is treated
   as one channel and ``[B, D]`` as a one-row image of ``D`` pixels, whose windows are
