@@ -7,7 +7,10 @@ labels)`` and return points in ``ball(inputs, eps) ∩ box``:
   :func:`multi_targeted`;
 - :func:`min_norm` (smallest perturbation reaching a goal, any p, by bisection) and
   :func:`min_norm_ticktock` (Woods et al.'s Algorithm 1, L2): the ARA attacks;
-- :func:`simba` (black-box, for gradient-masking diagnostics);
+- :func:`simba` (black-box, for gradient-masking diagnostics) and :func:`square` (the
+  Square Attack, Andriushchenko et al. 2020: score-based random search, L∞ / L2,
+  AutoAttack's black-box member; :func:`square_with_info` also returns margins and
+  queries);
 - :func:`maximize`, the projected-ascent loop on any per-example objective;
 - :func:`apgd` and :func:`apgd_targeted` (Auto-PGD on CE / DLR / targeted DLR, Croce &
   Hein 2020) and :func:`autoattack`, the AutoAttack ensemble (:class:`AutoAttackResult`);
