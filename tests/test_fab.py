@@ -362,7 +362,8 @@ def test_bad_input_raises_before_compiling(kwargs, name, monkeypatch):
   x = jnp.full((3, 4), 0.5) * kwargs.pop('x', 1.0)
   y = kwargs.pop('y', jnp.array([0, 1, 2]))
   compiled = []
-  monkeypatch.setattr(fab_lib, '_fab_core', lambda *a, **k: compiled.append(1))
+  for core in ('_fab_init', '_fab_restart'):
+    monkeypatch.setattr(fab_lib, core, lambda *a, **k: compiled.append(1))
   options = {**dict(rng=jax.random.PRNGKey(0), eps=0.1), **kwargs}
   for attack in (attacks.fab, attacks.fab_targeted):
     if 'num_targets' in options and attack is attacks.fab:

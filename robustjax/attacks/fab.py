@@ -274,30 +274,47 @@ def _random_sphere(rng: PRNGKey, shape, radius: Array, p: float, dtype) -> Array
   return t * (radius / jnp.where(size > 0, size, 1.0))[:, None]
 
 
-_FAB_STATIC = ('logits_fn', 'shape', 'num_classes', 'p', 'steps', 'restarts',
-               'num_targets', 'unroll')
-
-
-@_common.compile_static(_FAB_STATIC)
-def _fab_core(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta, *,
-              logits_fn, shape, num_classes, p, steps, restarts, num_targets, unroll):
-  """Compiled FAB on validated arguments: ``(best_x [B, ...], best_norm [B])``.
-
-  ``num_targets = 0`` runs untargeted FAB; otherwise targeted FAB against that many
-  classes, tiled into one batch ``[num_targets·B, ...]``.
-  """
+def _rows(params, inputs, labels, eps, *, logits_fn, num_classes, num_targets):
+  """The rows FAB runs on: ``(x0 [N, n], labels [N], targets [N] or None, eps [N],
+  misclassified [N])``, N = B untargeted or ``num_targets·B`` (target-major) targeted."""
   batch_size = inputs.shape[0]
   x0 = jnp.reshape(inputs, (batch_size, -1))
   clean = logits_fn(params, inputs)
   eps = jnp.broadcast_to(jnp.asarray(eps, x0.dtype), (batch_size,))
   misclassified = jnp.argmax(clean, axis=1) != labels
-  targets = None
-  if num_targets:
-    others = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, clean)
-    targets = jnp.swapaxes(jax.lax.top_k(others, num_targets)[1], 0, 1)  # [T, B]
-    targets = jnp.reshape(targets, (-1,))
-    tile = lambda v: jnp.tile(v, (num_targets,) + (1,) * (v.ndim - 1))
-    x0, labels, eps, misclassified = map(tile, (x0, labels, eps, misclassified))
+  if not num_targets:
+    return x0, labels, None, eps, misclassified
+  others = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, clean)
+  targets = jnp.swapaxes(jax.lax.top_k(others, num_targets)[1], 0, 1)  # [T, B]
+  tile = lambda v: jnp.tile(v, (num_targets,) + (1,) * (v.ndim - 1))
+  return (tile(x0), tile(labels), jnp.reshape(targets, (-1,)), tile(eps),
+          tile(misclassified))
+
+
+_ROWS_STATIC = ('logits_fn', 'num_classes', 'num_targets')
+_FAB_STATIC = _ROWS_STATIC + ('shape', 'p', 'steps', 'unroll')
+
+
+@_common.compile_static(_ROWS_STATIC)
+def _fab_init(params, inputs, labels, eps, *, logits_fn, num_classes, num_targets):
+  """``(best_x [N, n], best_norm [N])`` before any step: x, and 0 where x is misclassified."""
+  x0, _, _, _, misclassified = _rows(params, inputs, labels, eps, logits_fn=logits_fn,
+                                     num_classes=num_classes, num_targets=num_targets)
+  return x0, jnp.where(misclassified, 0.0, jnp.inf).astype(x0.dtype)
+
+
+@_common.compile_static(_FAB_STATIC)
+def _fab_restart(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta, restart,
+                 best_x, best_norm, *, logits_fn, num_classes, num_targets, shape, p, steps,
+                 unroll):
+  """One FAB run of ``steps`` steps on every row, updating ``(best_x, best_norm)``.
+
+  Restart 0 starts at x; restart ``r > 0`` (a traced int, so every restart shares one
+  compilation) at ``x + δ``, ``‖δ‖_p = min(best_norm, eps) / 2`` (0 when both are inf),
+  ``δ`` from ``fold_in(rng, r)``, clipped to the box.
+  """
+  x0, labels, targets, eps, _ = _rows(params, inputs, labels, eps, logits_fn=logits_fn,
+                                      num_classes=num_classes, num_targets=num_targets)
   rows_shape = (x0.shape[0],) + tuple(shape[1:])
   alpha_max, eta, beta = (jnp.asarray(v, x0.dtype) for v in (alpha_max, eta, beta))
 
@@ -324,35 +341,34 @@ def _fab_core(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta, *,
     x_next = jnp.where(adversarial[:, None], x0 + beta * (x_new - x0), x_new)
     return FABState(jax.lax.stop_gradient(x_next), best_x, best_norm), None
 
+  radius = jnp.minimum(best_norm, eps) / 2
+  radius = jnp.where(jnp.isfinite(radius), radius, 0.0)
+  shifted = clip(x0 + _random_sphere(jax.random.fold_in(rng, restart), x0.shape, radius, p,
+                                     x0.dtype))
+  state = FABState(jnp.where(restart > 0, shifted, x0), best_x, best_norm)
   if unroll == 'auto':
     unroll = loop.auto_unroll(lambda x: jnp.sum(logits_fn(params, x), axis=1), inputs)
   unroll_n = steps if unroll is True else max(int(unroll), 1)
-  best_norm = jnp.where(misclassified, 0.0, jnp.inf).astype(x0.dtype)
-  state = FABState(x0, x0, best_norm)
-  for r in range(restarts):
-    if r == 0:
-      start = x0
-    else:
-      radius = jnp.minimum(state.best_norm, eps) / 2
-      radius = jnp.where(jnp.isfinite(radius), radius, 0.0)
-      start = clip(x0 + _random_sphere(jax.random.fold_in(rng, r), x0.shape, radius, p,
-                                       x0.dtype))
-    state = state._replace(x=start)
-    if steps and unroll_n >= steps:
-      # Straight-line steps (XLA:CPU runs convolutions inside a loop several times slower).
-      for _ in range(steps):
-        state, _ = step(state, None)
-    elif steps:
-      state, _ = jax.lax.scan(step, state, None, length=steps, unroll=unroll_n)
-  best_x, best_norm = state.best_x, state.best_norm
+  if steps and unroll_n >= steps:
+    # Straight-line steps (XLA:CPU runs convolutions inside a loop several times slower).
+    for _ in range(steps):
+      state, _ = step(state, None)
+  elif steps:
+    state, _ = jax.lax.scan(step, state, None, length=steps, unroll=unroll_n)
+  return jax.lax.stop_gradient(state.best_x), jax.lax.stop_gradient(state.best_norm)
+
+
+@_common.compile_static(('shape', 'num_targets'))
+def _best_over_targets(best_x, best_norm, *, shape, num_targets):
+  """``(x [B, ...], norm [B])``: per example the smallest norm over the target rows."""
+  batch_size = shape[0]
   if num_targets:
     best_norm = jnp.reshape(best_norm, (num_targets, batch_size))
     pick = jnp.argmin(best_norm, axis=0)
     cols = jnp.arange(batch_size)
     best_x = jnp.reshape(best_x, (num_targets, batch_size, -1))[pick, cols]
     best_norm = best_norm[pick, cols]
-  best_x = jnp.reshape(best_x, inputs.shape)
-  return jax.lax.stop_gradient(best_x), jax.lax.stop_gradient(best_norm)
+  return jnp.reshape(best_x, shape), best_norm
 
 
 def _validate(logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta, beta,
@@ -417,10 +433,18 @@ def fab_min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNG
   p, steps, restarts, bounds, inputs, labels, num_classes, num_targets = _validate(
       logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta, beta, bounds,
       num_targets if targeted else None)
-  return _fab_core(params, inputs, jnp.asarray(labels, jnp.int32), rng, eps, bounds,
-                   alpha_max, eta, beta, logits_fn=logits_fn, shape=tuple(inputs.shape),
-                   num_classes=num_classes, p=p, steps=steps, restarts=restarts,
-                   num_targets=num_targets or 0, unroll=unroll)
+  labels = jnp.asarray(labels, jnp.int32)
+  static = dict(logits_fn=logits_fn, num_classes=num_classes, num_targets=num_targets or 0)
+  best_x, best_norm = _fab_init(params, inputs, labels, eps, **static)
+  # Restarts loop here, each one call of the same compiled run (inlined under an outer
+  # jit): an unrolled loop over restarts would multiply the compile time by `restarts`.
+  for r in range(restarts):
+    best_x, best_norm = _fab_restart(
+        params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta,
+        jnp.asarray(r, jnp.int32), best_x, best_norm, shape=tuple(inputs.shape), p=p,
+        steps=steps, unroll=unroll, **static)
+  return _best_over_targets(best_x, best_norm, shape=tuple(inputs.shape),
+                            num_targets=num_targets or 0)
 
 
 def _within_eps(inputs: Array, x_adv: Array, norms: Array, eps) -> Array:
