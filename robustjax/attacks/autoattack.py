@@ -126,14 +126,29 @@ def bucket_size(count: int, batch_size: int) -> int:
 
 
 def _external(name: str):
-  """The Square / FAB entry points, imported when first needed."""
+  """The Square / FAB entry point of ``name``, imported when first needed.
+
+  Each returns ``x_adv`` from ``fn(logits_fn, params, batch, *, rng, eps, p, bounds,
+  example_index, **settings)``; ``example_index [n]`` (the rows' indices in the full
+  batch) keys Square's random draws per example, so a sub-batch keeps each example's run.
+  """
   # pylint: disable=g-import-not-at-top
   if name == 'square':
-    from robustjax.attacks.square import square
+    from robustjax.attacks.square import _square
+
+    def square(*args, example_index, **kwargs):
+      return _square(*args, example_index=example_index, **kwargs).inputs
+
     return square
   from robustjax.attacks.fab import fab
   from robustjax.attacks.fab import fab_targeted
-  return fab_targeted if name == 'fab-t' else fab
+  chosen = fab_targeted if name == 'fab-t' else fab
+
+  def run_fab(*args, example_index, **kwargs):
+    del example_index  # FAB keys its draws by batch position
+    return chosen(*args, **kwargs)
+
+  return run_fab
 
 
 def _stages(name, cfg, *, num_classes, p, bounds, logits_fn, unroll, stochastic):
@@ -164,9 +179,9 @@ def _stages(name, cfg, *, num_classes, p, bounds, logits_fn, unroll, stochastic)
     cfg = dict(cfg, num_targets=min(cfg['num_targets'], num_classes - 1))
 
   def external(params, x, y, idx, eps, key):
-    del idx
     radius = eps[0] if bool(np.all(np.asarray(eps) == np.asarray(eps)[0])) else eps
-    return fn(logits_fn, params, (x, y), rng=key, eps=radius, p=p, bounds=bounds, **cfg)
+    return fn(logits_fn, params, (x, y), rng=key, eps=radius, p=p, bounds=bounds,
+              example_index=jnp.asarray(idx, jnp.int32), **cfg)
 
   return [external]
 
@@ -221,7 +236,8 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
   ``i`` keeps that attack's point and ``broken_by = i``. Attack ``name`` uses the key
   ``fold_in(rng, AUTOATTACK_ATTACKS.index(name))`` whatever its position, so the
   ensemble equals, example by example, the worst case of its attacks run alone
-  (``attacks=[name]``) for the APGD attacks (whose runs are per-example keyed).
+  (``attacks=[name]``) for APGD and Square, whose random draws are keyed per example
+  (FAB's are keyed by batch position, so a FAB run on a sub-batch may differ).
 
   Args:
     logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``. For ``version='rand'``
@@ -229,8 +245,8 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
       rng=key)``) and gets fresh keys; a model without it is deterministic and EoT is
       skipped (its 20 samples would be identical).
     params: model parameters.
-    batch: ``(inputs [B, ...] in bounds, labels [B] int in [0, K))``. Square needs
-      images ``[B, H, W, C]``.
+    batch: ``(inputs [B, ...] in bounds, labels [B] int in [0, K))``. Square acts on
+      images ``[B, H, W, C]`` (``[B, H, W]`` and ``[B, D]`` are viewed as one channel).
     rng: key; results are deterministic given it.
     eps: radius, scalar or ``[B]``, ``>= 0``.
     p: 2 or inf (L1 is not supported).
@@ -261,8 +277,9 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
   _checks.check_radius(eps, batch_size)
   _checks.check_in_bounds(inputs, bounds)
   _check_classes(names, num_classes)
-  if 'square' in names and jnp.ndim(inputs) != 4:
-    raise ValueError(f'attack \'square\' needs images [B, H, W, C], got inputs of shape '
+  if 'square' in names and jnp.ndim(inputs) not in (2, 3, 4):
+    raise ValueError(f'attack \'square\' needs images [B, H, W, C] ([B, H, W] or [B, D] '
+                     f'are viewed as one-channel images), got inputs of shape '
                      f'{tuple(jnp.shape(inputs))}; pass attacks= without \'square\'')
   cfgs = settings(version)
   stochastic = apgd_lib.accepts_rng(logits_fn)

@@ -1,0 +1,327 @@
+"""AutoAttack: analytic worst cases, the pointwise worst case of its attacks, masking flags,
+gradient-free logits (x1000), metrics and training hooks, sharding, argument errors."""
+
+import math
+
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+import pytest
+
+from robustjax import attacks
+from robustjax import metrics
+from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks.autoattack import _external as real_external
+import robustjax.attacks.autoattack  # noqa: F401  (the module, for monkeypatching)
+from robustjax.training import schema
+from robustjax.training import train
+
+aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
+INF = math.inf
+KEY = jax.random.PRNGKey(0)
+
+
+def linear(params, x):
+  w, b = params
+  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
+
+
+def scaled(params, x):
+  """Logits x1000: softmax saturates, so CE gradients are exactly 0 in float32."""
+  return 1000.0 * linear(params, x)
+
+
+def quantised(params, x):
+  """Input rounded to 4 levels with no gradient: every input gradient is exactly 0."""
+  return linear(params, jax.lax.stop_gradient(jnp.round(x * 3) / 3))
+
+
+def mlp(params, x):
+  (w1, b1), (w2, b2) = params
+  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
+  return h @ w2 + b2
+
+
+def _images(seed, classes=10, n=8):
+  """A linear model on 8x8x1 images, labels = its predictions (all clean-correct)."""
+  kw, kb, kx = jax.random.split(jax.random.PRNGKey(seed), 3)
+  params = (0.5 * jax.random.normal(kw, (64, classes)), 0.3 * jax.random.normal(kb, (classes,)))
+  x = jax.random.uniform(kx, (n, 8, 8, 1), minval=0.2, maxval=0.8)  # box inactive at eps<=.2
+  return params, x, jnp.argmax(linear(params, x), -1).astype(jnp.int32)
+
+
+LIN_PARAMS, LIN_X, LIN_Y = _images(0)
+MLP_PARAMS = ((jax.random.normal(jax.random.PRNGKey(5), (6, 8)) / 2.5, jnp.zeros(8)),
+              (2.0 * jax.random.normal(jax.random.PRNGKey(6), (8, 5)), jnp.zeros(5)))
+MLP_X = jax.random.uniform(jax.random.PRNGKey(7), (12, 6))
+MLP_Y = jnp.argmax(mlp(MLP_PARAMS, MLP_X), -1).astype(jnp.int32).at[0].set(
+    (jnp.argmax(mlp(MLP_PARAMS, MLP_X[:1]), -1)[0] + 1) % 5)  # one clean error
+
+
+def worst_margin(params, x, y, eps, p):
+  """Analytic min over the ball of z_y - max_{j != y} z_j for a linear model (no box)."""
+  w, b = (np.asarray(a, np.float64) for a in params)
+  flat = np.asarray(x, np.float64).reshape(len(y), -1)
+  z = flat @ w + b
+  q = 1.0 if p == INF else 2.0
+  return np.asarray([min(z[i, y[i]] - z[i, j] - eps * np.linalg.norm(w[:, y[i]] - w[:, j], q)
+                         for j in range(w.shape[1]) if j != y[i]) for i in range(len(y))])
+
+
+def assert_feasible(x_adv, x, eps, p, bounds=(0.0, 1.0)):
+  x_adv, x = np.asarray(x_adv, np.float64), np.asarray(x, np.float64)
+  norms = np.linalg.norm((x_adv - x).reshape(len(x), -1), ord=p, axis=1)
+  assert np.all(norms <= eps * (1 + 1e-5) + 1e-6), norms
+  assert np.all(x_adv >= bounds[0]) and np.all(x_adv <= bounds[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Strength: analytic worst cases.
+
+
+def test_standard_autoattack_reaches_the_linear_worst_case_linf():
+  eps = 0.04
+  want = worst_margin(LIN_PARAMS, LIN_X, np.asarray(LIN_Y), eps, INF)
+  assert np.all(np.abs(want) > 0.05) and 0 < np.sum(want < 0) < len(want)
+  result = attacks.autoattack(linear, LIN_PARAMS, (LIN_X, LIN_Y), rng=KEY, eps=eps)
+  assert result.attack_names == ('apgd-ce', 'apgd-t', 'fab-t', 'square')
+  np.testing.assert_array_equal(result.robust, want > 0)
+  # Every broken point is misclassified at the returned point; robust ones are x.
+  pred = np.asarray(jnp.argmax(linear(LIN_PARAMS, result.inputs), -1))
+  broken = ~np.asarray(result.robust)
+  assert np.all(pred[broken] != np.asarray(LIN_Y)[broken])
+  np.testing.assert_array_equal(np.asarray(result.inputs)[~broken], np.asarray(LIN_X)[~broken])
+  np.testing.assert_array_equal(np.asarray(result.broken_by) == attacks.ROBUST,
+                                np.asarray(result.robust))
+  assert_feasible(result.inputs, LIN_X, eps, INF)
+
+
+def test_autoattack_reaches_the_linear_worst_case_l2():
+  eps = 0.3
+  want = worst_margin(LIN_PARAMS, LIN_X, np.asarray(LIN_Y), eps, 2.0)
+  assert np.all(np.abs(want) > 0.05) and 0 < np.sum(want < 0) < len(want)
+  result = attacks.autoattack(linear, LIN_PARAMS, (LIN_X, LIN_Y), rng=KEY, eps=eps, p=2.0,
+                              attacks=['apgd-ce', 'apgd-t'])
+  np.testing.assert_array_equal(result.robust, want > 0)
+  assert_feasible(result.inputs, LIN_X, eps, 2.0)
+
+
+def test_logits_times_1000_are_broken_by_autoattack():
+  eps = 0.04
+  # Points whose clean margin (0.8 to 1.3) keeps the x1000 softmax saturated around x
+  # while the ball still holds a misclassified point.
+  pool = jax.random.uniform(jax.random.PRNGKey(8), (400, 8, 8, 1), minval=0.2, maxval=0.8)
+  z = np.asarray(linear(LIN_PARAMS, pool))
+  top2 = np.sort(z, axis=1)[:, -2:]
+  labels = z.argmax(1)
+  keep = ((top2[:, 1] - top2[:, 0] > 0.8) & (top2[:, 1] - top2[:, 0] < 1.3)
+          & (worst_margin(LIN_PARAMS, pool, labels, eps, INF) < -0.1))
+  x, y = pool[np.flatnonzero(keep)[:8]], jnp.asarray(labels[np.flatnonzero(keep)[:8]])
+  assert len(x) == 8
+  grad = jax.grad(lambda v: jnp.sum(jax.nn.log_softmax(scaled(LIN_PARAMS, v))[
+      jnp.arange(8), y]))(x)
+  assert np.all(np.asarray(grad) == 0)  # CE gradients vanish in float32 (eagerly)
+  # (Compiled, XLA's fused softmax leaves ~1e-6 of rounding in this gradient, and sign
+  # steps on it still move; the DLR loss needs no such luck: it is scale invariant.)
+  result = attacks.autoattack(scaled, LIN_PARAMS, (x, y), rng=KEY, eps=eps,
+                              attacks=['apgd-ce', 'apgd-t'])
+  assert not np.any(result.robust)
+  dlr_only = attacks.autoattack(scaled, LIN_PARAMS, (x, y), rng=KEY, eps=eps,
+                                attacks=['apgd-t'])
+  assert not np.any(dlr_only.robust)
+  assert result.flags['zero_gradient'] == 0  # the DLR gradient is fine
+
+
+# ---------------------------------------------------------------------------------------
+# The ensemble is the pointwise worst case of its attacks.
+
+
+def test_sequential_ensemble_is_the_pointwise_worst_case_of_its_attacks():
+  batch = (MLP_X, MLP_Y)
+  names = ['apgd-ce', 'apgd-t']
+  both = attacks.autoattack(mlp, MLP_PARAMS, batch, rng=KEY, eps=0.4, attacks=names)
+  alone = [attacks.autoattack(mlp, MLP_PARAMS, batch, rng=KEY, eps=0.4, attacks=[n])
+           for n in names]
+  np.testing.assert_array_equal(both.robust, alone[0].robust & alone[1].robust)
+  by = np.asarray(both.broken_by)
+  assert by[0] == attacks.CLEAN_MISCLASSIFIED and not both.robust[0]
+  first = np.asarray(alone[0].broken_by) == 0
+  np.testing.assert_array_equal(by == 0, first)
+  np.testing.assert_array_equal(by == 1, ~first & (np.asarray(alone[1].broken_by) == 0))
+  # Points broken by the first attack are that attack's points run alone.
+  np.testing.assert_array_equal(np.asarray(both.inputs)[first],
+                                np.asarray(alone[0].inputs)[first])
+  assert 0 < np.sum(by == 0) and 0 < np.sum(by == 1)  # both attacks matter here
+  again = attacks.autoattack(mlp, MLP_PARAMS, batch, rng=KEY, eps=0.4, attacks=names)
+  np.testing.assert_array_equal(again.inputs, both.inputs)  # deterministic given rng
+
+
+def test_sharded_inputs_give_the_same_result():
+  assert len(jax.devices()) == 4
+  shard = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), P('data'))
+  kw = dict(rng=KEY, eps=0.4, attacks=['apgd-ce', 'apgd-t'])
+  plain = attacks.autoattack(mlp, MLP_PARAMS, (MLP_X, MLP_Y), **kw)
+  sharded = attacks.autoattack(mlp, MLP_PARAMS, (jax.device_put(MLP_X, shard),
+                                                 jax.device_put(MLP_Y, shard)), **kw)
+  np.testing.assert_array_equal(sharded.broken_by, plain.broken_by)
+  np.testing.assert_allclose(sharded.inputs, plain.inputs, atol=1e-6)
+
+
+@hypothesis.settings(max_examples=3, deadline=None, derandomize=True)
+@hypothesis.given(eps=st.floats(0.0, 0.5), edge=st.sampled_from([0.0, 1.0]))
+def test_standard_autoattack_stays_in_ball_and_box(eps, edge):
+  x = LIN_X.at[:, :2].set(edge)
+  result = attacks.autoattack(linear, LIN_PARAMS, (x, LIN_Y), rng=KEY, eps=eps)
+  assert_feasible(result.inputs, x, eps, INF)
+
+
+# ---------------------------------------------------------------------------------------
+# Flags (the reference code's checks) and versions.
+
+
+def test_masking_flags_when_only_the_black_box_attack_breaks_points(monkeypatch):
+  eps = 0.2
+  params, x, y = LIN_PARAMS, LIN_X, jnp.argmax(quantised(LIN_PARAMS, LIN_X), -1)
+  w = np.asarray(params[0])
+
+  def fake_square(logits_fn, prm, batch, *, rng, eps, p, bounds, **kw):
+    """Stands in for Square: the linear part's worst corner toward the runner-up."""
+    xs, ys = batch
+    z = np.array(linear(prm, xs))
+    z[np.arange(len(ys)), np.asarray(ys)] = -np.inf
+    other = z.argmax(1)
+    direction = (w[:, other] - w[:, np.asarray(ys)]).T.reshape(xs.shape)
+    return jnp.clip(xs + eps * np.sign(direction), 0, 1)
+
+  monkeypatch.setattr(aa_lib, '_external', lambda name: fake_square if name == 'square'
+                      else real_external(name))
+  result = attacks.autoattack(quantised, params, (x, y), rng=KEY, eps=eps,
+                              attacks=['apgd-ce', 'apgd-t', 'square'])
+  square_broke = int(np.sum(np.asarray(result.broken_by) == 2))
+  assert square_broke > 0
+  assert result.flags['square_improved'] == square_broke
+  assert result.flags['zero_gradient'] == len(y)  # every clean-correct point
+  assert result.flags['randomized'] == 0 and result.flags['softmax_output'] == 0
+  # Square first: nothing for it to improve on, so no flag.
+  alone = attacks.autoattack(quantised, params, (x, y), rng=KEY, eps=eps, attacks=['square'])
+  assert int(np.sum(np.asarray(alone.broken_by) == 0)) > 0
+  assert alone.flags['square_improved'] == 0
+
+
+def noisy(params, x, rng=None):
+  """A stochastic model: Gaussian logit noise when given a key."""
+  z = linear(params, x)
+  return z if rng is None else z + 0.5 * jax.random.normal(rng, z.shape)
+
+
+def test_randomized_and_softmax_checks_count_examples():
+  kw = dict(inputs=LIN_X, labels=LIN_Y, correct=jnp.ones(8, bool), num_classes=10, rng=KEY)
+  det = aa_lib._flag_checks(linear, LIN_PARAMS, stochastic=False, **kw)
+  assert det == {'randomized': 0, 'softmax_output': 0, 'zero_gradient': 0}
+  rand = aa_lib._flag_checks(noisy, LIN_PARAMS, stochastic=True, **kw)
+  assert rand['randomized'] == 8
+  probs = aa_lib._flag_checks(lambda p, x: jax.nn.softmax(linear(p, x)), LIN_PARAMS,
+                              stochastic=False, **kw)
+  assert probs['softmax_output'] == 8
+
+
+def test_rand_version_runs_eot_on_a_stochastic_model_deterministically():
+  kw = dict(rng=KEY, eps=0.04, version='rand')
+  first = attacks.autoattack(noisy, LIN_PARAMS, (LIN_X, LIN_Y), **kw)
+  second = attacks.autoattack(noisy, LIN_PARAMS, (LIN_X, LIN_Y), **kw)
+  assert first.attack_names == ('apgd-ce', 'apgd-dlr')
+  np.testing.assert_array_equal(first.inputs, second.inputs)
+  assert first.flags['randomized'] == 8
+  assert_feasible(first.inputs, LIN_X, 0.04, INF)
+  # Under the noise-free model the EoT points still break what the ball allows.
+  broken = ~np.asarray(first.robust) & (np.asarray(first.broken_by) >= 0)
+  assert broken.sum() > 0
+
+
+def test_versions_follow_the_reference_settings():
+  assert aa_lib.check_attacks(None, 'plus') == (
+      'apgd-ce', 'apgd-dlr', 'fab', 'square', 'apgd-t', 'fab-t')
+  plus, rand = aa_lib.settings('plus'), aa_lib.settings('rand')
+  assert plus['apgd-ce']['restarts'] == 5 and plus['fab']['restarts'] == 5
+  assert plus['apgd-t']['restarts'] == 1 and plus['apgd-t']['num_targets'] == 9
+  assert rand['apgd-ce']['eot_samples'] == 20 and rand['apgd-dlr']['restarts'] == 1
+  assert [aa_lib.bucket_size(n, 100) for n in (1, 8, 9, 33, 64, 65, 99)] == [
+      8, 8, 16, 64, 64, 100, 100]
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics and training.
+
+
+def test_metrics_with_autoattack_match_the_ensemble():
+  names = ['apgd-ce', 'apgd-t']
+  mask = jnp.arange(12) < 10
+  batches = [(MLP_X, MLP_Y, mask), (MLP_X[:8], MLP_Y[:8])]
+  got = metrics.robust_accuracy(mlp, MLP_PARAMS, batches, rng=KEY, eps=0.4, p=INF,
+                                attack='autoattack', attacks=names)
+  r0 = attacks.autoattack(mlp, MLP_PARAMS, (MLP_X[:10], MLP_Y[:10]),
+                          rng=jax.random.fold_in(KEY, 0), eps=0.4, attacks=names).robust
+  r1 = attacks.autoattack(mlp, MLP_PARAMS, (MLP_X[:8], MLP_Y[:8]),
+                          rng=jax.random.fold_in(KEY, 1), eps=0.4, attacks=names).robust
+  assert got == pytest.approx((np.sum(r0) + np.sum(r1)) / 18)
+  per_example = metrics.robust_correct(mlp, MLP_PARAMS, (MLP_X[:8], MLP_Y[:8]),
+                                       rng=jax.random.fold_in(KEY, 1), eps=0.4, p=INF,
+                                       attack='autoattack', attacks=names)
+  np.testing.assert_array_equal(per_example, r1)
+  curve = metrics.accuracy_vs_eps(mlp, MLP_PARAMS, batches, rng=KEY, eps_list=[0.0, 0.4],
+                                  p=INF, attack='autoattack', attacks=names)
+  assert curve["accuracy"][0] == pytest.approx(16 / 18)  # example 0 twice: a clean error
+  assert curve['accuracy'][1] == pytest.approx(got)
+
+
+def test_training_evaluation_accepts_autoattack():
+  x, y = np.asarray(LIN_X), np.asarray(LIN_Y)
+  got = train.evaluate(linear, LIN_PARAMS, x, y, eps=0.04, attack='autoattack',
+                       batch_size=8, seed=3)
+  want = attacks.autoattack(linear, LIN_PARAMS, (LIN_X, LIN_Y),
+                            rng=jax.random.fold_in(jax.random.PRNGKey(3), 0), eps=0.04)
+  assert got['robust_accuracy'] == pytest.approx(float(np.mean(want.robust)))
+  assert got['clean_accuracy'] == 1.0
+  config = schema.base_config()
+  config.eval.attack = 'autoattack'
+  assert train._describe_attack(config.eval).startswith('AutoAttack')
+  config.eval.attack = 'cw'
+  with pytest.raises(ValueError, match='eval.attack'):
+    schema.validate(config)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one clear message before anything compiles.
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError('an attack ran before the argument check')
+  monkeypatch.setattr(apgd_lib, 'run_single', fail)
+  monkeypatch.setattr(aa_lib, '_external', fail)
+  monkeypatch.setattr(aa_lib, '_flag_checks', fail)
+
+
+K3 = (LIN_PARAMS[0][:, :3], LIN_PARAMS[1][:3])
+
+
+@pytest.mark.parametrize('kwargs,batch,match', [
+    (dict(eps=-0.1), None, 'eps'),
+    (dict(eps=0.1, p=1), None, 'p must be one of 2, inf'),
+    (dict(eps=0.1, attacks=['apgd-ce', 'cw']), None,
+     "unknown attack 'cw'; valid choices: 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab'"),
+    (dict(eps=0.1, version='fast'), None, 'version'),
+    (dict(eps=0.1, attacks=[]), None, 'non-empty'),
+    (dict(eps=0.1), (LIN_X * 255, LIN_Y), 'bounds'),
+    (dict(eps=0.1, params=K3), (LIN_X, LIN_Y % 3), 'at least 4 classes'),
+    (dict(eps=0.1, attacks=['square']), (LIN_X.reshape(8, 2, 2, 4, 4), LIN_Y),
+     r'\[B, H, W, C\]'),
+])
+def test_bad_input_raises_before_any_attack(no_compile, kwargs, batch, match):
+  params = kwargs.pop('params', LIN_PARAMS)
+  with pytest.raises(ValueError, match=match):
+    attacks.autoattack(linear, params, batch or (LIN_X, LIN_Y), rng=KEY, **kwargs)
