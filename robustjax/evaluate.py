@@ -592,8 +592,10 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
     version: AutoAttack version, ``'standard'``, ``'plus'`` or ``'rand'``.
     num_examples: the first that many examples of the split (0 = all).
     split: ``'test'`` or ``'train'``.
-    batch_size: examples per attacked batch (0 = the run's ``config.eval.batch_size``),
-      rounded up to a multiple of the local device count.
+    batch_size: examples per attacked batch (0 = the run's ``config.eval.batch_size``;
+      at most the number of examples), rounded up to a multiple of the local device
+      count. The last batch is padded for PGD and the certificates (one compilation);
+      AutoAttack gets its real examples only.
     tag: name of the output directory under ``workdir/eval/`` (default ``l<norm>``,
       or ``certify-<method>``).
     seed: seed of every attack (see :func:`attack_key`) and certificate.
@@ -649,8 +651,17 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
   from robustjax import _checks  # pylint: disable=g-import-not-at-top
   from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
+  images, labels = feed.eval_arrays(config.dataset, split=flags['split'],
+                                    num_examples=flags['num_examples'])
+  try:
+    _checks.check_in_bounds(images, BOUNDS, name='the dataset\'s inputs')
+  except ValueError as e:
+    _fail('workdir', str(e))
+  n = int(len(labels))
+  if n == 0:
+    _fail('num_examples', f'the {flags["split"]} split has no examples to evaluate')
   mesh = step_lib.make_mesh(jax.local_devices())
-  requested = flags['batch_size'] or int(config.eval.batch_size)
+  requested = min(flags['batch_size'] or int(config.eval.batch_size), n)
   batch_size = int(math.ceil(requested / mesh.size) * mesh.size)
   settings = Settings(workdir=workdir, checkpoint_step=int(step), split=flags['split'],
                       num_examples=flags['num_examples'], norm=flags['norm'],
@@ -670,15 +681,6 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
       _fail('tag', f'{out_dir} holds an evaluation with other flags ({"; ".join(diff)}); '
             'pass a new --tag, or delete that directory to start over')
 
-  images, labels = feed.eval_arrays(config.dataset, split=settings.split,
-                                    num_examples=settings.num_examples)
-  try:
-    _checks.check_in_bounds(images, BOUNDS, name='the dataset\'s inputs')
-  except ValueError as e:
-    _fail('workdir', str(e))
-  n = int(len(labels))
-  if n == 0:
-    _fail('num_examples', f'the {settings.split} split has no examples to evaluate')
   _, logits_fn, params = train.restore(workdir, step=step)
   rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
   params = jax.device_put(params, rep)
@@ -804,6 +806,8 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
             compile_s[f'{name}@{e!r}'] = time.perf_counter() - t1
             t0 = time.perf_counter()
           fn = compiled[(name, e)]
+        if name != 'pgd':  # AutoAttack re-batches itself: no padded copies to attack
+          x, y = x[:real], y[:real]
         robust, broken_by, flag_counts, x_adv = jax.block_until_ready(
             fn(params, x, y, key))
         flag_names = sorted(flag_counts)
