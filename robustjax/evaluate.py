@@ -25,15 +25,18 @@ presence means the evaluation finished). The same ``--tag`` with different flags
 refused, naming the flags that differ. Nothing outside ``eval/<tag>/`` is written.
 
 Certification (``--certify``; L2 only): ``crc`` runs the curvature-based certificate
-(Singla & Feizi) on smooth MLPs (:func:`robustjax.certify.crc_mlp`, every target class,
-exact curvature bounds); ``smoothing`` runs randomized smoothing's CERTIFY (Cohen,
-Rosenfeld & Kolter 2019, "Certified Adversarial Robustness via Randomized Smoothing").
-The certified-accuracy curve at ``--radii`` is reported next to the empirical robust
-accuracy of the same classifier under the requested attacks (default AutoAttack-L2) at
-the same radii. A certified example that an attack breaks within its certified radius
-would be a bug: it is counted in the report's ``violations`` and a warning is printed.
-For smoothing, the attacked classifier is the smoothed one: the attacks run on the
-base model's logits averaged over fixed Gaussian draws, and a point counts as broken
+(Singla & Feizi 2020, "Second-Order Provable Defenses against Adversarial Attacks") on
+smooth MLPs (:func:`robustjax.certify.crc_mlp`, every target class, exact curvature
+bounds); ``smoothing`` runs randomized smoothing's CERTIFY (Cohen, Rosenfeld & Kolter
+2019, "Certified Adversarial Robustness via Randomized Smoothing"). The
+certified-accuracy curve at ``--radii`` is reported next to the empirical robust
+accuracy of the same classifier under the requested attacks (default PGD-20 and
+AutoAttack, L2) at the same radii. A certified example that an attack breaks within
+its certified radius would be a bug: it is counted in the report's ``violations`` and
+a warning is printed. For smoothing, the attacked classifier is the smoothed one: the
+attacks run on the log of the base model's softmax averaged over fixed Gaussian draws
+(a differentiable surrogate; the base model alone is a different classifier, whose
+empirical curve may lie below a sound certified one), and a point counts as broken
 when the smoothed classifier's PREDICT returns another class there (abstaining is not
 a break).
 
@@ -177,8 +180,7 @@ def _check_flags(*, eps, norm, attacks, version, num_examples, split, batch_size
       _fail('norm', f'certificates here are L2: --certify={certify} needs --norm=2 '
             f'(or no --norm), got {norm!r}')
     if eps is not None:
-      _fail('eps', f'with --certify the empirical curve is measured at --radii; '
-            'drop --eps')
+      _fail('eps', 'with --certify the empirical curve is measured at --radii; drop --eps')
     norm = '2'
     eps = _radii(DEFAULT_RADII if radii is None else radii, 'radii')
   else:
@@ -1017,8 +1019,7 @@ def _certification(settings, labels, clean_correct, worst, smoothed_at_attack, r
   listed = [{'radius': float(radii[i]), 'count': int(violations[i].sum()),
              'indices': np.flatnonzero(violations[i])[:50].tolist()}
             for i in range(len(radii)) if violations[i].any()]
-  attack_name = (' + '.join(settings.attacks) + f' L2') if len(settings.attacks) > 1 else (
-      f'{settings.attacks[0]} L2')
+  attack_name = ' + '.join(settings.attacks) + ' L2'
   cert = {
       'method': method, 'description': description, 'radii': radii.tolist(),
       'hyperparameters': ({'sigma': settings.sigma, 'num_selection': settings.num_selection,
