@@ -250,17 +250,24 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
                     state.reduced_last_check)
     if check is False:
       return new
-    # Checkpoint: halve where the loss oscillated, or stalled after an unhalved check.
-    oscillating = increases.astype(inputs.dtype) <= jnp.asarray(length, inputs.dtype) * RHO
-    stalled = ~state.reduced_last_check & (state.loss_best_last_check >= loss_best)
-    halve = (oscillating | stalled) & check
+    if check is True:
+      return checkpoint(new, length)
+    # Traced iteration index (rolled or chunked loop): the checkpoint's selects over
+    # [B, ...] run only at the few checkpoint iterations.
+    return jax.lax.cond(check, checkpoint, lambda s, _: s, new, length)
+
+  def checkpoint(state: APGDState, length):
+    """Halve where the loss oscillated, or stalled after an unhalved checkpoint."""
+    rises = state.increases.astype(inputs.dtype)
+    oscillating = rises <= jnp.asarray(length, inputs.dtype) * RHO
+    stalled = ~state.reduced_last_check & (state.loss_best_last_check >= state.loss_best)
+    halve = oscillating | stalled
     h = _per_example(halve, inputs)
-    return new._replace(
-        x=jnp.where(h, x_best, x_new), grad=jnp.where(h, grad_best, grad),
+    return state._replace(
+        x=jnp.where(h, state.x_best, state.x), grad=jnp.where(h, state.grad_best, state.grad),
         step=jnp.where(halve, state.step / 2, state.step),
-        increases=jnp.where(check, 0, increases),
-        loss_best_last_check=jnp.where(check, loss_best, state.loss_best_last_check),
-        reduced_last_check=jnp.where(check, halve, state.reduced_last_check))
+        increases=jnp.zeros_like(state.increases), loss_best_last_check=state.loss_best,
+        reduced_last_check=halve)
 
   return evaluate, body
 
