@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax.models import activations
+from robustjax.models import conv
 from robustjax.models import layers
 from robustjax.models.activations import get_activation
 from robustjax.models.activations import hhrelu
@@ -90,7 +91,8 @@ def create(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
       (e.g. 8x8 digits); the ResNets on 8x8 and up.
     num_classes: number of logits K (>= 1).
     **kwargs: module attributes, e.g. ``activation='softplus'``, ``width_multiplier=2``
-      (ResNets), ``widen_factor=1`` (WRNs), ``widths=(64,)`` (MLP), ``mean``/``std``.
+      (ResNets), ``widen_factor=1`` (WRNs), ``widths=(64,)`` (MLP), ``mean``/``std``,
+      ``conv_impl='auto'|'xla'|'patches'`` (conv nets; see :mod:`robustjax.models.conv`).
 
   Returns:
     An unbound Flax module whose ``__call__(x, train=False)`` maps ``[B, ...]`` to
@@ -104,6 +106,8 @@ def create(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
     raise ValueError(f'unknown model name {name!r}; valid choices: {valid}')
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f'num_classes must be an integer >= 1, got {num_classes!r}')
+  if 'conv_impl' in kwargs:
+    conv.resolve(kwargs['conv_impl'])  # raises on an unknown one before anything traces
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
@@ -240,7 +244,7 @@ def bn_policy(model: nn.Module, params: Any, batch_stats: Any, clean_inputs: jax
 
 __all__ = [
     'BatchNorm', 'CLEAN_STATS', 'CNN', 'CleanPass', 'MLP', 'PreActBlock', 'PreActResNet',
-    'Standardize', 'WideResNet', 'activations', 'bn_policy', 'clean_pass', 'create',
+    'Standardize', 'WideResNet', 'activations', 'bn_policy', 'clean_pass', 'conv', 'create',
     'frozen_stats_logits_fn', 'get_activation', 'hhrelu', 'init', 'layers',
     'logits_fn_for', 'model_names', 'resnet18', 'resnet44', 'split_variables',
     'wrn28_8', 'wrn28_10', 'wrn40_8',

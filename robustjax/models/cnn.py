@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax.models import activations
+from robustjax.models import conv
 from robustjax.models import layers
 
 
@@ -28,6 +29,10 @@ class CNN(nn.Module):
     activation: activation name or function.
     mean: per-channel input mean, or None.
     std: per-channel input std, or None.
+    conv_impl: how convolutions and max-pools are differentiated: 'xla' (XLA's own),
+      'patches' (kernel gradients as GEMMs over kernel taps and an elementwise
+      max-pool derivative, :mod:`robustjax.models.conv`; same values and derivatives)
+      or 'auto' (patches on CPU, XLA's elsewhere).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 32, 64, 64)
@@ -35,6 +40,7 @@ class CNN(nn.Module):
   activation: str = 'relu'
   mean: Sequence[float] | float | None = None
   std: Sequence[float] | float | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -43,11 +49,13 @@ class CNN(nn.Module):
     if len(self.channels) != 4:
       raise ValueError(f'channels must have 4 entries, got {self.channels!r}')
     act = activations.get_activation(self.activation)
+    conv_fn = conv.for_backend(self.conv_impl)
     x = layers.Standardize(self.mean, self.std)(x)
     for i, ch in enumerate(self.channels):
-      x = act(nn.Conv(ch, (3, 3), strides=(1, 1), padding='SAME')(x))
+      x = act(nn.Conv(ch, (3, 3), strides=(1, 1), padding='SAME',
+                      conv_general_dilated=conv_fn)(x))
       if i in (1, 3):
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = conv.max_pool(x, (2, 2), strides=(2, 2), impl=self.conv_impl)
     x = jnp.reshape(x, (x.shape[0], -1))
     for width in self.hidden:
       x = act(nn.Dense(width)(x))

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax.models import activations
+from robustjax.models import conv
 from robustjax.models import layers
 
 _PAD1 = ((1, 1), (1, 1))
@@ -37,30 +38,33 @@ class PreActBlock(nn.Module):
     strides: stride of the first convolution (and the shortcut).
     activation: activation name or function.
     zero_init: initialise the branch's output convolution to zero.
+    conv_impl: 'auto', 'xla' or 'patches' (see :class:`robustjax.models.CNN`).
   """
   features: int
   strides: int = 1
   activation: str = 'relu'
   zero_init: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Maps ``[B, H, W, C]`` to ``[B, H/strides, W/strides, features]``."""
     act = activations.get_activation(self.activation)
     s = (self.strides, self.strides)
+    conv_fn = conv.for_backend(self.conv_impl)
     pre = act(layers.BatchNorm(name='bn1')(x, train))
     if self.strides != 1 or x.shape[-1] != self.features:
       shortcut = nn.Conv(self.features, (1, 1), strides=s, use_bias=False,
-                         name='shortcut')(pre)
+                         conv_general_dilated=conv_fn, name='shortcut')(pre)
     else:
       shortcut = x
     y = nn.Conv(self.features, (3, 3), strides=s, padding=_PAD1, use_bias=False,
-                name='conv1')(pre)
+                conv_general_dilated=conv_fn, name='conv1')(pre)
     y = act(layers.BatchNorm(name='bn2')(y, train))
     out_init = (nn.initializers.zeros if self.zero_init
                 else nn.initializers.lecun_normal())
     y = nn.Conv(self.features, (3, 3), padding=_PAD1, use_bias=False,
-                kernel_init=out_init, name='conv2')(y)
+                kernel_init=out_init, conv_general_dilated=conv_fn, name='conv2')(y)
     return shortcut + y
 
 
@@ -78,6 +82,7 @@ class PreActResNet(nn.Module):
     zero_init_residual: zero-initialise each block's output convolution.
     mean: per-channel input mean, or None.
     std: per-channel input std, or None.
+    conv_impl: 'auto', 'xla' or 'patches' (see :class:`robustjax.models.CNN`).
   """
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   stage_widths: Sequence[int] = (64, 128, 256, 512)
@@ -88,6 +93,7 @@ class PreActResNet(nn.Module):
   zero_init_residual: bool = True
   mean: Sequence[float] | float | None = None
   std: Sequence[float] | float | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -97,12 +103,14 @@ class PreActResNet(nn.Module):
                        f'{self.stage_sizes!r} and {self.stage_widths!r}')
     widths = [scaled_width(w, self.width_multiplier) for w in self.stage_widths]
     act = activations.get_activation(self.activation)
+    conv_fn = conv.for_backend(self.conv_impl)
     x = layers.Standardize(self.mean, self.std)(x)
     if self.stem == 'cifar':
-      x = nn.Conv(widths[0], (3, 3), padding=_PAD1, use_bias=False, name='stem')(x)
+      x = nn.Conv(widths[0], (3, 3), padding=_PAD1, use_bias=False,
+                  conv_general_dilated=conv_fn, name='stem')(x)
     elif self.stem == 'imagenet':
       x = nn.Conv(widths[0], (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
-                  use_bias=False, name='stem')(x)
+                  use_bias=False, conv_general_dilated=conv_fn, name='stem')(x)
       x = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=_PAD1)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'cifar', 'imagenet'")
@@ -110,7 +118,7 @@ class PreActResNet(nn.Module):
       for j in range(size):
         strides = 2 if i > 0 and j == 0 else 1
         x = PreActBlock(width, strides, self.activation, self.zero_init_residual,
-                        name=f'stage{i + 1}_block{j + 1}')(x, train)
+                        self.conv_impl, name=f'stage{i + 1}_block{j + 1}')(x, train)
     x = act(layers.BatchNorm(name='bn_final')(x, train))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name='head')(x)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from robustjax.models import activations
+from robustjax.models import conv
 from robustjax.models import layers
 from robustjax.models import resnet
 
@@ -30,6 +31,7 @@ class WideResNet(nn.Module):
       original WRN).
     mean: per-channel input mean, or None.
     std: per-channel input std, or None.
+    conv_impl: 'auto', 'xla' or 'patches' (see :class:`robustjax.models.CNN`).
   """
   depth: int = 28
   widen_factor: int = 10
@@ -38,6 +40,7 @@ class WideResNet(nn.Module):
   zero_init_residual: bool = False
   mean: Sequence[float] | float | None = None
   std: Sequence[float] | float | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -48,12 +51,13 @@ class WideResNet(nn.Module):
     widths = [resnet.scaled_width(w, self.widen_factor) for w in (16, 32, 64)]
     act = activations.get_activation(self.activation)
     x = layers.Standardize(self.mean, self.std)(x)
-    x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name='stem')(x)
+    x = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                conv_general_dilated=conv.for_backend(self.conv_impl), name='stem')(x)
     for i, width in enumerate(widths):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = resnet.PreActBlock(width, strides, self.activation, self.zero_init_residual,
-                               name=f'stage{i + 1}_block{j + 1}')(x, train)
+                               self.conv_impl, name=f'stage{i + 1}_block{j + 1}')(x, train)
     x = act(layers.BatchNorm(name='bn_final')(x, train))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name='head')(x)

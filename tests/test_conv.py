@@ -1,0 +1,231 @@
+"""robustjax.models.conv against XLA's own convolution and flax's max-pool.
+
+Values, first derivatives and dense Hessians (float64) equal ``lax.conv_general_dilated``
+/ ``flax.linen.max_pool`` for both kernel-derivative routes (patch GEMM and XLA's),
+strides, padding modes and kernel dilation; the models give the same logits, HVPs,
+``jax.linearize`` and ``vmap`` results with either ``conv_impl``; a sharded step runs on
+the 4 simulated devices; attacks still see the convolutions (``auto_unroll``).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import optax
+import pytest
+
+from robustjax import models
+from robustjax.attacks import loop
+from robustjax.models import conv
+from robustjax.training import step as step_lib
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+CASES = [  # (strides, padding, kernel dilation, kernel [kh, kw, C, O])
+    ((1, 1), 'SAME', (1, 1), (3, 3, 2, 3)),
+    ((2, 2), 'SAME', (1, 1), (3, 3, 2, 3)),
+    ((1, 2), 'VALID', (1, 1), (3, 2, 2, 3)),
+    ((1, 1), ((2, 1), (0, 2)), (2, 1), (2, 3, 2, 3)),
+    ((2, 1), 'SAME', (1, 2), (1, 3, 2, 3)),
+]
+
+
+def _pair(strides, padding, dilation):
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=NHWC)
+
+  def new(x, w):
+    return conv.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                     dimension_numbers=NHWC)
+  return ref, new
+
+
+def _max_abs(a, b):
+  return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
+             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('depth', [0, 1000], ids=['xla_kernel_term', 'patch_gemm'])
+def test_conv_value_gradients_and_hessian_equal_lax(monkeypatch, depth):
+  monkeypatch.setattr(conv, 'MAX_PATCH_DEPTH', depth)
+  with jax.enable_x64(True):
+    key = jax.random.PRNGKey(0)
+    for strides, padding, dilation, kshape in CASES:
+      x = jax.random.normal(key, (2, 5, 6, kshape[2]), jnp.float64)
+      w = jax.random.normal(jax.random.fold_in(key, 1), kshape, jnp.float64)
+      ref, new = _pair(strides, padding, dilation)
+      case = (strides, padding, dilation)
+      np.testing.assert_allclose(new(x, w), ref(x, w), atol=1e-12, err_msg=str(case))
+
+      def loss(c):
+        return lambda x, w: jnp.sum(jnp.tanh(c(x, w)) ** 2 * jnp.cos(c(x, w)))
+      grads = (jax.grad(loss(new), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w))
+      assert _max_abs(*grads) < 1e-11, case
+      hessians = (jax.hessian(loss(new), (0, 1))(x, w), jax.hessian(loss(ref), (0, 1))(x, w))
+      assert _max_abs(*hessians) < 1e-10, case
+      # forward mode through the custom JVP, both tangents non-zero
+      dx, dw = jax.random.normal(key, x.shape, x.dtype), jax.random.normal(key, w.shape)
+      tangents = (jax.jvp(new, (x, w), (dx, dw))[1], jax.jvp(ref, (x, w), (dx, dw))[1])
+      assert _max_abs(*tangents) < 1e-11, case
+
+
+def test_patches_gemm_is_the_convolution():
+  key = jax.random.PRNGKey(3)
+  for strides, padding, dilation, kshape in CASES:
+    if isinstance(padding, str):
+      continue
+    x = jax.random.normal(key, (2, 5, 6, kshape[2]))
+    w = jax.random.normal(key, kshape)
+    cols = conv.patches(x, kshape[:2], strides, padding, dilation)
+    got = cols @ w.reshape(-1, kshape[3])
+    ref = _pair(strides, padding, dilation)[0](x, w)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_layouts_fall_back_to_lax():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 6, 5))  # NCHW
+  w = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 3, 3))  # OIHW
+  args = ((1, 1), 'SAME')
+  kw = {'dimension_numbers': ('NCHW', 'OIHW', 'NCHW')}
+  np.testing.assert_array_equal(conv.conv_general_dilated(x, w, *args, **kw),
+                                lax.conv_general_dilated(x, w, *args, **kw))
+  grouped = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 1, 4))
+  xg = jnp.moveaxis(x, 1, -1)[..., :2]
+  kw = {'dimension_numbers': NHWC, 'feature_group_count': 2}
+  np.testing.assert_array_equal(conv.conv_general_dilated(xg, grouped, *args, **kw),
+                                lax.conv_general_dilated(xg, grouped, *args, **kw))
+
+
+def test_max_pool_values_and_derivatives_equal_flax_including_ties():
+  with jax.enable_x64(True):
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (2, 7, 6, 3), jnp.float64)  # odd height: VALID crops
+    x = x.at[0, 0, 0, 0].set(x[0, 0, 1, 0])  # a tie between two entries
+    x = x.at[0, 2:4, 2:4, 1].set(0.0)  # a four-way tie (a dead ReLU block)
+    x = x.at[1, 4, 1, 2].set(x[1, 5, 0, 2])  # a tie on the diagonal
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    new = lambda x: conv.max_pool(x, (2, 2), strides=(2, 2), impl='patches')
+    np.testing.assert_array_equal(new(x), ref(x))
+    weights = jnp.arange(1.0, 4.0)
+    loss = lambda pool: (lambda x: jnp.sum(jnp.tanh(pool(x)) ** 2 * weights))
+    np.testing.assert_array_equal(jax.grad(loss(new))(x), jax.grad(loss(ref))(x))
+    assert _max_abs(jax.hessian(loss(new))(x), jax.hessian(loss(ref))(x)) < 1e-12
+    t = jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
+    np.testing.assert_array_equal(jax.jvp(new, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+    # at the four-way tie the whole cotangent goes to the window's first entry
+    g = jax.grad(lambda x: jnp.sum(new(x)))(x)
+    np.testing.assert_array_equal(g[0, 2:4, 2:4, 1], [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_max_pool_overlapping_windows_use_flax():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 6, 2))
+  np.testing.assert_array_equal(conv.max_pool(x, (3, 3), strides=(2, 2), impl='patches'),
+                                nn.max_pool(x, (3, 3), strides=(2, 2)))
+
+
+def test_conv_impl_is_validated_and_resolved():
+  with pytest.raises(ValueError, match='conv_impl'):
+    models.create('cnn', num_classes=10, conv_impl='im2col')
+  with pytest.raises(ValueError, match="'auto', 'xla', 'patches'"):
+    conv.for_backend('fast')
+  assert conv.resolve('auto') == ('patches' if jax.default_backend() == 'cpu' else 'xla')
+  assert conv.for_backend('xla') is lax.conv_general_dilated
+  assert conv.for_backend('patches') is conv.conv_general_dilated
+
+
+def _cnn_pair(name='cnn', shape=(8, 8, 1), **kwargs):
+  """(xla model, patches model, params, rest, x, y): same parameters for both."""
+  xla = models.create(name, num_classes=3, conv_impl='xla', **kwargs)
+  fast = models.create(name, num_classes=3, conv_impl='patches', **kwargs)
+  variables = models.init(xla, jax.random.PRNGKey(0), shape)
+  variables_fast = models.init(fast, jax.random.PRNGKey(0), shape)
+  assert _max_abs(variables, variables_fast) == 0  # same parameter tree and values
+  params, rest = models.split_variables(variables)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (4, *shape))
+  y = jnp.arange(4) % 3
+  return xla, fast, params, rest, x, y
+
+
+def _ce(model, rest, train=False):
+  logits_fn = models.logits_fn_for(model, rest, train=train)
+
+  def loss(params, x, y):
+    logp = jax.nn.log_softmax(logits_fn(params, x))
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+  return logits_fn, loss
+
+
+def test_cnn_logits_gradients_hvps_linearize_vmap_match_xla():
+  xla, fast, params, rest, x, y = _cnn_pair()
+  (logits_x, loss_x), (logits_f, loss_f) = _ce(xla, rest), _ce(fast, rest)
+  np.testing.assert_allclose(logits_f(params, x), logits_x(params, x), rtol=1e-5, atol=1e-6)
+  for argnum in (0, 1):
+    got = jax.grad(loss_f, argnum)(params, x, y)
+    want = jax.grad(loss_x, argnum)(params, x, y)
+    assert _max_abs(got, want) < 1e-5
+  # forward-over-reverse HVPs in the parameters and in the inputs
+  v = jax.tree.map(lambda p: jnp.ones_like(p) * 0.1, params)
+  hvp = lambda loss: jax.jvp(lambda p: jax.grad(loss)(p, x, y), (params,), (v,))[1]
+  assert _max_abs(hvp(loss_f), hvp(loss_x)) < 1e-4
+  dx = jnp.ones_like(x) * 0.1
+  hvp_x = lambda loss: jax.jvp(lambda z: jax.grad(loss, 1)(params, z, y), (x,), (dx,))[1]
+  assert _max_abs(hvp_x(loss_f), hvp_x(loss_x)) < 1e-4
+  # jax.linearize in the parameters, then its transpose
+  out_f, lin_f = jax.linearize(lambda p: logits_f(p, x), params)
+  out_x, lin_x = jax.linearize(lambda p: logits_x(p, x), params)
+  assert _max_abs((out_f, lin_f(v)), (out_x, lin_x(v))) < 1e-4
+  ct = jnp.ones_like(out_f)
+  assert _max_abs(jax.linear_transpose(lin_f, params)(ct),
+                  jax.linear_transpose(lin_x, params)(ct)) < 1e-4
+  # per-example parameter gradients with vmap
+  per_example = lambda loss: jax.vmap(
+      lambda xi, yi: jax.grad(loss)(params, xi[None], yi[None]))(x, y)
+  assert _max_abs(per_example(loss_f), per_example(loss_x)) < 1e-5
+
+
+def test_resnet_with_batchnorm_and_strides_matches_xla():
+  xla, fast, params, rest, x, y = _cnn_pair(
+      'resnet44', shape=(8, 8, 3), stage_sizes=(1, 1), stage_widths=(4, 8),
+      zero_init_residual=False)
+  (_, loss_x), (_, loss_f) = _ce(xla, rest, train=True), _ce(fast, rest, train=True)
+  assert _max_abs(jax.value_and_grad(loss_f)(params, x, y),
+                  jax.value_and_grad(loss_x)(params, x, y)) < 1e-5
+  # double backprop (the gradient-norm regulariser's pattern)
+  gnorm = lambda loss: jax.grad(
+      lambda p: jnp.sum(jax.grad(loss, 1)(p, x, y) ** 2))(params)
+  assert _max_abs(gnorm(loss_f), gnorm(loss_x)) < 1e-5
+
+
+def test_sharded_sgd_step_on_four_devices_matches_xla_unsharded():
+  assert len(jax.devices()) == 4
+  xla, fast, params, rest, x, y = _cnn_pair()
+  (_, loss_x), (_, loss_f) = _ce(xla, rest), _ce(fast, rest)
+  tx = optax.sgd(0.1, momentum=0.9)
+
+  def make_step(loss):
+    def train_step(params, opt, batch):
+      grads = jax.grad(loss)(params, *batch)
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), opt
+    return train_step
+
+  mesh = step_lib.make_mesh()
+  rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
+  sharded = jax.jit(make_step(loss_f), in_shardings=(rep, rep, shard),
+                    out_shardings=(rep, rep))
+  batch = step_lib.global_batch((np.asarray(x), np.asarray(y)), mesh)
+  got = sharded(params, tx.init(params), batch)[0]
+  want = make_step(loss_x)(params, tx.init(params), (x, y))[0]
+  assert _max_abs(got, want) < 1e-5
+
+
+def test_auto_unroll_still_sees_convolutions():
+  _, fast, params, rest, x, y = _cnn_pair()
+  logits_fn = models.logits_fn_for(fast, rest)
+  objective = lambda z: -jax.nn.log_softmax(logits_fn(params, z))[jnp.arange(4), y]
+  expected = True if jax.default_backend() == 'cpu' else 1
+  assert loop.auto_unroll(objective, x) == expected
+  mlp = models.create('mlp', num_classes=3, widths=(4,))
+  mlp_params = models.init(mlp, jax.random.PRNGKey(0), (8, 8, 1))['params']
+  assert loop.auto_unroll(lambda z: jnp.sum(mlp.apply({'params': mlp_params}, z), 1), x) == 1
