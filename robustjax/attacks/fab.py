@@ -385,11 +385,14 @@ def _validate(logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta,
   restarts = _checks.check_int(restarts, 'restarts', minimum=1)
   if num_targets is not None:
     num_targets = _checks.check_int(num_targets, 'num_targets', minimum=1)
-  for value, name in ((alpha_max, 'alpha_max'), (beta, 'beta')):
-    if not 0.0 <= float(value) <= 1.0:
-      raise ValueError(f'{name} must be in [0, 1], got {value}')
-  if not float(eta) >= 1.0:
-    raise ValueError(f'eta (the extrapolation) must be >= 1, got {eta}')
+  for value, name, low, high in ((alpha_max, 'alpha_max', 0.0, 1.0),
+                                 (beta, 'beta', 0.0, 1.0), (eta, 'eta', 1.0, math.inf)):
+    try:
+      ok = low <= float(value) <= high
+    except (TypeError, ValueError):
+      ok = False
+    if not ok:
+      raise ValueError(f'{name} must be a number in [{low}, {high}], got {value!r}')
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
   _checks.check_radius(eps, inputs.shape[0])
