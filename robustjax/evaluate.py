@@ -308,15 +308,18 @@ def _autoattack_module():
   return importlib.import_module('robustjax.attacks.autoattack')
 
 
-def _pgd_fn(logits_fn, *, eps: float, p: float):
-  """``(params, x, y, key) -> (robust [B], broken_by [B], flags, x_adv [B, ...])``."""
+def _pgd_fn(logits_fn, *, p: float):
+  """``(params, x, y, key, eps) -> (robust [B], broken_by [B], flags, x_adv [B, ...])``.
+
+  ``eps`` is an argument, so one compilation serves every radius.
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from robustjax import attacks  # pylint: disable=g-import-not-at-top
 
   def correct(params, x, y):
     return jnp.argmax(logits_fn(params, x), axis=-1) == y
 
-  def pgd_fn(params, x, y, key):
+  def pgd_fn(params, x, y, key, eps):
     x_adv = attacks.pgd(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
                         steps=PGD_HPARAMS['steps'], restarts=PGD_HPARAMS['restarts'],
                         objective=PGD_HPARAMS['objective'])
@@ -683,7 +686,7 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
       _fail('tag', f'{out_dir} holds an evaluation with other flags ({"; ".join(diff)}); '
             'pass a new --tag, or delete that directory to start over')
 
-  _, logits_fn, params = train.restore(workdir, step=step)
+  _, logits_fn, params = _restore(workdir, step)
   rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
   params = jax.device_put(params, rep)
   p = NORMS[settings.norm]
@@ -721,20 +724,17 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
   num_classes = int(jax.eval_shape(logits_fn, params, x0[:1]).shape[-1])
   _check_autoattack({a: s for a, s in sub_names.items() if a != 'pgd'},
                     num_classes=num_classes, input_ndim=images.ndim)
+  pgd_jit = jax.jit(_pgd_fn(attack_logits_fn, p=p), in_shardings=(rep, shard, shard, rep, rep))
+  if 'pgd' in settings.attacks:
+    try:
+      pgd_jit.trace(params, x0, y0, attack_key(settings.seed, 'pgd'), jnp.float32(0.0))
+    except ValueError as err:
+      _fail('attacks', f'pgd, L{settings.norm}: {err}')
   for name in settings.attacks:
     for e in settings.eps:
-      if e == 0:
-        continue
-      if name == 'pgd':
-        fn = jax.jit(_pgd_fn(attack_logits_fn, eps=e, p=p),
-                     in_shardings=(rep, shard, shard, rep))
-        try:
-          fn.trace(params, x0, y0, attack_key(settings.seed, name))
-        except ValueError as err:
-          _fail('attacks', f'pgd at eps={e:g}, L{settings.norm}: {err}')
-      else:
-        fn = _autoattack_fn(attack_logits_fn, name, eps=e, p=p, version=settings.version)
-      fns[(name, e)] = fn
+      if e != 0 and name != 'pgd':
+        fns[(name, e)] = _autoattack_fn(attack_logits_fn, name, eps=e, p=p,
+                                        version=settings.version)
   if layers is not None:
     from robustjax.certify import bounds as bounds_lib  # pylint: disable=g-import-not-at-top
     gap = float(jnp.max(jnp.abs(bounds_lib.mlp_apply(layers, x0, activation=activation)
@@ -800,18 +800,17 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
                   'is_certificate': np.asarray(cert.prediction)[:real] != ABSTAIN}
       else:
         key = jax.random.fold_in(attack_key(settings.seed, _key_name(name)), b)
-        fn = fns[(name, e)]
         if name == 'pgd':
-          if (name, e) not in compiled:
+          eps_arg = jnp.float32(e)
+          if 'pgd' not in compiled:
             t1 = time.perf_counter()
-            compiled[(name, e)] = fn.lower(params, x, y, key).compile()
-            compile_s[f'{name}@{e!r}'] = time.perf_counter() - t1
+            compiled['pgd'] = pgd_jit.lower(params, x, y, key, eps_arg).compile()
+            compile_s['pgd'] = time.perf_counter() - t1
             t0 = time.perf_counter()
-          fn = compiled[(name, e)]
-        if name != 'pgd':  # AutoAttack re-batches itself: no padded copies to attack
-          x, y = x[:real], y[:real]
-        robust, broken_by, flag_counts, x_adv = jax.block_until_ready(
-            fn(params, x, y, key))
+          outputs = compiled['pgd'](params, x, y, key, eps_arg)
+        else:  # AutoAttack re-batches itself: no padded copies to attack
+          outputs = fns[(name, e)](params, x[:real], y[:real], key)
+        robust, broken_by, flag_counts, x_adv = jax.block_until_ready(outputs)
         flag_names = sorted(flag_counts)
         arrays = {
             'robust': np.asarray(robust)[:real], 'broken_by': np.asarray(broken_by)[:real],
@@ -858,6 +857,25 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
     print(f'WARNING: {cert["warning"]}', file=sys.stderr)
   _write_report(out_dir, report, per_example)
   return report
+
+
+_RESTORED: dict = {}  # the last restored run: (workdir, step, mtime) -> (config, fn, params)
+
+
+def _restore(workdir: str, step: int):
+  """:func:`robustjax.training.restore`, remembered for the last checkpoint asked for.
+
+  Evaluating one run several times in a process (norms, certificates) then hands the
+  attacks the same ``logits_fn`` object, so their compiled programs are reused.
+  """
+  from robustjax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from robustjax.training import train  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step))
+  key = (workdir, step, os.stat(path).st_mtime_ns if os.path.exists(path) else None)
+  if key not in _RESTORED:
+    _RESTORED.clear()
+    _RESTORED[key] = train.restore(workdir, step=step)
+  return _RESTORED[key]
 
 
 def _smoothed_logits_fn(logits_fn, settings: Settings, input_shape):

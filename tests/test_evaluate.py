@@ -78,7 +78,7 @@ def run_dir(tmp_path_factory):
   c.optimizer.lr = 0.1
   c.eval.num_examples = 16
   c.eval.batch_size = 16
-  c.eval.steps = 1
+  c.eval.steps = 0  # training's own end-of-run PGD is not what is tested here
   workdir = str(tmp_path_factory.mktemp('run'))
   train.train_and_evaluate(c, workdir)
   return workdir, _snapshot(workdir)
@@ -142,17 +142,23 @@ def test_report_files_and_numbers_agree_with_metrics(run_dir, full):
     assert key in full['environment']
   assert full['timing']['units'] == len(ATTACKS) * 2 * 3  # 2 nonzero eps x 3 batches
 
-  config, logits_fn, params = train.restore(workdir)
+  # The restored model evaluate used (the same function object: compiled attacks reused).
+  _, logits_fn, params = evaluate._restore(workdir, 60)  # pylint: disable=protected-access
   x, y = _data(workdir)
   clean = float(metrics.accuracy(logits_fn, params, x, y))
   assert full['clean_accuracy'] == pytest.approx(clean, abs=1e-9)
   batches = _padded_batches(x, y)
-  for row in full['results']:
-    want = metrics.robust_accuracy(logits_fn, params, batches,
-                                   rng=evaluate.attack_key(3, 'pgd'), eps=row['eps'],
-                                   p=np.inf, steps=20, restarts=1, objective='ce')
-    assert row['robust_accuracy']['pgd'] == pytest.approx(want, abs=1e-9), row['eps']
+  curve = metrics.accuracy_vs_eps(logits_fn, params, batches,
+                                  rng=evaluate.attack_key(3, 'pgd'), eps_list=EPS,
+                                  p=np.inf, steps=20, restarts=1, objective='ce')
+  np.testing.assert_allclose(full['robust_accuracy']['pgd'], curve['accuracy'], atol=1e-9)
   assert full['results'][0]['robust_accuracy']['pgd'] == pytest.approx(clean)
+  if HAS_AUTOATTACK:  # AutoAttack's attacks share one key per batch; real rows only
+    want = metrics.robust_accuracy(logits_fn, params, batches,
+                                   rng=evaluate.attack_key(3, 'autoattack'), eps=0.1,
+                                   p=np.inf, attack='autoattack', attacks=['apgd-ce'])
+    assert full['results'][2]['robust_accuracy']['apgd-ce'] == pytest.approx(want,
+                                                                             abs=1e-9)
   assert 0 < full['results'][2]['robust_accuracy']['pgd'] < clean  # the attack bites
 
   per = _npz(os.path.join(out, 'per_example.npz'))
@@ -280,10 +286,11 @@ def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monk
   resumed evaluation keys every batch as the documented schedule says."""
   import jax.numpy as jnp
 
-  def coin_attack(logits_fn, *, eps, p):
-    del eps, p
+  def coin_attack(logits_fn, *, p):
+    del p
 
-    def fn(params, x, y, key):
+    def fn(params, x, y, key, eps):
+      del eps
       clean = jnp.argmax(logits_fn(params, x), -1) == y
       robust = clean & jax.random.bernoulli(key, 0.5, y.shape)
       broken_by = jnp.where(clean, jnp.where(robust, -1, 0), -2).astype(jnp.int32)
