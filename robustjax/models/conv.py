@@ -1,19 +1,30 @@
-"""A convolution whose kernel derivative is one matrix product over input patches.
+"""Convolution and max-pooling with derivatives that XLA:CPU runs fast; same values.
 
-On XLA:CPU the kernel gradient of ``lax.conv_general_dilated`` runs as a convolution
-with the batch as its contraction dimension, for which XLA:CPU picks a slow algorithm
-(openxla/xla#34273, jax-ml/jax#31662): a conv net's parameter gradient costs ~17 forward
-passes on the 2-core machines of ``docs/design.md``, five times PyTorch's. Here the
-output is still XLA's convolution, and so is its derivative in the input, but the
-derivative in the kernel is written as ``patches(x) @ dW`` (``jax.custom_jvp``): reverse
-mode transposes that into ``patches(x)ᵀ @ g``, one GEMM. Being a JVP rule, it keeps
-everything robustjax differentiates: parameter and input gradients, double backprop
-(gradient norm, CURE, Lipschitz), forward-over-reverse Hessian-vector products,
-``jax.linearize``, ``vmap`` and sharded steps.
+Two parts of a conv net's gradient are slow on XLA:CPU (2-core AMD EPYC, measured with
+``experiments/benchmarks/conv_speed.py``):
 
-:func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature, so it plugs
-into ``flax.linen.Conv(conv_general_dilated=...)``; :func:`for_backend` picks it on CPU
-(``impl='auto'``) or forces either implementation.
+* the derivative of a 2x2 max-pool, ``select_and_scatter``, cost ~6x the pooling
+  itself and more than a convolution's input gradient. :func:`max_pool` reshapes
+  non-overlapping windows into blocks and takes their max under a ``jax.custom_jvp``
+  whose tangent is elementwise: in each window the tangent of its first maximum
+  (row-major), the element XLA's own derivative picks on CPU, so values and
+  derivatives equal ``flax.linen.max_pool``'s, ties included.
+* the kernel gradient of a convolution on few input channels (a network's first layer,
+  3 channels): XLA:CPU runs it as a convolution contracting the batch
+  (openxla/xla#34273, jax-ml/jax#31662). :func:`conv_general_dilated` keeps XLA's
+  convolution for the output and the input derivative, and for shallow kernels
+  (``kh·kw·C <= MAX_PATCH_DEPTH``) writes the kernel derivative as ``patches(x) @ dW``
+  (``jax.custom_jvp``), which reverse mode transposes into one ``patches(x)ᵀ @ g``
+  GEMM. For deeper kernels XLA's kernel gradient was faster than either GEMM form
+  tried (one GEMM over materialised patches, one GEMM per kernel tap), so they keep it.
+
+Both are JVP rules, so everything robustjax differentiates keeps working: parameter
+and input gradients, double backprop (gradient norm, CURE, Lipschitz),
+forward-over-reverse Hessian-vector products, ``jax.linearize``, ``vmap`` and sharded
+steps. :func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature, so it
+plugs into ``flax.linen.Conv(conv_general_dilated=...)``; :func:`for_backend` and
+:func:`max_pool` take ``impl='auto'`` (these routes on CPU, XLA's own elsewhere),
+``'xla'`` or ``'patches'``, the models' ``conv_impl`` attribute.
 """
 
 from __future__ import annotations
@@ -130,7 +141,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None,
                          preferred_element_type=None):
-  """``lax.conv_general_dilated`` with the kernel derivative as a GEMM over patches.
+  """``lax.conv_general_dilated`` with the kernel derivative of :func:`kernel_term`.
 
   Same signature and value as ``lax.conv_general_dilated``. The patch route covers 2-D
   NHWC / HWIO convolutions with any strides, padding and kernel dilation and no input
@@ -164,9 +175,8 @@ def for_backend(impl: str = 'auto'):
 
   Args:
     impl: ``'patches'`` (:func:`conv_general_dilated`), ``'xla'``
-      (``lax.conv_general_dilated``) or ``'auto'``: patches on CPU, where it makes the
-      kernel gradient several times faster (``experiments/benchmarks/train_throughput.py
-      --convs``), XLA's own elsewhere.
+      (``lax.conv_general_dilated``) or ``'auto'``: patches on CPU, XLA's own elsewhere
+      (``experiments/benchmarks/conv_speed.py`` compares them).
 
   Raises:
     ValueError: an unknown ``impl``, listing the valid ones.
