@@ -142,7 +142,7 @@ def run_official(model, x, y, *, eps, norm, seed):
   adversary.verbose = False
   xt, yt = torch.tensor(x), torch.tensor(y.astype(np.int64))
   start = time.perf_counter()
-  x_adv = adversary.run_standard_evaluation(xt, yt, batch_size=len(x))
+  x_adv, _ = adversary.run_standard_evaluation(xt, yt, batch_size=len(x))
   elapsed = time.perf_counter() - start
   with torch.no_grad():
     robust = (model(x_adv).argmax(1) == yt).numpy()
