@@ -370,7 +370,7 @@ def test_bad_input_raises_before_compiling(kwargs, name, monkeypatch):
   x = jnp.full((3, 4), 0.5) * kwargs.pop('x', 1.0)
   y = kwargs.pop('y', jnp.array([0, 1, 2]))
   compiled = []
-  for core in ('_fab_init', '_fab_restart'):
+  for core in ('_fab_init', '_fab_start', '_fab_steps'):
     monkeypatch.setattr(fab_lib, core, lambda *a, **k: compiled.append(1))
   options = {**dict(rng=jax.random.PRNGKey(0), eps=0.1), **kwargs}
   for attack in (attacks.fab, attacks.fab_targeted):

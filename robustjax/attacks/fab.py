@@ -44,6 +44,7 @@ compares the projections and the minimal norms with the official code.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -60,6 +61,7 @@ SUPPORTED_P = (1.0, 2.0, math.inf)
 
 _TINY_DIST = 1e-12  # official FAB's guard in |f| / (‖∇f‖_q + tiny)
 _TINY_NORM = 1e-8  # floor on ‖δ‖ in the bias α
+_STEP_CHUNK = 5  # fully unrolled steps per compiled call
 
 
 class FABState(NamedTuple):
@@ -299,34 +301,47 @@ def _rows(params, inputs, labels, eps, *, logits_fn, num_classes, num_targets):
 
 
 _ROWS_STATIC = ('logits_fn', 'num_classes', 'num_targets')
-_FAB_STATIC = _ROWS_STATIC + ('shape', 'p', 'steps', 'unroll')
 
 
 @_common.compile_static(_ROWS_STATIC)
 def _fab_init(params, inputs, labels, eps, *, logits_fn, num_classes, num_targets):
-  """``(best_x [N, n], best_norm [N])`` before any step: x, and 0 where x is misclassified."""
-  x0, _, _, _, misclassified = _rows(params, inputs, labels, eps, logits_fn=logits_fn,
-                                     num_classes=num_classes, num_targets=num_targets)
-  return x0, jnp.where(misclassified, 0.0, jnp.inf).astype(x0.dtype)
+  """The rows ``(x0, labels, targets, eps)`` (see :func:`_rows`) and the state before any
+  step, ``best_x = x0`` and ``best_norm`` (0 where x is misclassified, else inf)."""
+  x0, labels, targets, eps, misclassified = _rows(
+      params, inputs, labels, eps, logits_fn=logits_fn, num_classes=num_classes,
+      num_targets=num_targets)
+  return (x0, labels, targets, eps), x0, jnp.where(misclassified, 0.0, jnp.inf).astype(x0.dtype)
 
 
-@_common.compile_static(_FAB_STATIC)
-def _fab_restart(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta, restart,
-                 best_x, best_norm, *, logits_fn, num_classes, num_targets, shape, p, steps,
-                 unroll):
-  """One FAB run of ``steps`` steps on every row, updating ``(best_x, best_norm)``.
+def _clip(x, bounds):
+  return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
 
-  Restart 0 starts at x; restart ``r > 0`` (a traced int, so every restart shares one
-  compilation) at ``x + δ``, ``‖δ‖_p = min(best_norm, eps) / 2`` (0 when both are inf),
-  ``δ`` from ``fold_in(rng, r)``, clipped to the box.
+
+@_common.compile_static(('p',))
+def _fab_start(x0, eps, rng, bounds, restart, best_norm, *, p):
+  """The first iterate ``[N, n]`` of restart ``restart`` (a traced int: one compilation).
+
+  Restart 0 starts at x; restart ``r > 0`` at ``x + δ``, ``‖δ‖_p = min(best_norm, eps) / 2``
+  (0 when both are inf), ``δ`` from ``fold_in(rng, r)``, clipped to the box.
   """
-  x0, labels, targets, eps, _ = _rows(params, inputs, labels, eps, logits_fn=logits_fn,
-                                      num_classes=num_classes, num_targets=num_targets)
-  rows_shape = (x0.shape[0],) + tuple(shape[1:])
+  radius = jnp.minimum(best_norm, eps) / 2
+  radius = jnp.where(jnp.isfinite(radius), radius, 0.0)
+  shifted = _clip(x0 + _random_sphere(jax.random.fold_in(rng, restart), x0.shape, radius, p,
+                                      x0.dtype), bounds)
+  return jnp.where(restart > 0, shifted, x0)
+
+
+@_common.compile_static(('logits_fn', 'num_classes', 'shape', 'p', 'steps', 'unroll'))
+def _fab_steps(params, x0, labels, targets, bounds, alpha_max, eta, beta, x, best_x,
+               best_norm, *, logits_fn, num_classes, shape, p, steps, unroll):
+  """``steps`` FAB steps from the iterate ``x [N, n]``: ``(x, best_x, best_norm)`` after.
+
+  ``shape`` is the rows' input shape ``[N, ...]``; ``unroll`` an int or True.
+  """
+  rows_shape = shape
   alpha_max, eta, beta = (jnp.asarray(v, x0.dtype) for v in (alpha_max, eta, beta))
 
-  def clip(x):
-    return x if bounds is None else jnp.clip(x, bounds[0], bounds[1])
+  clip = functools.partial(_clip, bounds=bounds)
 
   def step(state: FABState, _):
     f, g, _ = _linearised_boundary(logits_fn, params, state.x, rows_shape, labels, targets,
@@ -348,21 +363,14 @@ def _fab_restart(params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta,
     x_next = jnp.where(adversarial[:, None], x0 + beta * (x_new - x0), x_new)
     return FABState(jax.lax.stop_gradient(x_next), best_x, best_norm), None
 
-  radius = jnp.minimum(best_norm, eps) / 2
-  radius = jnp.where(jnp.isfinite(radius), radius, 0.0)
-  shifted = clip(x0 + _random_sphere(jax.random.fold_in(rng, restart), x0.shape, radius, p,
-                                     x0.dtype))
-  state = FABState(jnp.where(restart > 0, shifted, x0), best_x, best_norm)
-  if unroll == 'auto':
-    unroll = loop.auto_unroll(lambda x: jnp.sum(logits_fn(params, x), axis=1), inputs)
+  state = FABState(x, best_x, best_norm)
   unroll_n = steps if unroll is True else max(int(unroll), 1)
   if steps and unroll_n >= steps:
-    # Straight-line steps (XLA:CPU runs convolutions inside a loop several times slower).
-    for _ in range(steps):
+    for _ in range(steps):  # straight-line steps
       state, _ = step(state, None)
   elif steps:
     state, _ = jax.lax.scan(step, state, None, length=steps, unroll=unroll_n)
-  return jax.lax.stop_gradient(state.best_x), jax.lax.stop_gradient(state.best_norm)
+  return tuple(jax.lax.stop_gradient(v) for v in state)
 
 
 @_common.compile_static(('shape', 'num_targets'))
@@ -444,15 +452,32 @@ def fab_min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNG
       logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta, beta, bounds,
       num_targets if targeted else None)
   labels = jnp.asarray(labels, jnp.int32)
-  static = dict(logits_fn=logits_fn, num_classes=num_classes, num_targets=num_targets or 0)
-  best_x, best_norm = _fab_init(params, inputs, labels, eps, **static)
-  # Restarts loop here, each one call of the same compiled run (inlined under an outer
-  # jit): an unrolled loop over restarts would multiply the compile time by `restarts`.
+  (x0, labels, targets, eps_rows), best_x, best_norm = _fab_init(
+      params, inputs, labels, eps, logits_fn=logits_fn, num_classes=num_classes,
+      num_targets=num_targets or 0)
+  if unroll == 'auto':
+    unroll = loop.auto_unroll(lambda v: jnp.sum(logits_fn(params, v), axis=1), inputs)
+  unroll = unroll if unroll is True else max(int(unroll), 1)
+  if steps and (unroll is True or unroll >= steps):
+    # Fully unrolled (XLA:CPU runs convolutions inside a loop several times slower), in
+    # compiled chunks of at most _STEP_CHUNK steps: XLA:CPU keeps every unrolled step's
+    # buffers alive (untargeted FAB on a small CNN grew 0.37 GB per step at batch 32), and
+    # one chunk compiles once for all.
+    chunks = [_STEP_CHUNK] * (steps // _STEP_CHUNK) + [steps % _STEP_CHUNK] * bool(
+        steps % _STEP_CHUNK)
+    unroll = True
+  else:
+    chunks = [steps] if steps else []
+  rows_shape = (x0.shape[0],) + tuple(inputs.shape[1:])
+  # Restarts and chunks loop here, calls of the same compiled programs (inlined under an
+  # outer jit); the state stays on the device.
   for r in range(restarts):
-    best_x, best_norm = _fab_restart(
-        params, inputs, labels, rng, eps, bounds, alpha_max, eta, beta,
-        jnp.asarray(r, jnp.int32), best_x, best_norm, shape=tuple(inputs.shape), p=p,
-        steps=steps, unroll=unroll, **static)
+    x = _fab_start(x0, eps_rows, rng, bounds, jnp.asarray(r, jnp.int32), best_norm, p=p)
+    for chunk in chunks:
+      x, best_x, best_norm = _fab_steps(
+          params, x0, labels, targets, bounds, alpha_max, eta, beta, x, best_x, best_norm,
+          logits_fn=logits_fn, num_classes=num_classes, shape=rows_shape, p=p, steps=chunk,
+          unroll=unroll)
   return _best_over_targets(best_x, best_norm, shape=tuple(inputs.shape),
                             num_targets=num_targets or 0)
 
