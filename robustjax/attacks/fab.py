@@ -436,7 +436,8 @@ def fab_min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNG
     bounds: input box ``(low, high)`` or None.
     unroll: ``lax.scan`` unrolling of the step loop, as
       :func:`robustjax.attacks.pgd` (``'auto'``: fully unrolled on XLA:CPU for models
-      with convolutions).
+      with convolutions). Full unrolling runs compiled chunks of 5 steps from a host
+      loop (bounded memory, one compilation), inlined under an outer ``jit``.
 
   Returns:
     ``(x_adv [B, ...], norms [B])``: per example the misclassified point of smallest
