@@ -12,6 +12,7 @@ behaviour before the two were shared.
 
   python experiments/benchmarks/train_throughput.py [--models=digits,cifar] [--steps=30] [--cifar_steps=3]
   python experiments/benchmarks/train_throughput.py --models=cifar --methods=standard,gradnorm --unshared
+  python experiments/benchmarks/train_throughput.py --models=cifar --conv_impl=xla  # before conv.py
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def load_config(name):
   return module.get_config()
 
 
-def build(config, kind):
+def build(config, kind, conv_impl='auto'):
   """(model, input_shape, batch_size) for the benchmark model of ``kind``."""
   kwargs = dict(config.model.kwargs)
   activation = kwargs.get('activation', 'relu')
@@ -57,13 +58,13 @@ def build(config, kind):
                           activation=activation, mean=kwargs.get('mean', 0.3),
                           std=kwargs.get('std', 0.38))
     return model, (8, 8, 1), 64
-  model = models.create('cnn', num_classes=10, activation=activation)
+  model = models.create('cnn', num_classes=10, activation=activation, conv_impl=conv_impl)
   return model, (32, 32, 3), 128
 
 
-def time_method(config, kind, steps, mesh, share_nominal=True):
+def time_method(config, kind, steps, mesh, share_nominal=True, conv_impl='auto'):
   """Median seconds per train step of ``config``'s objective on the ``kind`` model."""
-  model, shape, batch = build(config, kind)
+  model, shape, batch = build(config, kind, conv_impl)
   batch = batch - batch % mesh.size
   tx, schedule = optim.make_optimizer(config.optimizer, 1000)
   controller = controllers.from_config(config.controller)
@@ -96,6 +97,8 @@ def main():
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--unshared', action='store_true',
                       help='nominal CE from a separate clean pass (the old step)')
+  parser.add_argument('--conv_impl', default='auto', choices=('auto', 'xla', 'patches'),
+                      help="the CNN's conv_impl (robustjax.models.conv)")
   args = parser.parse_args()
   mesh = step_lib.make_mesh()
   print(f'devices: {len(jax.devices())} x {jax.devices()[0].platform}; medians of '
@@ -112,14 +115,15 @@ def main():
         continue
       steps = args.steps if kind == 'digits' else args.cifar_steps
       seconds, batch = time_method(config, kind, steps, mesh,
-                                   share_nominal=not args.unshared)
+                                   share_nominal=not args.unshared,
+                                   conv_impl=args.conv_impl)
       if method == 'standard':
         plain = seconds
       terms = ', '.join(f'{t.name}' for t in step_lib.resolve_terms(config)) or 'CE'
       rows.append((method, seconds, batch / seconds, terms))
       print(f'  {kind} {method}: {1e3 * seconds:.1f} ms/step', file=sys.stderr, flush=True)
     title = ('digits MLP 64-64, batch 64, 8x8x1' if kind == 'digits'
-             else 'SOAR CNN 32-32-64-64, batch 128, 32x32x3')
+             else f'SOAR CNN 32-32-64-64, batch 128, 32x32x3, conv_impl={args.conv_impl}')
     print(f'\n{title}')
     print(f'| method | ms/step | images/s | x plain step | objective |')
     print('| --- | ---: | ---: | ---: | --- |')
