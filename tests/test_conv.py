@@ -240,6 +240,17 @@ def test_sharded_sgd_step_on_four_devices_matches_xla_unsharded(cnn_pair):
   assert _max_abs(got, want) < 1e-5
 
 
+def test_patches_model_routes_through_the_custom_derivatives(cnn_pair):
+  xla, fast, params, rest, x, _ = cnn_pair
+  text = {impl: str(jax.make_jaxpr(models.logits_fn_for(m, rest))(params, x))
+          for impl, m in (('xla', xla), ('patches', fast))}
+  assert text['xla'].count('reduce_window') == 2  # flax's two max-pools
+  assert 'reduce_window' not in text['patches']
+  # 4 convolutions and 2 pools wrapped in custom JVPs (the ReLUs are in both)
+  assert (text['patches'].count('custom_jvp_call')
+          == text['xla'].count('custom_jvp_call') + 6)
+
+
 def test_auto_unroll_still_sees_convolutions(cnn_pair):
   _, fast, params, rest, x, y = cnn_pair
   logits_fn = models.logits_fn_for(fast, rest)
