@@ -165,8 +165,6 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
   cache = os.path.join(workdir, 'reproduce.json')
   if _done(cache):
     return _read_json(cache)
-  if quick:
-    suite = dict(suite, linf=suite['linf'][1:2], l2=suite['l2'][:1], radii=suite['radii'][:2])
   n = 16 if quick else suite['num_examples']
   common = dict(num_examples=n, progress=False, version='standard', seed=0)
   attacks_list = ['pgd', 'autoattack']
@@ -376,19 +374,20 @@ def _subset(suite: dict) -> str:
 
 
 def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args,
-                   wall_s: float, figures: list[str]) -> None:
+                   seeds: int, wall_s: float, figures: list[str]) -> None:
   """RESULTS.md: environment, command, tables, figures, orderings."""
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
   lines = [
       '# Reproduction of the papers\' comparisons',
       '',
       f'Written by `python -m experiments.reproduce --suite={suite_name} '
-      f'--seeds={args.seeds} --out=...` (do not edit by hand). Wall time '
+      f'{"--quick" if args.quick else f"--seeds={seeds}"} --out=...` (do not edit by '
+      f'hand). Wall time '
       f'{wall_s / 60:.0f} min on {platform.processor() or platform.machine()} '
       f'({os.cpu_count()} cores, {jax.devices()[0].platform}); Python '
       f'{platform.python_version()}, jax {jax.__version__}.',
       '',
-      f'Every number is the mean ± std over {args.seeds} seeds (training seed; the '
+      f'Every number is the mean ± std over {seeds} seeds (training seed; the '
       f'attacks use seed 0) on the {suite["dataset"]} test split'
       f'{_subset(suite)}.'
       ' Robust accuracy is under AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; '
@@ -487,12 +486,18 @@ def main(argv=None):
   parser.add_argument('--methods', default='', help='comma-separated subset of the suite')
   parser.add_argument('--results', default=None,
                       help='RESULTS.md path (default: the repository\'s for full runs)')
+  parser.add_argument('--only_seeds', default='',
+                      help='comma-separated seeds to run in this process (e.g. to share the '
+                           'work between processes or machines); the results are written '
+                           'only when every seed is done')
   parser.add_argument('--cost_steps', type=int, default=20,
                       help='timed train steps per method for the cost column')
   args = parser.parse_args(argv)
   if args.seeds < 1:
     parser.error(f'--seeds must be >= 1, got {args.seeds}')
   suite = SUITES[args.suite]
+  if args.quick:  # one radius of each kind: the smoke test covers code paths, not curves
+    suite = dict(suite, linf=suite['linf'][1:2], l2=suite['l2'][:1], radii=suite['radii'][:2])
   methods = _methods(suite['dataset'])
   if args.methods:
     wanted = args.methods.split(',')
@@ -507,7 +512,12 @@ def main(argv=None):
   from robustjax import training  # pylint: disable=g-import-not-at-top
 
   start = time.time()
-  jobs = [(m, s) for s in range(seeds) for m in methods]
+  run_seeds = range(seeds)
+  if args.only_seeds:
+    run_seeds = [int(v) for v in args.only_seeds.split(',')]
+    if any(not 0 <= v < seeds for v in run_seeds):
+      parser.error(f'--only_seeds must lie in [0, {seeds}), got {args.only_seeds}')
+  jobs = [(m, s) for s in run_seeds for m in methods]
   results: dict[str, list[dict]] = {}
   spent, done_jobs = 0.0, 0
   for i, (m, seed) in enumerate(jobs):
@@ -530,9 +540,11 @@ def main(argv=None):
           f'{"cached" if cached else f"{took:.0f} s"}; clean '
           f'{100 * results[m.name][-1]["clean"]:.1f}%; ETA {eta / 60:.1f} min', flush=True)
 
+  if len(jobs) < seeds * len(methods):
+    print(f'ran seeds {args.only_seeds}; run without --only_seeds to write the results')
+    return None
   costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps)
-  table = aggregate(results, methods, suite if not args.quick else dict(
-      suite, linf=suite['linf'][1:2], l2=suite['l2'][:1]), costs)
+  table = aggregate(results, methods, suite, costs)
   # The study's wall time: every run's training and evaluation (also those finished by an
   # earlier, interrupted invocation) plus this invocation's cost timing.
   wall = sum(r.get('seconds', 0.0) for rs in results.values() for r in rs) + (
@@ -547,7 +559,7 @@ def main(argv=None):
     fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_md)), 'results')
     figures = _figures(table, suite, fig_dir, args.suite)
     write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
-                   wall_s=wall, figures=figures)
+                   seeds=seeds, wall_s=wall, figures=figures)
     print(f'wrote {results_md}')
     if args.suite == 'digits' and not args.quick and write_readme_summary(
         os.path.join(ROOT, 'README.md'), table, suite, seeds):

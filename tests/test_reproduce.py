@@ -1,0 +1,74 @@
+"""The reproduction study's smoke suite: every digits method, one seed, a few steps.
+
+``python -m experiments.reproduce --suite=digits --quick`` trains each method's config
+for 4 steps and runs the whole evaluation pipeline on 16 test digits (AutoAttack and
+PGD-20, L2 for the L2 methods, CRC for the smooth MLPs, ARA, step costs), then writes
+RESULTS.md-style output. The numbers mean nothing; the test checks that every method
+ran, that the aggregation holds what the report prints, and that a second invocation
+resumes from the finished runs instead of training again.
+"""
+
+import json
+import os
+
+import jax
+import pytest
+
+from experiments import reproduce
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  root = tmp_path_factory.mktemp('repro')
+  # Methods sharing an architecture share compiled evaluation programs.
+  jax.config.update('jax_compilation_cache_dir', str(root / 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  out = root / 'out'
+  summary = reproduce.main(['--suite=digits', '--quick', f'--out={out}',
+                            f'--results={root / "RESULTS.md"}'])
+  return root, out, summary
+
+
+@pytest.mark.slow
+def test_every_method_ran_and_is_reported(smoke):
+  root, out, summary = smoke
+  names = [m.name for m in reproduce._methods('digits')]  # pylint: disable=protected-access
+  assert set(summary['table']) == set(names)
+  for name, row in summary['table'].items():
+    assert 0.0 <= row['clean'][0] <= 1.0
+    for key in ('linf/pgd/0.1', 'linf/autoattack/0.1'):
+      # AutoAttack and PGD each measure robust points, so never above clean accuracy.
+      assert row[key][0] <= row['clean'][0] + 1e-9, (name, key)
+    assert row['attack_ara'][0] >= 0.0 and row['btr_ara'][0] >= 0.0
+    assert row['step_cost'] > 0
+  assert 'crc' in summary['table']['crt'] and 'crc' in summary['table']['softplus']
+  assert 'l2/autoattack/0.5' in summary['table']['lipschitz']
+  text = (root / 'RESULTS.md').read_text()
+  for row in summary['table'].values():
+    assert row['label'] in text
+  with open(out / 'results.json', encoding='utf-8') as f:
+    assert json.load(f)['quick'] is True
+  for name in ('accuracy_vs_eps', 'robust_vs_clean', 'robust_vs_cost'):
+    assert (root / 'results' / f'digits_{name}.png').exists()
+
+
+@pytest.mark.slow
+def test_a_second_run_resumes_without_training(smoke, monkeypatch):
+  root, out, summary = smoke
+  from robustjax import training  # pylint: disable=g-import-not-at-top
+
+  def fail(*args, **kwargs):
+    raise AssertionError('a finished run was trained again')
+
+  monkeypatch.setattr(training, 'train_and_evaluate', fail)
+  monkeypatch.setattr(reproduce, 'step_costs', lambda *a, **k: summary['step_seconds'])
+  again = reproduce.main(['--suite=digits', '--quick', f'--out={out}', '--results='])
+  as_json = lambda t: json.loads(json.dumps(t))
+  assert as_json(again['table']) == as_json(summary['table'])
+
+
+def test_unknown_method_is_refused(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    reproduce.main(['--suite=digits', '--methods=standard,lrr', f'--out={tmp_path}'])
+  assert "unknown ['lrr']" in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
