@@ -29,6 +29,17 @@ def check_p(p: Any, name: str = 'p') -> float:
   return p
 
 
+def check_supported_p(p: Any, supported: Iterable[float], method: str) -> float:
+  """Returns ``p`` as a float, raising unless it is one of the norms ``method`` supports."""
+  p = check_p(p)
+  supported = tuple(float(q) for q in supported)
+  if p not in supported:
+    valid = ', '.join('inf' if math.isinf(q) else f'{q:g}' for q in supported)
+    raise ValueError(f'p must be one of {valid} for {method} (float("inf") for Linf), '
+                     f'got p={p:g}')
+  return p
+
+
 def check_nonnegative(value: Any, name: str) -> None:
   """Raises unless a concrete ``value`` is >= 0 (scalars or arrays); NaN is rejected."""
   if _is_concrete(value) and np.any(~(np.asarray(value) >= 0)):

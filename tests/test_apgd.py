@@ -15,21 +15,11 @@ import pytest
 from robustjax import attacks
 from robustjax import geometry
 from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 INF = math.inf
 KEY = jax.random.PRNGKey(0)
 SETTINGS = hypothesis.settings(max_examples=3, deadline=None, derandomize=True)
-
-
-def linear(params, x):
-  w, b = params
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
-
-
-def mlp(params, x):
-  (w1, b1), (w2, b2) = params
-  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
-  return h @ w2 + b2
 
 
 def mlp_params(key, dim=6, classes=5, hidden=8):

@@ -15,21 +15,11 @@ from robustjax import attacks
 from robustjax import geometry
 from robustjax import losses
 from robustjax.attacks import objectives
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 INF = math.inf
 PS = (1.0, 1.5, 2.0, 3.0, INF)
 SETTINGS = hypothesis.settings(max_examples=8, deadline=None, derandomize=True)
-
-
-def linear(params, x):
-  w, b = params
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
-
-
-def mlp(params, x):
-  (w1, b1), (w2, b2) = params
-  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
-  return h @ w2 + b2
 
 
 def linear_params(key, dim, classes):

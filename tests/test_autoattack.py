@@ -18,15 +18,11 @@ from robustjax.attacks.autoattack import _external as real_external
 import robustjax.attacks.autoattack  # noqa: F401  (the module, for monkeypatching)
 from robustjax.training import schema
 from robustjax.training import train
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
 INF = math.inf
 KEY = jax.random.PRNGKey(0)
-
-
-def linear(params, x):
-  w, b = params
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
 
 
 def scaled(params, x):
@@ -37,12 +33,6 @@ def scaled(params, x):
 def quantised(params, x):
   """Input rounded to 4 levels with no gradient: every input gradient is exactly 0."""
   return linear(params, jax.lax.stop_gradient(jnp.round(x * 3) / 3))
-
-
-def mlp(params, x):
-  (w1, b1), (w2, b2) = params
-  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
-  return h @ w2 + b2
 
 
 def _images(seed, classes=10, n=8):

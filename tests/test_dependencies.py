@@ -64,6 +64,7 @@ def test_packages_the_tests_import_are_declared():
   declared = {IMPORT_NAMES.get(_name(r), _name(r).replace('-', '_'))
               for r in (PYPROJECT['project']['dependencies']
                         + PYPROJECT['project']['optional-dependencies']['test'])}
-  local = {'robustjax', 'configs', 'experiments', 'tests', 'conftest', '__future__'}
+  local = {'robustjax', 'configs', 'experiments', 'tests', '__future__'} | {
+      p.stem for p in (ROOT / 'tests').glob('*.py')}  # conftest, shared test helpers
   used = _imports(_files('tests', suffixes=('.py',))) - set(sys.stdlib_module_names) - local
   assert used <= declared, f'imported by the tests but not declared: {sorted(used - declared)}'

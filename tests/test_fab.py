@@ -12,22 +12,13 @@ import pytest
 from scipy import optimize
 
 from robustjax import attacks
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 fab_lib = importlib.import_module('robustjax.attacks.fab')  # the function fab shadows it
 
 INF = math.inf
 STEPS = 30
 DUAL = {1.0: INF, 2.0: 2, INF: 1}
-
-
-def linear(params, x):
-  w, b = params
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
-
-
-def mlp(params, x):
-  (w1, b1), (w2, b2) = params
-  return jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1) @ w2 + b2
 
 
 # ----------------------------------------------------------------------------------------

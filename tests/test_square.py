@@ -11,23 +11,13 @@ import numpy as np
 import pytest
 
 from robustjax import attacks
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 # The module (robustjax.attacks.square is the function once the package is imported).
 square_lib = importlib.import_module('robustjax.attacks.square')
 
 INF = math.inf
 SETTINGS = hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
-
-
-def linear(params, x):
-  w, b = params
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
-
-
-def mlp(params, x):
-  (w1, b1), (w2, b2) = params
-  h = jnp.tanh(jnp.reshape(x, (x.shape[0], -1)) @ w1 + b1)
-  return h @ w2 + b2
 
 
 def mlp_params(seed, dim, classes, hidden=8):
@@ -375,7 +365,7 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
 
 
 @pytest.mark.parametrize('kwargs,name', [
-    (dict(p=1.0), 'p must be 2 or inf'), (dict(p=3), 'p must be 2 or inf'),
+    (dict(p=1.0), 'p must be one of 2, inf'), (dict(p=3), 'p must be one of 2, inf'),
     (dict(p='l2'), 'p must'), (dict(eps=-0.1), 'eps'), (dict(eps=jnp.ones(3)), 'eps'),
     (dict(queries=-1), 'queries'), (dict(queries=2.5), 'queries'),
     (dict(restarts=0), 'restarts'), (dict(p_init=0.0), 'p_init'),

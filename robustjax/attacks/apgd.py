@@ -379,11 +379,7 @@ def merge(x_old, fooled_old, loss_old, x_new, fooled_new, loss_new):
 
 def check_norm(p) -> float:
   """Returns p as a float, raising unless APGD supports it (2 or inf)."""
-  p = _checks.check_p(p)
-  if p not in NORMS:
-    raise ValueError(f'p must be one of 2, inf for APGD (the L2 and Linf attacks), '
-                     f'got p={p:g}')
-  return p
+  return _checks.check_supported_p(p, NORMS, 'APGD (the L2 and Linf attacks)')
 
 
 def check_num_classes(loss: str, num_classes: int) -> None:

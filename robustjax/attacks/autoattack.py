@@ -102,11 +102,8 @@ def check_attacks(attacks: Sequence[str] | None, version: str) -> tuple[str, ...
 
 def check_norm(p: float, names: Sequence[str]) -> float:
   """Returns p as a float, raising unless the ensemble supports it (2 or inf)."""
-  p = _checks.check_p(p)
-  if p not in apgd_lib.NORMS:
-    raise ValueError(f'p must be one of 2, inf for autoattack (attacks '
-                     f'{", ".join(names)}), got p={p:g}')
-  return p
+  return _checks.check_supported_p(p, apgd_lib.NORMS,
+                                   f'autoattack (attacks {", ".join(names)})')
 
 
 def _check_classes(names: Sequence[str], num_classes: int) -> None:

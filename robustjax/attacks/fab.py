@@ -225,11 +225,8 @@ def project_hyperplane_box(points: Array, w: Array, b: Array, p: float,
 
 
 def _check_p(p) -> float:
-  p = _checks.check_p(p)
-  if p not in SUPPORTED_P:
-    raise ValueError(f'p must be one of 1, 2, inf for FAB (the exact hyperplane-box '
-                     f'projections), got p={p}')
-  return p
+  return _checks.check_supported_p(p, SUPPORTED_P,
+                                   'FAB (the exact hyperplane-box projections)')
 
 
 def _rows_norm(x: Array, p: float) -> Array:

@@ -618,9 +618,7 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
   :class:`SquareState`; ``example_index [B]`` replaces ``arange(B)`` in the keys of the
   random draws (an ensemble that passes a sub-batch keeps each example's draws).
   """
-  p = _checks.check_p(p)
-  if p not in NORMS:
-    raise ValueError(f'p must be 2 or inf (float("inf")) for the Square attack, got {p}')
+  p = _checks.check_supported_p(p, NORMS, 'the Square attack')
   queries = _checks.check_int(queries, 'queries')
   restarts = _checks.check_int(restarts, 'restarts', minimum=1)
   try:
