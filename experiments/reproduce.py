@@ -276,10 +276,13 @@ def _figures(table: dict, suite: dict, fig_dir: str, name: str) -> list[str]:
   paths = []
   grid = (0.0,) + tuple(suite['linf'])
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for m, row in table.items():
+  markers = 'osD^vP*Xh<>p'
+  for i, (m, row) in enumerate(table.items()):
     means = [row['clean'][0]] + [row[f'linf/autoattack/{e:g}'][0] for e in suite['linf']]
     stds = [row['clean'][1]] + [row[f'linf/autoattack/{e:g}'][1] for e in suite['linf']]
-    ax.errorbar(grid, means, yerr=stds, marker='o', capsize=3, label=m)
+    # 12 methods: distinct colours from tab20 and distinct markers, never a repeat.
+    ax.errorbar(grid, means, yerr=stds, marker=markers[i % len(markers)], capsize=3,
+                label=m, color=plt.cm.tab20(i % 20), linestyle='-' if i < 10 else '--')
   ax.set_xlabel('Linf eps (pixels in [0, 1])')
   ax.set_ylabel('AutoAttack robust accuracy')
   ax.set_title(f'{name}: accuracy vs eps (mean ± std over seeds)')
