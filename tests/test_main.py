@@ -28,19 +28,7 @@ TINY = ['--config.num_train_steps=4', '--config.log_every_steps=2',
         '--config.eval.steps=2', '--config.regularizers.llr.hparams.steps=1']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def compilation_cache(tmp_path_factory):
-  """The runs of one config in this process reuse compiled steps across closures."""
-  import jax  # pylint: disable=g-import-not-at-top
-  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  previous = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
-  for k, v in previous.items():
-    jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures('persistent_compilation_cache')
 
 
 def _forget_flags():

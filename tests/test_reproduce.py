@@ -11,18 +11,16 @@ resumes from the finished runs instead of training again.
 import json
 import os
 
-import jax
 import pytest
 
 from experiments import reproduce
 
 
 @pytest.fixture(scope='module')
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, persistent_compilation_cache):
+  # Methods sharing an architecture share compiled evaluation programs (the cache).
+  del persistent_compilation_cache
   root = tmp_path_factory.mktemp('repro')
-  # Methods sharing an architecture share compiled evaluation programs.
-  jax.config.update('jax_compilation_cache_dir', str(root / 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   out = root / 'out'
   summary = reproduce.main(['--suite=digits', '--quick', f'--out={out}',
                             f'--results={root / "RESULTS.md"}'])

@@ -30,18 +30,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def compilation_cache(tmp_path_factory):
-  """Identical runs (uninterrupted vs resumed) reuse compiled steps across closures."""
-  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  previous = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
-  for k, v in previous.items():
-    jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures('persistent_compilation_cache')
 
 
 def tiny(**overrides):
