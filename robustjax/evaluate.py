@@ -69,8 +69,9 @@ DEFAULT_ATTACKS = ('pgd', 'autoattack')
 NORMS = {'inf': math.inf, '2': 2.0, '1': 1.0}
 # Norms each attack supports (the AutoAttack contract's guarantees; a norm the
 # implementation turns down is also caught before anything compiles).
-SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'),
-                   **{name: ('inf', '2') for name in ('autoattack',) + AUTOATTACK_NAMES}}
+SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'), 'square': ('inf', '2'),
+                   **{name: ('inf', '2', '1') for name in ('autoattack',) + AUTOATTACK_NAMES
+                      if name != 'square'}}
 VERSIONS = ('standard', 'plus', 'rand')
 SPLITS = ('test', 'train')
 CERTIFY_METHODS = ('', 'smoothing', 'crc')
@@ -355,10 +356,11 @@ def _autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
   return aa_fn
 
 
-def _autoattack_names(name: str, version: str) -> list[str]:
-  """The attacks ``name`` runs (the version's list for ``'autoattack'``)."""
+def _autoattack_names(name: str, version: str, norm: str) -> list[str]:
+  """The attacks ``name`` runs (the version's list for ``'autoattack'`` in ``norm``)."""
   aa_lib = _autoattack_module()
-  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version))
+  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version,
+                                   NORMS[norm]))
 
 
 def _check_autoattack(names: dict, *, num_classes: int, input_ndim: int) -> None:
@@ -374,7 +376,7 @@ def _check_autoattack(names: dict, *, num_classes: int, input_ndim: int) -> None
               f'dataset\'s inputs have {input_ndim - 1} axes per example')
 
 
-def _attack_hparams(name: str, version: str, sub_names: Sequence[str]) -> dict:
+def _attack_hparams(name: str, version: str, sub_names: Sequence[str], norm: str) -> dict:
   if name == 'pgd':
     return {'implementation': 'robustjax.attacks.pgd', **PGD_HPARAMS,
             'bounds': list(BOUNDS)}
@@ -382,7 +384,7 @@ def _attack_hparams(name: str, version: str, sub_names: Sequence[str]) -> dict:
          'attacks': list(sub_names), 'bounds': list(BOUNDS)}
   try:
     aa_lib = _autoattack_module()
-    per = aa_lib.settings(version)
+    per = aa_lib.settings(version, NORMS[norm])
     out['settings'] = {s: json.loads(json.dumps(per[s], default=str)) for s in sub_names
                        if s in per}
   except (ImportError, AttributeError, ValueError):
@@ -717,7 +719,7 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
       sub_names[name] = ['pgd']
       continue
     try:
-      sub_names[name] = _autoattack_names(name, settings.version)
+      sub_names[name] = _autoattack_names(name, settings.version, settings.norm)
     except ImportError as err:
       _fail('attacks', f'{name} needs robustjax.attacks.autoattack, which is missing '
             f'here ({err}); use --attacks=pgd')
@@ -965,7 +967,8 @@ def _assemble(settings, tag, config, n, labels, predictions, clean_correct, resu
                               f'the smoothed classifier\'s surrogate: log of the model\'s '
                               f'softmax averaged over {SMOOTHING_ATTACK_SAMPLES} fixed '
                               f'Gaussian draws of sigma {settings.sigma:g}'),
-      'attack_hyperparameters': {a: _attack_hparams(a, settings.version, sub_names[a])
+      'attack_hyperparameters': {a: _attack_hparams(a, settings.version, sub_names[a],
+                                                    settings.norm)
                                  for a in attacks},
       'seed': settings.seed, 'bounds': list(BOUNDS),
       'clean_accuracy': float(clean_correct.mean()),

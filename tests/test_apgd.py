@@ -301,8 +301,11 @@ def no_compile(monkeypatch):
 
 @pytest.mark.parametrize('call,match', [
     (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=-0.1, p=INF), 'eps'),
-    (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=1), 'p must be'),
-    (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=3.0), '2, inf'),
+    (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=3.0), '1, 2, inf'),
+    (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=2.0,
+                          decreasing_eps=True), 'decreasing_eps.*p=1'),
+    (lambda: attacks.apgd_targeted(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=INF,
+                                   decreasing_eps=True), 'decreasing_eps.*p=1'),
     (lambda: attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.1, p=INF, loss='cw'),
      'loss'),
     (lambda: attacks.apgd(mlp, MLP_PARAMS, (X + 2.0, Y), rng=KEY, eps=0.1, p=INF),

@@ -13,7 +13,8 @@ labels)`` and return points in ``ball(inputs, eps) ∩ box``:
   queries);
 - :func:`maximize`, the projected-ascent loop on any per-example objective;
 - :func:`apgd` and :func:`apgd_targeted` (Auto-PGD on CE / DLR / targeted DLR, Croce &
-  Hein 2020) and :func:`autoattack`, the AutoAttack ensemble (:class:`AutoAttackResult`);
+  Hein 2020; L1-APGD, Croce & Hein 2021) and :func:`autoattack`, the AutoAttack
+  ensemble in L∞, L2 and L1 (:class:`AutoAttackResult`);
 - :func:`fab` and :func:`fab_targeted` (FAB / FAB-T, Croce & Hein 2020: minimal
   perturbations by projections onto linearised boundaries; within ``eps`` or ``x``) and
   :func:`fab_min_norm` (the minimal points and their norms, whatever ``eps``).

@@ -19,6 +19,23 @@ reference implementation:
 - the last iterate that misclassifies is kept per example; examples never fooled return
   the point of highest loss.
 
+L1 follows Croce & Hein, "Mind the box: l1-APGD for sparse adversarial attacks on image
+classifiers" (ICML 2021), again with the reference implementation's settings:
+
+- start from ``x + N(0, I)`` projected onto ``ball ∩ box``, step ``η = ε``, no momentum;
+- the step moves only the coordinates whose gradient magnitude is in the top fraction
+  ``k`` (initially 20%): ``x' = P(x + η·sign(∇)·1[top k] / |top k|)``, with ``P`` the
+  exact projection onto the intersection of the L1 ball and the box
+  (:func:`robustjax.geometry.project_ball_and_box`);
+- every ``max(⌊0.04 N⌋, 1)`` iterations, with ``s`` the number of nonzero coordinates
+  of the best point's perturbation: ``k = s / (1.5 d)``; if ``s`` dropped below 95% of
+  its value at the previous check, the step resets to ``ε`` and the example restarts
+  from its best point, otherwise the step shrinks by 1.5, within ``[ε/10, ε]``;
+- with ``decreasing_eps`` (AutoAttack's L1 setting) a run is three runs at radii ``3ε, 2ε, ε`` of
+  ``⌈0.3 N⌉, ⌈0.3 N⌉`` and the remaining iterations, each starting from the previous
+  one's best point projected onto the smaller ball (the ``use_largereps`` schedule
+  AutoAttack's L1 version uses); only the last, at ``ε``, counts.
+
 Losses: cross-entropy, DLR (:func:`dlr_loss`, K >= 3) and targeted DLR
 (:func:`targeted_dlr_loss`, K >= 4) against the classes ranked 2nd, 3rd, ... by the
 clean logits. The per-example state (step size, best point, oscillation counter) lives
@@ -48,10 +65,19 @@ from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 _apgd_module = sys.modules[__name__]
 
 LOSSES = ('ce', 'dlr')
-NORMS = (2.0, math.inf)
+NORMS = (1.0, 2.0, math.inf)
 MOMENTUM = 0.75  # α of Alg. 1
 RHO = 0.75  # ρ: fraction of increasing steps below which the step is halved
 _DLR_TINY = 1e-12
+# L1 (Croce & Hein 2021): initial share of coordinates moved, check period as a fraction
+# of N, step shrink factor and floor, the sparsity drop that resets the step, and the
+# decreasing-radius schedule (radius factor, share of N).
+L1_TOPK = 0.2
+L1_CHECK_FRACTION = 0.04
+L1_STEP_DECAY = 1.5
+L1_MIN_STEP = 0.1
+L1_SPARSITY_DROP = 0.95
+L1_RADII = ((3.0, 0.3), (2.0, 0.3), (1.0, None))
 
 
 def checkpoints(steps: int) -> tuple[int, ...]:
@@ -135,6 +161,8 @@ class APGDState(NamedTuple):
   increases: Array  # [B] int32 steps that raised the loss since the last checkpoint
   loss_best_last_check: Array  # [B] loss_best at the last checkpoint
   reduced_last_check: Array  # [B] bool: the last checkpoint halved the step
+  topk: Array  # [B] L1 only: share of the coordinates a step moves
+  sparsity: Array  # [B] L1 only: nonzero coordinates of x_best − x at the last check
 
 
 def _per_example(values: Array, x: Array) -> Array:
@@ -165,8 +193,36 @@ def _direction(grad: Array, p: float) -> Array:
   return jnp.sign(grad) if math.isinf(p) else geometry.normalize(grad, p)
 
 
-def _schedule(steps: int):
+def sparse_direction(grad: Array, topk: Array) -> Array:
+  """L1-APGD's step direction: ``sign(∇)`` on the top ``topk [B]`` share of |∇|, unit L1.
+
+  The coordinates kept are those with ``|∇_i|`` at least the value at ascending rank
+  ``⌊(1 − topk) d⌋`` (clipped to ``[0, d − 1]``, so at least one); the direction is
+  their signs divided by their count.
+  """
+  flat = jnp.reshape(grad, (grad.shape[0], -1))
+  d = flat.shape[1]
+  mags = jnp.abs(flat)
+  rank = jnp.clip(jnp.floor((1.0 - topk) * d), 0, d - 1).astype(jnp.int32)
+  threshold = jnp.take_along_axis(jnp.sort(mags, axis=1), rank[:, None], axis=1)
+  signs = jnp.where(mags >= threshold, jnp.sign(flat), 0.0)
+  count = jnp.sum(jnp.abs(signs), axis=1, keepdims=True)
+  return jnp.reshape(signs / (count + 1e-10), grad.shape)
+
+
+def _l1_period(steps: int) -> int:
+  return max(int(L1_CHECK_FRACTION * steps), 1)
+
+
+def _nonzero(delta: Array) -> Array:
+  return jnp.sum(jnp.reshape(delta != 0, (delta.shape[0], -1)), axis=1).astype(delta.dtype)
+
+
+def _schedule(steps: int, p: float = math.inf):
   """Per iteration k (0-based): whether k + 1 is a checkpoint, and its window length."""
+  if p == 1:
+    period = _l1_period(steps)
+    return ([(k + 1) % period == 0 for k in range(steps)], [period] * steps)
   marks = checkpoints(steps)
   is_check = [False] * steps
   window = [0] * steps
@@ -195,7 +251,7 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
   """``(evaluate(x, k), body(state, k))`` of one run; ``k`` a Python int or traced."""
   rng_model = jax.random.fold_in(keys[0], 0x7fffffff)
   loss_of = _loss_fn(loss)
-  is_check, window = _schedule(steps)
+  is_check, window = _schedule(steps, p)
   table = (jnp.asarray(is_check + [False], bool), jnp.asarray(window + [0], jnp.int32))
 
   def model(x, key):
@@ -232,10 +288,14 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
       check, length = is_check[k], window[k]
     else:
       check, length = table[0][k], table[1][k]
-    alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
     step = _per_example(state.step, inputs)
-    z = project(state.x + step * _direction(state.grad, p))
-    x_new = project(state.x + alpha * (z - state.x) + (1 - alpha) * (state.x - state.x_prev))
+    if p == 1:  # no momentum (Croce & Hein 2021)
+      x_new = project(state.x + step * sparse_direction(state.grad, state.topk))
+    else:
+      alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
+      z = project(state.x + step * _direction(state.grad, p))
+      x_new = project(state.x + alpha * (z - state.x)
+                      + (1 - alpha) * (state.x - state.x_prev))
     values, logits, grad = evaluate(x_new, k + 1)
     wrong = jnp.argmax(logits, axis=-1) != labels
     x_adv = jnp.where(_per_example(wrong, inputs), x_new, state.x_adv)
@@ -245,9 +305,9 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     grad_best = jnp.where(imp, grad, state.grad_best)
     loss_best = jnp.where(improved, values, state.loss_best)
     increases = state.increases + (values > state.loss).astype(jnp.int32)
-    new = APGDState(x_new, state.x, grad, values, state.step, x_best, grad_best, loss_best,
-                    x_adv, state.fooled | wrong, increases, state.loss_best_last_check,
-                    state.reduced_last_check)
+    new = state._replace(x=x_new, x_prev=state.x, grad=grad, loss=values, x_best=x_best,
+                         grad_best=grad_best, loss_best=loss_best, x_adv=x_adv,
+                         fooled=state.fooled | wrong, increases=increases)
     if check is False:
       return new
     if check is True:
@@ -257,6 +317,22 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     return jax.lax.cond(check, checkpoint, lambda s, _: s, new, length)
 
   def checkpoint(state: APGDState, length):
+    return checkpoint_l1(state) if p == 1 else checkpoint_halve(state, length)
+
+  def checkpoint_l1(state: APGDState):
+    """Adapt the sparsity and the step (Croce & Hein 2021)."""
+    sparsity = _nonzero(state.x_best - inputs)
+    dropped = jnp.where(state.sparsity > 0, sparsity < L1_SPARSITY_DROP * state.sparsity,
+                        False)
+    step = jnp.clip(jnp.where(dropped, eps, state.step / L1_STEP_DECAY),
+                    L1_MIN_STEP * eps, eps)
+    d = inputs.size // inputs.shape[0]
+    r = _per_example(dropped, inputs)
+    return state._replace(
+        x=jnp.where(r, state.x_best, state.x), grad=jnp.where(r, state.grad_best, state.grad),
+        step=step, topk=sparsity / (d * L1_STEP_DECAY), sparsity=sparsity)
+
+  def checkpoint_halve(state: APGDState, length):
     """Halve where the loss oscillated, or stalled after an unhalved checkpoint."""
     rises = state.increases.astype(inputs.dtype)
     oscillating = rises <= jnp.asarray(length, inputs.dtype) * RHO
@@ -272,9 +348,14 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
   return evaluate, body
 
 
-def _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics):
-  """Targets, the start on the sphere and its evaluation: ``(state, targets)``."""
+def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, statics):
+  """Targets, the start and its evaluation: ``(state, targets)``.
+
+  The start is ``x_init`` when given, else random: on the sphere for L2 and L∞,
+  ``x + N(0, I)`` projected onto ``ball ∩ box`` for L1.
+  """
   inputs = jax.lax.stop_gradient(inputs)
+  p = statics['p']
   eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
   targets = None
   if statics['loss'] == 'dlr-targeted':
@@ -283,26 +364,39 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics):
               else statics['logits_fn'](params, inputs))
     targets = target_classes(logits, target_rank)
   evaluate, _ = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
-  x0 = geometry.clip_to_box(_random_sphere(keys, inputs, eps, statics['p']), bounds)
+  if x_init is not None:
+    x0 = jax.lax.stop_gradient(x_init)
+  elif p == 1:
+    noise = jax.vmap(lambda k: jax.random.normal(k, inputs.shape[1:], inputs.dtype))(keys)
+    x0 = geometry.project_ball_and_box(inputs + noise, inputs, eps, p, bounds)
+  else:
+    x0 = geometry.clip_to_box(_random_sphere(keys, inputs, eps, p), bounds)
   values0, logits0, grad0 = evaluate(x0, 0)
   batch = inputs.shape[:1]
+  d = inputs.size // inputs.shape[0]
+  if x_init is None:
+    topk, sparsity = jnp.full(batch, L1_TOPK, inputs.dtype), jnp.full(batch, d, inputs.dtype)
+  else:
+    sparsity = _nonzero(x0 - inputs)
+    topk = sparsity / (d * L1_STEP_DECAY)
   state = APGDState(
-      x=x0, x_prev=x0, grad=grad0, loss=values0, step=2.0 * eps, x_best=x0,
-      grad_best=grad0, loss_best=values0, x_adv=x0,
+      x=x0, x_prev=x0, grad=grad0, loss=values0, step=(1.0 if p == 1 else 2.0) * eps,
+      x_best=x0, grad_best=grad0, loss_best=values0, x_adv=x0,
       fooled=jnp.argmax(logits0, axis=-1) != labels,
       increases=jnp.zeros(batch, jnp.int32), loss_best_last_check=values0,
-      reduced_last_check=jnp.ones(batch, bool))
+      reduced_last_check=jnp.ones(batch, bool), topk=topk, sparsity=sparsity)
   return state, targets
 
 
 def _end(state: APGDState):
+  """``(x_adv, fooled, loss_best, x_best)`` of a finished run, without gradient."""
   out = jnp.where(_per_example(state.fooled, state.x), state.x_adv, state.x_best)
-  return (jax.lax.stop_gradient(out), state.fooled, jax.lax.stop_gradient(state.loss_best))
+  return jax.lax.stop_gradient((out, state.fooled, state.loss_best, state.x_best))
 
 
 @_common.compile_static(_STATIC)
-def _start(params, inputs, labels, keys, eps, target_rank, bounds, **statics):
-  return _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics)
+def _start(params, inputs, labels, keys, eps, target_rank, bounds, x_init, **statics):
+  return _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, statics)
 
 
 @_common.compile_static(_STATIC + ('count',))
@@ -317,9 +411,11 @@ def _segment(params, inputs, labels, keys, eps, targets, bounds, state, first, *
 
 
 @_common.compile_static(_STATIC + ('unroll',))
-def _whole(params, inputs, labels, keys, eps, target_rank, bounds, *, unroll, **statics):
+def _whole(params, inputs, labels, keys, eps, target_rank, bounds, x_init, *, unroll,
+           **statics):
   """One program: start, N iterations (straight-line or ``lax.scan``), result."""
-  state, targets = _begin(params, inputs, labels, keys, eps, target_rank, bounds, statics)
+  state, targets = _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init,
+                          statics)
   eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
   _, body = _machinery(params, jax.lax.stop_gradient(inputs), labels, keys, eps, bounds,
                        targets, **statics)
@@ -334,8 +430,9 @@ def _whole(params, inputs, labels, keys, eps, target_rank, bounds, *, unroll, **
 
 
 def run_single(params, inputs, labels, keys, eps, target_rank, bounds, *, logits_fn, p,
-               steps, loss, unroll, eot_samples, stochastic):
-  """One APGD run (one restart, one target) on validated arguments.
+               steps, loss, unroll, eot_samples, stochastic, x_init=None,
+               with_best=False):
+  """One APGD run (one restart, one target, one radius) on validated arguments.
 
   Args:
     params, inputs, labels, bounds: as :func:`apgd` (``inputs [B, ...]``, ``labels [B]``).
@@ -345,28 +442,78 @@ def run_single(params, inputs, labels, keys, eps, target_rank, bounds, *, logits
     target_rank: ``[]`` int, the target's rank for ``loss='dlr-targeted'``
       (:func:`target_classes`); ignored otherwise.
     logits_fn: the model; called with ``rng=`` when ``stochastic``.
-    p: 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
+    p: 1, 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
     unroll: True (one straight-line program), an int (``lax.scan`` unroll) or
       ``'chunked'``: straight-line segments of :data:`CHUNK` iterations, each one
       compiled program dispatched in turn (the state stays on the device).
     eot_samples: gradients averaged per iterate (expectation over transformation).
     stochastic: whether ``logits_fn`` takes an ``rng`` keyword.
+    x_init: ``[B, ...]`` start in ``ball ∩ box``, or None for the random one.
+    with_best: also return the iterate of highest loss.
 
   Returns:
-    ``(x_adv [B, ...], fooled [B] bool, loss_best [B])``: the last misclassifying
-    iterate where one was found, else the iterate of highest loss; no gradient.
+    ``(x_adv [B, ...], fooled [B] bool, loss_best [B])``, plus ``x_best`` when
+    ``with_best``: the last misclassifying iterate where one was found, else the iterate
+    of highest loss; no gradient.
   """
   statics = dict(logits_fn=logits_fn, p=p, steps=steps, loss=loss,
                  eot_samples=eot_samples, stochastic=stochastic)
   if unroll != 'chunked':
-    return _whole(params, inputs, labels, keys, eps, target_rank, bounds, unroll=unroll,
-                  **statics)
-  state, targets = _start(params, inputs, labels, keys, eps, target_rank, bounds, **statics)
-  for first in range(0, steps, CHUNK):
-    state = _segment(params, inputs, labels, keys, eps, targets, bounds, state,
-                     jnp.asarray(first, jnp.int32), count=min(CHUNK, steps - first),
-                     **statics)
-  return _end(state)
+    out = _whole(params, inputs, labels, keys, eps, target_rank, bounds, x_init,
+                 unroll=unroll, **statics)
+  else:
+    state, targets = _start(params, inputs, labels, keys, eps, target_rank, bounds, x_init,
+                            **statics)
+    for first in range(0, steps, CHUNK):
+      state = _segment(params, inputs, labels, keys, eps, targets, bounds, state,
+                       jnp.asarray(first, jnp.int32), count=min(CHUNK, steps - first),
+                       **statics)
+    out = _end(state)
+  return out if with_best else out[:3]
+
+
+def radius_schedule(steps: int) -> tuple[tuple[float, int], ...]:
+  """L1-APGD's decreasing radii: ``((3, ⌈0.3 N⌉), (2, ⌈0.3 N⌉), (1, rest))``.
+
+  Pairs of (factor of ε, iterations); a single ``((1, N),)`` when ``N`` is too small
+  for three stages.
+  """
+  first = -(-3 * steps // 10)  # ceil(0.3 N)
+  last = steps - 2 * first
+  if first < 1 or last < 1:
+    return ((1.0, steps),)
+  return tuple((factor, last if share is None else first) for factor, share in L1_RADII)
+
+
+@jax.jit
+def _l1_start(inputs, keys, eps, bounds):
+  noise = jax.vmap(lambda k: jax.random.normal(k, inputs.shape[1:], inputs.dtype))(keys)
+  return geometry.project_ball_and_box(inputs + noise, inputs, eps, 1.0, bounds)
+
+
+@jax.jit
+def _l1_shrink(x, inputs, eps, bounds):
+  return geometry.project_ball_and_box(x, inputs, eps, 1.0, bounds)
+
+
+def run(params, inputs, labels, keys, eps, target_rank, bounds, *, steps,
+        decreasing_eps=False, **kwargs):
+  """:func:`run_single`, or for L1 with ``decreasing_eps`` the radius schedule.
+
+  With the schedule (:func:`radius_schedule`), each stage starts from the previous
+  stage's best point projected onto its smaller ball (the first from ``x + N(0, I)``
+  projected onto the ``3ε`` ball); the result is the last stage's, at ``eps``.
+  """
+  if not decreasing_eps:
+    return run_single(params, inputs, labels, keys, eps, target_rank, bounds, steps=steps,
+                      **kwargs)
+  stages = radius_schedule(steps)
+  x_init = _l1_start(inputs, keys, stages[0][0] * eps, bounds)
+  for factor, count in stages:
+    x_init = _l1_shrink(x_init, inputs, factor * eps, bounds)
+    *out, x_init = run_single(params, inputs, labels, keys, factor * eps, target_rank,
+                              bounds, steps=count, x_init=x_init, with_best=True, **kwargs)
+  return tuple(out)
 
 
 @jax.jit
@@ -378,8 +525,19 @@ def merge(x_old, fooled_old, loss_old, x_new, fooled_new, loss_new):
 
 
 def check_norm(p) -> float:
-  """Returns p as a float, raising unless APGD supports it (2 or inf)."""
-  return _checks.check_supported_p(p, NORMS, 'APGD (the L2 and Linf attacks)')
+  """Returns p as a float, raising unless APGD supports it (1, 2 or inf)."""
+  return _checks.check_supported_p(p, NORMS, 'APGD')
+
+
+def check_decreasing_eps(decreasing_eps, p: float) -> bool:
+  """``decreasing_eps`` resolved: None means False; True needs p = 1."""
+  if decreasing_eps is None:
+    return False
+  if not isinstance(decreasing_eps, bool):
+    raise ValueError(f'decreasing_eps must be True, False or None, got {decreasing_eps!r}')
+  if decreasing_eps and p != 1:
+    raise ValueError(f'decreasing_eps=True is the L1 schedule; it needs p=1, got p={p}')
+  return decreasing_eps
 
 
 def check_num_classes(loss: str, num_classes: int) -> None:
@@ -429,8 +587,8 @@ def resolve_unroll(unroll, logits_fn, params, inputs, stochastic):
 def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
          p: float, steps: int = 100, loss: str = 'ce', restarts: int = 1,
          bounds: Bounds | None = (0.0, 1.0), eot_samples: int = 1,
-         unroll: int | bool | str = 'auto') -> Array:
-  """Untargeted APGD (Croce & Hein 2020, Alg. 1) on the CE or DLR loss.
+         unroll: int | bool | str = 'auto', decreasing_eps: bool | None = None) -> Array:
+  """Untargeted APGD (Croce & Hein 2020, Alg. 1; L1: Croce & Hein 2021) on CE or DLR.
 
   Restart ``r`` starts example ``i`` from its own random point (key
   ``fold_in(fold_in(rng, r), i)``, :func:`example_keys`; restart 0 equals a single run
@@ -446,8 +604,9 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
     batch: ``(inputs [B, ...] in bounds, labels [B] int in [0, K))``.
     rng: key of the random starts.
     eps: radius, scalar or ``[B]``, ``>= 0``.
-    p: 2 or inf.
-    steps: iterations N per restart (100 in the paper); N + 1 gradients each.
+    p: 1, 2 or inf.
+    steps: iterations N per restart (100 in the paper); N + 1 gradients each (for L1
+      with ``decreasing_eps``, N + 3: one more per stage).
     loss: ``'ce'`` (cross-entropy) or ``'dlr'`` (:func:`dlr_loss`, K >= 3).
     restarts: random restarts (``>= 1``).
     bounds: input box ``(low, high)`` or None.
@@ -463,27 +622,33 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
       compiling after 5 minutes and 13 GB, while the chunked loop compiles two small
       programs (~47 s, independent of N) and runs one iteration in ~0.8 of a separately
       dispatched input gradient; a rolled scan runs convolutions several times slower.
+    decreasing_eps: L1 only: run the radius schedule ``3ε, 2ε, ε``
+      (:func:`radius_schedule`), as AutoAttack's L1 version does. None means False, the
+      reference implementation's default for a single APGD.
 
   Returns:
     ``x_adv [B, ...]`` in ``ball(inputs, eps) ∩ box``, without gradient: the last
     misclassifying iterate where one was found, else the point of highest loss.
 
   Raises:
-    ValueError: ``p`` not 2 or inf, ``eps < 0``, bad ``steps``/``restarts``, unknown
-      ``loss``, ``'dlr'`` with K < 3, inputs outside ``bounds``, a malformed batch.
+    ValueError: ``p`` not 1, 2 or inf, ``eps < 0``, bad ``steps``/``restarts``, unknown
+      ``loss``, ``'dlr'`` with K < 3, inputs outside ``bounds``, a malformed batch,
+      ``decreasing_eps=True`` with p != 1.
   """
   _checks.check_choice(loss, 'loss', LOSSES)
   inputs, labels, _, p, steps, restarts, bounds, eps = validate(
       logits_fn, params, batch, eps=eps, p=p, steps=steps, restarts=restarts,
       bounds=bounds, loss=loss, eot_samples=eot_samples)
+  decreasing_eps = check_decreasing_eps(decreasing_eps, p)
   stochastic = accepts_rng(logits_fn)
   unroll = resolve_unroll(unroll, logits_fn, params, inputs, stochastic)
-  run = functools.partial(run_single, logits_fn=logits_fn, p=p, steps=steps, loss=loss,
-                          unroll=unroll, eot_samples=eot_samples, stochastic=stochastic)
+  one_run = functools.partial(run, logits_fn=logits_fn, p=p, steps=steps, loss=loss,
+                              unroll=unroll, eot_samples=eot_samples,
+                              stochastic=stochastic, decreasing_eps=decreasing_eps)
   result = None
   for r in range(restarts):
     keys = example_keys(jax.random.fold_in(rng, r), inputs.shape[0])
-    current = run(params, inputs, labels, keys, eps, jnp.zeros([], jnp.int32), bounds)
+    current = one_run(params, inputs, labels, keys, eps, jnp.zeros([], jnp.int32), bounds)
     result = current if result is None else merge(*result, *current)
   return result[0]
 
@@ -491,7 +656,8 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
 def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                   eps, p: float, steps: int = 100, num_targets: int = 9,
                   restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
-                  eot_samples: int = 1, unroll: int | bool | str = 'auto') -> Array:
+                  eot_samples: int = 1, unroll: int | bool | str = 'auto',
+                  decreasing_eps: bool | None = None) -> Array:
   """APGD-T: APGD on the targeted DLR loss toward the top ``num_targets`` classes.
 
   Target run ``t = 0 .. T−1`` (``T = min(num_targets, K − 1)``) attacks every example
@@ -501,8 +667,8 @@ def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRN
   (the target's rank is traced).
 
   Args:
-    logits_fn, params, batch, eps, p, steps, restarts, bounds, eot_samples, unroll:
-      as :func:`apgd`.
+    logits_fn, params, batch, eps, p, steps, restarts, bounds, eot_samples, unroll,
+    decreasing_eps: as :func:`apgd`.
     rng: key of the random starts.
     num_targets: target classes (``>= 1``; 9 in AutoAttack), capped at K − 1.
 
@@ -516,16 +682,18 @@ def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRN
   inputs, labels, num_classes, p, steps, restarts, bounds, eps = validate(
       logits_fn, params, batch, eps=eps, p=p, steps=steps, restarts=restarts,
       bounds=bounds, loss='dlr-targeted', eot_samples=eot_samples)
+  decreasing_eps = check_decreasing_eps(decreasing_eps, p)
   stochastic = accepts_rng(logits_fn)
   unroll = resolve_unroll(unroll, logits_fn, params, inputs, stochastic)
-  run = functools.partial(run_single, logits_fn=logits_fn, p=p, steps=steps,
-                          loss='dlr-targeted', unroll=unroll, eot_samples=eot_samples,
-                          stochastic=stochastic)
+  one_run = functools.partial(run, logits_fn=logits_fn, p=p, steps=steps,
+                              loss='dlr-targeted', unroll=unroll, eot_samples=eot_samples,
+                              stochastic=stochastic, decreasing_eps=decreasing_eps)
   result = None
   for t in range(min(num_targets, num_classes - 1)):
     for r in range(restarts):
       keys = example_keys(jax.random.fold_in(jax.random.fold_in(rng, t), r),
                           inputs.shape[0])
-      current = run(params, inputs, labels, keys, eps, jnp.asarray(t, jnp.int32), bounds)
+      current = one_run(params, inputs, labels, keys, eps, jnp.asarray(t, jnp.int32),
+                        bounds)
       result = current if result is None else merge(*result, *current)
   return result[0]

@@ -14,6 +14,11 @@ reference implementation:
 
 All APGD runs use 100 iterations, FAB 100 iterations, Square ``p_init = 0.8``.
 
+For L1 (``p=1``) the standard version follows the reference code's L1 settings: APGD-CE
+with 5 restarts and APGD-T with 5 targets, both with the decreasing-radius schedule of
+L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T. Square's L1 variant is not
+implemented here, so the L1 lists leave Square out (asking for it raises).
+
 Running an attack only on the still-robust points is done on the host between attacks
 (and between APGD's restarts and target classes, as the reference code does): their
 indices are gathered and padded, by repeating the first of them, to a bucketed batch
@@ -52,6 +57,9 @@ _VERSION_ATTACKS = {
 _GRADIENT_ATTACKS = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'fab', 'fab-t')
 _STEPS = 100
 _NUM_TARGETS = 9
+_L1_RESTARTS = 5  # APGD-CE restarts of the L1 standard version
+_L1_NUM_TARGETS = 5  # APGD-T targets of the L1 standard version
+_L1_UNSUPPORTED = ('square',)
 _QUERIES = 5000
 _P_INIT = 0.8
 _EOT_SAMPLES = 20
@@ -69,27 +77,37 @@ class AutoAttackResult(NamedTuple):
   flags: dict[str, int]  # official checks -> number of examples flagged
 
 
-def settings(version: str) -> dict[str, dict[str, Any]]:
+def settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
   """Per-attack hyperparameters of a version (the reference code's ``set_version``)."""
   _checks.check_choice(version, 'version', AUTOATTACK_VERSIONS)
   restarts = {'standard': 1, 'plus': 5, 'rand': 1}[version]
   eot = _EOT_SAMPLES if version == 'rand' else 1
+  l1_standard = p == 1 and version == 'standard'
   return {
-      'apgd-ce': dict(loss='ce', restarts=restarts, eot_samples=eot),
-      'apgd-dlr': dict(loss='dlr', restarts=restarts, eot_samples=eot),
-      'apgd-t': dict(loss='dlr-targeted', restarts=1, num_targets=_NUM_TARGETS,
-                     eot_samples=eot),
+      'apgd-ce': dict(loss='ce', restarts=_L1_RESTARTS if l1_standard else restarts,
+                      eot_samples=eot, decreasing_eps=l1_standard),
+      'apgd-dlr': dict(loss='dlr', restarts=restarts, eot_samples=eot,
+                       decreasing_eps=False),
+      'apgd-t': dict(loss='dlr-targeted', restarts=1,
+                     num_targets=_L1_NUM_TARGETS if l1_standard else _NUM_TARGETS,
+                     eot_samples=eot, decreasing_eps=l1_standard),
       'fab': dict(restarts=restarts, steps=_STEPS),
       'fab-t': dict(restarts=1, steps=_STEPS, num_targets=_NUM_TARGETS),
       'square': dict(queries=_QUERIES, p_init=_P_INIT, restarts=1),
   }
 
 
-def check_attacks(attacks: Sequence[str] | None, version: str) -> tuple[str, ...]:
-  """The attack list: the version's, or ``attacks`` validated (known names, no repeats)."""
+def check_attacks(attacks: Sequence[str] | None, version: str,
+                  p: float = math.inf) -> tuple[str, ...]:
+  """The attack list: the version's, or ``attacks`` validated (known names, no repeats).
+
+  For ``p = 1`` the version's list leaves out the attacks without an L1 variant here
+  (Square), and naming one raises.
+  """
   _checks.check_choice(version, 'version', AUTOATTACK_VERSIONS)
   if attacks is None:
-    return _VERSION_ATTACKS[version]
+    names = _VERSION_ATTACKS[version]
+    return tuple(n for n in names if n not in _L1_UNSUPPORTED) if p == 1 else names
   if isinstance(attacks, str) or not isinstance(attacks, Sequence) or not attacks:
     raise ValueError(f'attacks must be a non-empty list of attack names; valid names: '
                      f'{", ".join(map(repr, AUTOATTACK_ATTACKS))}, got {attacks!r}')
@@ -97,11 +115,16 @@ def check_attacks(attacks: Sequence[str] | None, version: str) -> tuple[str, ...
     _checks.check_choice(name, 'attack', AUTOATTACK_ATTACKS)
   if len(set(attacks)) != len(attacks):
     raise ValueError(f'attacks must not repeat a name, got {list(attacks)!r}')
+  if p == 1:
+    for name in attacks:
+      if name in _L1_UNSUPPORTED:
+        raise ValueError(f'attack {name!r} has no L1 variant in robustjax; for p=1 use '
+                         f'{", ".join(repr(n) for n in AUTOATTACK_ATTACKS if n not in _L1_UNSUPPORTED)}')
   return tuple(attacks)
 
 
 def check_norm(p: float, names: Sequence[str]) -> float:
-  """Returns p as a float, raising unless the ensemble supports it (2 or inf)."""
+  """Returns p as a float, raising unless the ensemble supports it (1, 2 or inf)."""
   return _checks.check_supported_p(p, apgd_lib.NORMS,
                                    f'autoattack (attacks {", ".join(names)})')
 
@@ -164,11 +187,11 @@ def _stages(name, cfg, *, num_classes, p, bounds, logits_fn, unroll, stochastic)
         def stage(params, x, y, idx, eps, key, t=t, r=r):
           stage_key = jax.random.fold_in(jax.random.fold_in(key, t), r)
           keys = jax.vmap(lambda i: jax.random.fold_in(stage_key, i))(jnp.asarray(idx))
-          return apgd_lib.run_single(
+          return apgd_lib.run(
               params, x, y, keys, eps, jnp.asarray(t, jnp.int32), bounds,
               logits_fn=logits_fn, p=p, steps=_STEPS, loss=loss, unroll=unroll,
               eot_samples=cfg['eot_samples'] if stochastic else 1,
-              stochastic=stochastic)[0]
+              stochastic=stochastic, decreasing_eps=cfg['decreasing_eps'])[0]
         out.append(stage)
     return out
   fn = _external(name)
@@ -246,7 +269,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
       images ``[B, H, W, C]`` (``[B, H, W]`` and ``[B, D]`` are viewed as one channel).
     rng: key; results are deterministic given it.
     eps: radius, scalar or ``[B]``, ``>= 0``.
-    p: 2 or inf (L1 is not supported).
+    p: 1, 2 or inf (for L1 see the module docstring: no Square).
     version: ``'standard'``, ``'plus'`` or ``'rand'`` (see the module docstring).
     attacks: a custom list of names from :data:`AUTOATTACK_ATTACKS`, run in that order
       with the version's hyperparameters; None runs the version's list.
@@ -262,12 +285,12 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
 
   Raises:
     ValueError (before anything compiles): unknown ``version`` or attack name (the
-      message lists the valid ones), ``p`` not 2 or inf, ``eps < 0``, inputs outside
+      message lists the valid ones), ``p`` not 1, 2 or inf, Square with p = 1, ``eps < 0``, inputs outside
       ``bounds``, a malformed batch, or an attack the number of classes rules out
       (APGD-DLR needs K >= 3, APGD-T K >= 4).
   """
-  names = check_attacks(attacks, version)
-  p = check_norm(p, names)
+  p = check_norm(p, check_attacks(attacks, version))
+  names = check_attacks(attacks, version, p)
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
   batch_size = inputs.shape[0]
@@ -278,7 +301,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
     raise ValueError(f'attack \'square\' needs images [B, H, W, C] ([B, H, W] or [B, D] '
                      f'are viewed as one-channel images), got inputs of shape '
                      f'{tuple(jnp.shape(inputs))}; pass attacks= without \'square\'')
-  cfgs = settings(version)
+  cfgs = settings(version, p)
   stochastic = apgd_lib.accepts_rng(logits_fn)
   unroll = apgd_lib.resolve_unroll('auto', logits_fn, params, inputs, stochastic)
   inputs = jnp.asarray(inputs)

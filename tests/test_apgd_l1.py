@@ -1,0 +1,201 @@
+"""L1-APGD (Croce & Hein 2021) and L1 AutoAttack: the exact projection onto L1 ball ∩ box
+against a generic solver, the sparse step against numpy, the minimal L1 flip of a linear
+model in a box (a greedy closed form), feasibility, and the L1 ensemble."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+
+from robustjax import attacks
+from robustjax import geometry
+from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
+
+aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
+
+KEY = jax.random.PRNGKey(0)
+
+
+def l1_norms(a, b):
+  return np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(len(a), -1).sum(1)
+
+
+def assert_feasible(x_adv, x, eps):
+  x_adv = np.asarray(x_adv)
+  assert np.all(np.isfinite(x_adv))
+  assert np.all(l1_norms(x_adv, x) <= eps * (1 + 1e-5) + 1e-6), (l1_norms(x_adv, x), eps)
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# The projection onto {‖z − x‖₁ <= eps} ∩ [0, 1]^d.
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_l1_box_projection_is_the_nearest_feasible_point(seed):
+  rng = np.random.default_rng(seed)
+  d = int(rng.integers(2, 10))
+  x = rng.uniform(0, 1, (1, d))
+  x[0, : d // 3] = rng.choice([0.0, 1.0], d // 3)  # some coordinates on the box's faces
+  target = x + rng.normal(size=(1, d)) * rng.uniform(0.2, 2.0)
+  eps = float(rng.uniform(0.05, 2.0))
+  got = np.asarray(geometry.project_ball_and_box(
+      jnp.asarray(target, jnp.float32), jnp.asarray(x, jnp.float32), eps, 1, (0.0, 1.0)),
+      np.float64)[0]
+  # A generic solver on the same convex problem (SLSQP, float64).
+  ref = optimize.minimize(
+      lambda z: np.sum((z - target[0]) ** 2), np.clip(x[0], 0, 1), method='SLSQP',
+      jac=lambda z: 2 * (z - target[0]), bounds=[(0, 1)] * d,
+      constraints=[{'type': 'ineq', 'fun': lambda z: eps - np.sum(np.abs(z - x[0]))}],
+      options={'ftol': 1e-14, 'maxiter': 1000})
+  assert_feasible(got[None], x, eps)
+  ours, theirs = np.sum((got - target[0]) ** 2), ref.fun
+  assert ours <= theirs + 1e-5 * (1 + theirs), (ours, theirs)
+  # The problem is strictly convex, so the nearest point is unique: the solver's agrees.
+  np.testing.assert_allclose(got, ref.x, atol=2e-3)
+
+
+def test_l1_box_projection_keeps_feasible_points_and_matches_the_ball_without_a_box():
+  x = jax.random.uniform(KEY, (6, 5))
+  inside = geometry.project_ball_and_box(x + 0.01, x, 1.0, 1, (0.0, 1.1))
+  np.testing.assert_allclose(inside, x + 0.01, atol=1e-6)
+  far = x + 3.0 * jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  boxed = geometry.project_ball_and_box(far, x, 0.7, 1, (-100.0, 100.0))  # box inactive
+  np.testing.assert_allclose(boxed, x + geometry.project(far - x, 0.7, 1), atol=1e-5)
+
+
+def test_projecting_then_clipping_wastes_the_budget_that_the_exact_projection_spends():
+  # Moving toward a corner the box cuts: clipping after the ball projection loses L1 mass.
+  x = jnp.array([[0.9, 0.5, 0.5]])
+  target = jnp.array([[3.0, 0.9, 0.5]])
+  exact = geometry.project_ball_and_box(target, x, 0.5, 1, (0.0, 1.0))
+  clipped = jnp.clip(x + geometry.project(target - x, 0.5, 1), 0.0, 1.0)
+  assert float(l1_norms(exact, x)[0]) == pytest.approx(0.5, abs=1e-6)
+  assert float(l1_norms(clipped, x)[0]) < 0.5 - 0.05
+  assert float(jnp.sum((exact - target) ** 2)) < float(jnp.sum((clipped - target) ** 2))
+
+
+# ---------------------------------------------------------------------------------------
+# The sparse step and the schedules.
+
+
+def test_sparse_direction_moves_the_top_share_by_sign():
+  grad = jnp.array([[0.1, -3.0, 0.5, 2.0, -0.2, 0.0, 1.0, -0.7],
+                    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+  topk = jnp.array([0.25, 0.5])
+  got = np.asarray(apgd_lib.sparse_direction(grad, topk))
+  want = np.zeros((2, 8))
+  want[0, 1], want[0, 3] = -0.5, 0.5  # the 2 largest |g| of 8 (rank floor(0.75 * 8) = 6)
+  want[1] = 1.0 / 8  # ties at the threshold all move
+  np.testing.assert_allclose(got, want, atol=1e-7)
+  assert np.allclose(np.abs(got).sum(1), 1.0)
+
+
+def test_radius_schedule_and_l1_checks_follow_the_reference_settings():
+  assert apgd_lib.radius_schedule(100) == ((3.0, 30), (2.0, 30), (1.0, 40))
+  assert apgd_lib.radius_schedule(7) == ((3.0, 3), (2.0, 3), (1.0, 1))
+  assert apgd_lib.radius_schedule(2) == ((1.0, 2),)
+  checks, _ = apgd_lib._schedule(100, 1.0)
+  assert [k + 1 for k, c in enumerate(checks) if c] == list(range(4, 101, 4))
+  assert all(apgd_lib._schedule(30, 1.0)[0])  # ⌊0.04 · 30⌋ = 1: every iteration
+
+
+# ---------------------------------------------------------------------------------------
+# Strength: the minimal L1 flip of a binary linear model in the box.
+
+
+def minimal_l1_flip(params, x, y):
+  """The least L1 change in [0, 1]^d that makes some other class's logit reach z_y.
+
+  Per other class j, reducing the linear margin z_y − z_j under an L1 budget and a box
+  is a fractional knapsack: move the coordinates by decreasing |v_i| (v = w_y − w_j) as
+  far as the box allows. The answer is the cheapest j (inf where no j can be reached).
+  """
+  w, b = (np.asarray(a, np.float64) for a in params)
+  flat = np.asarray(x, np.float64).reshape(len(y), -1)
+  out = []
+  for xi, yi in zip(flat, np.asarray(y)):
+    best = math.inf
+    for j in range(w.shape[1]):
+      if j == yi:
+        continue
+      v = w[:, yi] - w[:, j]
+      margin = xi @ v + b[yi] - b[j]
+      room = np.where(v > 0, xi, 1 - xi)
+      cost = 0.0
+      for i in np.argsort(-np.abs(v)):
+        if margin <= 0 or v[i] == 0:
+          break
+        move = min(room[i], margin / abs(v[i]))
+        cost += move
+        margin -= move * abs(v[i])
+      best = min(best, cost if margin <= 1e-12 else math.inf)
+    out.append(best)
+  return np.asarray(out)
+
+
+@pytest.mark.parametrize('decreasing_eps', [False, True])
+def test_apgd_l1_finds_the_minimal_flip_of_a_linear_model_in_a_box(decreasing_eps):
+  kw, kx = jax.random.split(jax.random.PRNGKey(3))
+  params = (jax.random.normal(kw, (24, 2)), jnp.zeros(2))
+  x = jax.random.uniform(kx, (48, 24))
+  y = jnp.argmax(linear(params, x), -1).astype(jnp.int32)
+  need = minimal_l1_flip(params, x, y)
+  eps = float(np.median(need[np.isfinite(need)]))
+  x_adv = attacks.apgd(linear, params, (x, y), rng=KEY, eps=eps, p=1, steps=100,
+                       decreasing_eps=decreasing_eps)
+  assert_feasible(x_adv, x, eps)
+  fooled = np.asarray(jnp.argmax(linear(params, x_adv), -1) != y)
+  breakable, unbreakable = need < 0.95 * eps, need > eps
+  assert breakable.sum() >= 12 and unbreakable.sum() >= 12
+  assert np.all(fooled[breakable]), need[breakable & ~fooled]
+  assert not np.any(fooled[unbreakable])  # the oracle's side: impossible within eps
+
+
+def test_apgd_l1_beats_pgd_l1_and_stays_feasible_on_a_tanh_network():
+  k1, k2, kx = jax.random.split(jax.random.PRNGKey(5), 3)
+  params = ((jax.random.normal(k1, (16, 12)) / 2.0, jnp.zeros(12)),
+            (2.0 * jax.random.normal(k2, (12, 5)), jnp.zeros(5)))
+  x = jax.random.uniform(kx, (64, 16))
+  x = x.at[:, :4].set(jnp.round(x[:, :4]))  # inputs on the box's faces too
+  y = jnp.argmax(mlp(params, x), -1).astype(jnp.int32)
+  eps = 0.6
+  robust = lambda v: int(jnp.sum(jnp.argmax(mlp(params, v), -1) == y))
+  aa_ce = attacks.apgd(mlp, params, (x, y), rng=KEY, eps=eps, p=1, restarts=2)
+  aa_t = attacks.apgd_targeted(mlp, params, (x, y), rng=KEY, eps=eps, p=1, num_targets=3,
+                               decreasing_eps=True)
+  pgd = attacks.pgd(mlp, params, (x, y), rng=KEY, eps=eps, p=1, steps=100)
+  for adv in (aa_ce, aa_t):
+    assert_feasible(adv, x, eps)
+  assert robust(aa_ce) <= robust(pgd) and robust(aa_t) <= robust(pgd)
+  assert robust(aa_ce) < robust(x)
+
+
+# ---------------------------------------------------------------------------------------
+# L1 AutoAttack.
+
+
+def test_l1_autoattack_breaks_exactly_the_breakable_points_of_a_linear_model():
+  kw, kx = jax.random.split(jax.random.PRNGKey(7))
+  params = (0.5 * jax.random.normal(kw, (64, 10)), jnp.zeros(10))
+  x = jax.random.uniform(kx, (32, 8, 8, 1))
+  y = jnp.argmax(linear(params, x), -1).astype(jnp.int32)
+  need = minimal_l1_flip(params, x, y)
+  eps = float(np.median(need))
+  result = attacks.autoattack(linear, params, (x, y), rng=KEY, eps=eps, p=1)
+  assert result.attack_names == ('apgd-ce', 'apgd-t', 'fab-t')
+  assert_feasible(result.inputs, x, eps)
+  robust = np.asarray(result.robust)
+  np.testing.assert_array_equal(
+      robust, np.asarray(jnp.argmax(linear(params, result.inputs), -1) == y))
+  clear = np.abs(need - eps) > 0.05 * eps
+  assert clear.sum() >= 24
+  np.testing.assert_array_equal(robust[clear], need[clear] > eps)
+  settings = aa_lib.settings('standard', 1)
+  assert settings['apgd-ce']['restarts'] == 5 and settings['apgd-ce']['decreasing_eps']
+  assert settings['apgd-t']['num_targets'] == 5 and settings['apgd-t']['decreasing_eps']
+  assert not aa_lib.settings('standard', 2.0)['apgd-ce']['decreasing_eps']
