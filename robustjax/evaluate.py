@@ -69,9 +69,8 @@ DEFAULT_ATTACKS = ('pgd', 'autoattack')
 NORMS = {'inf': math.inf, '2': 2.0, '1': 1.0}
 # Norms each attack supports (the AutoAttack contract's guarantees; a norm the
 # implementation turns down is also caught before anything compiles).
-SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'), 'square': ('inf', '2'),
-                   **{name: ('inf', '2', '1') for name in ('autoattack',) + AUTOATTACK_NAMES
-                      if name != 'square'}}
+SUPPORTED_NORMS = {'pgd': ('inf', '2', '1'),
+                   **{name: ('inf', '2', '1') for name in ('autoattack',) + AUTOATTACK_NAMES}}
 VERSIONS = ('standard', 'plus', 'rand')
 SPLITS = ('test', 'train')
 CERTIFY_METHODS = ('', 'smoothing', 'crc')
@@ -356,11 +355,10 @@ def _autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
   return aa_fn
 
 
-def _autoattack_names(name: str, version: str, norm: str) -> list[str]:
-  """The attacks ``name`` runs (the version's list for ``'autoattack'`` in ``norm``)."""
+def _autoattack_names(name: str, version: str) -> list[str]:
+  """The attacks ``name`` runs (the version's list for ``'autoattack'``)."""
   aa_lib = _autoattack_module()
-  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version,
-                                   NORMS[norm]))
+  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version))
 
 
 def _check_autoattack(names: dict, *, num_classes: int, input_ndim: int) -> None:
@@ -719,7 +717,7 @@ def run(workdir: str, *, eps: Sequence[float] | float | None = None, norm=None,
       sub_names[name] = ['pgd']
       continue
     try:
-      sub_names[name] = _autoattack_names(name, settings.version, settings.norm)
+      sub_names[name] = _autoattack_names(name, settings.version)
     except ImportError as err:
       _fail('attacks', f'{name} needs robustjax.attacks.autoattack, which is missing '
             f'here ({err}); use --attacks=pgd')

@@ -203,10 +203,10 @@ def _sum_above(sorted_values: Array, totals: Array, thresholds: Array) -> Array:
   return above - thresholds * (d - first).astype(thresholds.dtype)
 
 
-def _project_l1_box(delta: Array, low: Array, high: Array, eps: Array) -> Array:
+def project_l1_in_box(delta: Array, low: Array, high: Array, eps: Array) -> Array:
   """Exact Euclidean projection of ``delta [B, d]`` onto ``{‖δ‖₁ <= eps} ∩ [low, high]``.
 
-  ``low <= 0 <= high`` elementwise. The minimiser is ``δ_i(λ) = clip(soft(δ_i, λ), low_i,
+  ``low <= 0 <= high`` elementwise (``[B, d]``, infinite for no bound), ``eps [B]``. The minimiser is ``δ_i(λ) = clip(soft(δ_i, λ), low_i,
   high_i)`` with the smallest ``λ >= 0`` at which its L1 norm is at most ``eps`` (the
   KKT conditions of the separable problem). With ``a = |δ|``, ``c`` the box's room in
   the direction of ``δ_i`` and ``s = max(a − c, 0)``, that norm is
@@ -251,7 +251,7 @@ def project_ball_and_box(x_adv: Array, x: Array, eps: Array | float, p: float,
   """Returns a point of ``ball(x, eps) ∩ box`` near ``x_adv``.
 
   For p = inf and p = 1 this is the exact Euclidean projection onto the intersection (for
-  L1 by :func:`_project_l1_box`: projecting onto the ball and then clipping would waste
+  L1 by :func:`project_l1_in_box`: projecting onto the ball and then clipping would waste
   the budget spent on coordinates the box cuts off, Croce & Hein 2021, "Mind the box").
   For other p it projects onto the ball, then clips to the box: feasible (clipping toward
   ``x`` inside the box never increases the distance to ``x``) though not always the
@@ -263,7 +263,7 @@ def project_ball_and_box(x_adv: Array, x: Array, eps: Array | float, p: float,
     eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
     low, high = bounds
     flat = lambda a: jnp.reshape(a, (x.shape[0], -1))
-    delta = _project_l1_box(flat(x_adv - x), flat(low - x), flat(high - x), eps)
+    delta = project_l1_in_box(flat(x_adv - x), flat(low - x), flat(high - x), eps)
     return x + jnp.reshape(delta, x.shape)
   delta = project(x_adv - x, eps, p)
   return clip_to_box(x + delta, bounds)

@@ -1,6 +1,6 @@
-"""L1-APGD (Croce & Hein 2021) and L1 AutoAttack: the exact projection onto L1 ball ∩ box
-against a generic solver, the sparse step against numpy, the minimal L1 flip of a linear
-model in a box (a greedy closed form), feasibility, and the L1 ensemble."""
+"""L1-APGD (Croce & Hein 2021), L1 Square and L1 AutoAttack: the exact projection onto
+L1 ball ∩ box against a generic solver, the sparse step against numpy, the minimal L1
+flip of a linear model in a box (a greedy closed form), feasibility, and the ensemble."""
 
 import math
 
@@ -16,6 +16,7 @@ from robustjax.attacks.apgd import _apgd_module as apgd_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
+aa_sq = __import__('sys').modules['robustjax.attacks.square']
 
 KEY = jax.random.PRNGKey(0)
 
@@ -187,7 +188,7 @@ def test_l1_autoattack_breaks_exactly_the_breakable_points_of_a_linear_model():
   need = minimal_l1_flip(params, x, y)
   eps = float(np.median(need))
   result = attacks.autoattack(linear, params, (x, y), rng=KEY, eps=eps, p=1)
-  assert result.attack_names == ('apgd-ce', 'apgd-t', 'fab-t')
+  assert result.attack_names == ('apgd-ce', 'apgd-t', 'fab-t', 'square')
   assert_feasible(result.inputs, x, eps)
   robust = np.asarray(result.robust)
   np.testing.assert_array_equal(
@@ -199,3 +200,39 @@ def test_l1_autoattack_breaks_exactly_the_breakable_points_of_a_linear_model():
   assert settings['apgd-ce']['restarts'] == 5 and settings['apgd-ce']['decreasing_eps']
   assert settings['apgd-t']['num_targets'] == 5 and settings['apgd-t']['decreasing_eps']
   assert not aa_lib.settings('standard', 2.0)['apgd-ce']['decreasing_eps']
+
+
+# ---------------------------------------------------------------------------------------
+# L1 Square.
+
+
+def test_l1_square_bump_is_a_unit_l1_pair_of_opposite_halves():
+  grid = aa_sq._Grid(9, 9, 1, (9, 9, 1), 1.0, 'margin', True)
+  rows, cols = aa_sq._coords(grid, jnp.array([2]), jnp.array([1]))
+  bump = np.asarray(aa_sq._bump(grid, rows, cols, 5, 5, jnp.array([False])))[0]
+  window = bump[2:7, 1:6]
+  assert np.abs(bump).sum() == pytest.approx(1.0, abs=1e-6)
+  assert np.count_nonzero(bump) == np.count_nonzero(window)  # nothing outside the window
+  top, bottom = window[:2], window[2:]  # halves of 2 and 3 rows, + then −
+  assert np.all(top > 0) and np.all(bottom < 0)
+  assert np.abs(top).sum() == pytest.approx(0.5, abs=1e-6)
+  # 1/(k+1)^4 weights: the centre of the 3x5 half over its corner (distances 0 and 2).
+  k = np.arange(1, 4)
+  assert bottom[1, 2] / bottom[0, 0] == pytest.approx(
+      np.sum(1 / k[:3] ** 4) / np.sum(1 / k[2:3] ** 4), rel=1e-5)
+
+
+def test_l1_square_stays_feasible_and_breaks_the_easy_points_of_a_linear_model():
+  kw, kx = jax.random.split(jax.random.PRNGKey(11))
+  params = (0.5 * jax.random.normal(kw, (64, 10)), jnp.zeros(10))
+  x = jax.random.uniform(kx, (32, 8, 8, 1))
+  x = x.at[:, :2].set(jnp.round(x[:, :2]))  # rows on the box's faces
+  y = jnp.argmax(linear(params, x), -1).astype(jnp.int32)
+  need = minimal_l1_flip(params, x, y)
+  eps = float(np.median(need))
+  x_adv = attacks.square(linear, params, (x, y), rng=KEY, eps=eps, p=1, queries=1000)
+  assert_feasible(x_adv, x, eps)
+  fooled = np.asarray(jnp.argmax(linear(params, x_adv), -1) != y)
+  assert not np.any(fooled[need > eps])
+  easy = need < 0.5 * eps
+  assert easy.sum() >= 4 and np.all(fooled[easy])

@@ -302,8 +302,6 @@ K3 = (LIN_PARAMS[0][:, :3], LIN_PARAMS[1][:3])
 @pytest.mark.parametrize('kwargs,batch,match', [
     (dict(eps=-0.1), None, 'eps'),
     (dict(eps=0.1, p=3), None, 'p must be one of 1, 2, inf'),
-    (dict(eps=0.1, p=1, attacks=['apgd-ce', 'square']), None,
-     "'square' has no L1 variant"),
     (dict(eps=0.1, attacks=['apgd-ce', 'cw']), None,
      "unknown attack 'cw'; valid choices: 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab'"),
     (dict(eps=0.1, version='fast'), None, 'version'),

@@ -339,7 +339,6 @@ def test_same_tag_with_other_flags_is_refused_naming_them(run_dir, full):
     (dict(norm='3'), "^--norm: unknown norm '3'"),
     (dict(attacks=['pgd', 'cw']), "^--attacks: unknown attack 'cw'; valid: autoattack, "
      'apgd-ce'),
-    (dict(attacks=['square'], norm='1'), "^--norm: attack 'square' does not support L1"),
     (dict(num_examples=-1), '^--num_examples: must be an integer >= 0'),
     (dict(batch_size=2.5), '^--batch_size: '),
     (dict(version='fast'), '^--version: unknown AutoAttack version'),

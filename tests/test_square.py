@@ -365,7 +365,7 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
 
 
 @pytest.mark.parametrize('kwargs,name', [
-    (dict(p=1.0), 'p must be one of 2, inf'), (dict(p=3), 'p must be one of 2, inf'),
+    (dict(p=0.5), 'p must be'), (dict(p=3), 'p must be one of 1, 2, inf'),
     (dict(p='l2'), 'p must'), (dict(eps=-0.1), 'eps'), (dict(eps=jnp.ones(3)), 'eps'),
     (dict(queries=-1), 'queries'), (dict(queries=2.5), 'queries'),
     (dict(restarts=0), 'restarts'), (dict(p_init=0.0), 'p_init'),

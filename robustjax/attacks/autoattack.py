@@ -16,8 +16,7 @@ All APGD runs use 100 iterations, FAB 100 iterations, Square ``p_init = 0.8``.
 
 For L1 (``p=1``) the standard version follows the reference code's L1 settings: APGD-CE
 with 5 restarts and APGD-T with 5 targets, both with the decreasing-radius schedule of
-L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T. Square's L1 variant is not
-implemented here, so the L1 lists leave Square out (asking for it raises).
+L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T and Square's L1 variant.
 
 Running an attack only on the still-robust points is done on the host between attacks
 (and between APGD's restarts and target classes, as the reference code does): their
@@ -59,7 +58,6 @@ _STEPS = 100
 _NUM_TARGETS = 9
 _L1_RESTARTS = 5  # APGD-CE restarts of the L1 standard version
 _L1_NUM_TARGETS = 5  # APGD-T targets of the L1 standard version
-_L1_UNSUPPORTED = ('square',)
 _QUERIES = 5000
 _P_INIT = 0.8
 _EOT_SAMPLES = 20
@@ -97,17 +95,11 @@ def settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
   }
 
 
-def check_attacks(attacks: Sequence[str] | None, version: str,
-                  p: float = math.inf) -> tuple[str, ...]:
-  """The attack list: the version's, or ``attacks`` validated (known names, no repeats).
-
-  For ``p = 1`` the version's list leaves out the attacks without an L1 variant here
-  (Square), and naming one raises.
-  """
+def check_attacks(attacks: Sequence[str] | None, version: str) -> tuple[str, ...]:
+  """The attack list: the version's, or ``attacks`` validated (known names, no repeats)."""
   _checks.check_choice(version, 'version', AUTOATTACK_VERSIONS)
   if attacks is None:
-    names = _VERSION_ATTACKS[version]
-    return tuple(n for n in names if n not in _L1_UNSUPPORTED) if p == 1 else names
+    return _VERSION_ATTACKS[version]
   if isinstance(attacks, str) or not isinstance(attacks, Sequence) or not attacks:
     raise ValueError(f'attacks must be a non-empty list of attack names; valid names: '
                      f'{", ".join(map(repr, AUTOATTACK_ATTACKS))}, got {attacks!r}')
@@ -115,11 +107,6 @@ def check_attacks(attacks: Sequence[str] | None, version: str,
     _checks.check_choice(name, 'attack', AUTOATTACK_ATTACKS)
   if len(set(attacks)) != len(attacks):
     raise ValueError(f'attacks must not repeat a name, got {list(attacks)!r}')
-  if p == 1:
-    for name in attacks:
-      if name in _L1_UNSUPPORTED:
-        raise ValueError(f'attack {name!r} has no L1 variant in robustjax; for p=1 use '
-                         f'{", ".join(repr(n) for n in AUTOATTACK_ATTACKS if n not in _L1_UNSUPPORTED)}')
   return tuple(attacks)
 
 
@@ -269,7 +256,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
       images ``[B, H, W, C]`` (``[B, H, W]`` and ``[B, D]`` are viewed as one channel).
     rng: key; results are deterministic given it.
     eps: radius, scalar or ``[B]``, ``>= 0``.
-    p: 1, 2 or inf (for L1 see the module docstring: no Square).
+    p: 1, 2 or inf (L1 uses the reference code's L1 settings, see the module docstring).
     version: ``'standard'``, ``'plus'`` or ``'rand'`` (see the module docstring).
     attacks: a custom list of names from :data:`AUTOATTACK_ATTACKS`, run in that order
       with the version's hyperparameters; None runs the version's list.
@@ -285,12 +272,12 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
 
   Raises:
     ValueError (before anything compiles): unknown ``version`` or attack name (the
-      message lists the valid ones), ``p`` not 1, 2 or inf, Square with p = 1, ``eps < 0``, inputs outside
+      message lists the valid ones), ``p`` not 1, 2 or inf, ``eps < 0``, inputs outside
       ``bounds``, a malformed batch, or an attack the number of classes rules out
       (APGD-DLR needs K >= 3, APGD-T K >= 4).
   """
-  p = check_norm(p, check_attacks(attacks, version))
-  names = check_attacks(attacks, version, p)
+  names = check_attacks(attacks, version)
+  p = check_norm(p, names)
   bounds = _checks.check_bounds(bounds)
   inputs, labels, num_classes = _common.check_batch(logits_fn, params, batch)
   batch_size = inputs.shape[0]

@@ -1,4 +1,4 @@
-"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞ and L2.
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L∞, L2 and L1.
 
 "Square Attack: a query-efficient black-box adversarial attack via random search" is the
 score-based member of AutoAttack (Croce & Hein, ICML 2020): it uses forward passes only,
@@ -16,6 +16,10 @@ example stops as soon as it is misclassified.
   with random sign per channel, rescaled onto the ε-sphere; a proposal moves the mass of
   two random windows (W1 ∪ W2) into W1 as a fresh ± bump plus the old content of W1, so
   the perturbation stays on the sphere, and the box clip is applied last.
+- L1 (the variant of AutoAttack's L1 version, Croce & Hein 2021): as L2 with bumps of
+  weights ``Σ 1/(k+1)⁴`` normalised in L1, the window's new mass set from the L1 budget,
+  and the exact projection onto the L1 ball ∩ box
+  (:func:`robustjax.geometry.project_l1_in_box`) in place of the rescaling and clip.
 - The window fraction follows the paper's piecewise-constant schedule (:func:`p_selection`,
   ``p_init`` halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of
   10000), rescaled to ``queries`` iterations as the official code does.
@@ -52,10 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import _checks
+from robustjax import geometry
 from robustjax.attacks import _common
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
-NORMS = (2.0, math.inf)
+NORMS = (1.0, 2.0, math.inf)
 LOSSES = ('margin', 'ce')
 # The schedule halves p after these iterations (of 10000; rescaled to ``queries``).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -123,15 +128,16 @@ def p_selection(iteration: int, queries: int, p_init: float) -> float:
 def window_size(p: float, height: int, width: int, norm: float) -> tuple[int, int]:
   """Window ``(rows, cols)`` covering about a fraction ``p`` of an ``H x W`` image.
 
-  Squares of side ``round(sqrt(p·H·W))`` (at least 1; for L2 at least 3 and odd, as the
-  official code), capped at ``min(H, W)``. One-row (or one-column) inputs get strips of
+  Squares of side ``round(sqrt(p·H·W))`` (at least 1; for L2 and L1 at least 3 and odd,
+  as the official code), capped at ``min(H, W)``. One-row (or one-column) inputs get strips of
   ``round(p·W)`` (or ``round(p·H)``) pixels under the same rules.
   """
-  smallest = 3 if norm == 2 else 1
+  bumps = norm in (1, 2)
+  smallest = 3 if bumps else 1
 
   def clamp(s, limit):
     s = max(int(s), smallest)
-    if norm == 2 and s % 2 == 0:
+    if bumps and s % 2 == 0:
       s += 1
     return min(s, limit)
 
@@ -177,15 +183,19 @@ def _inside(rows: Array, cols: Array, size_h, size_w) -> Array:
   return (rows >= 0) & (rows < size_h) & (cols >= 0) & (cols < size_w)
 
 
-def _cumulative_inverse_squares(n: int) -> np.ndarray:
-  """``c[k] = Σ_{j<k} 1/(j+1)²`` for ``k = 0..n``."""
-  return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1) ** 2)]).astype(
+def _cumulative_inverse_powers(n: int, power: int) -> np.ndarray:
+  """``c[k] = Σ_{j<k} 1/(j+1)^power`` for ``k = 0..n``."""
+  return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1) ** power)]).astype(
       np.float32)
 
 
-def _unit(values: Array) -> Array:
-  norm = jnp.sqrt(jnp.sum(jnp.square(values), axis=(1, 2), keepdims=True))
-  return values / jnp.maximum(norm, 1e-12)
+def _unit(values: Array, norm: float = 2.0) -> Array:
+  """``values [N, H, W]`` (or ``[N, H, W, C]`` per channel) over axes 1, 2: unit L2 or L1."""
+  if norm == 1:
+    size = jnp.sum(jnp.abs(values), axis=(1, 2), keepdims=True)
+  else:
+    size = jnp.sqrt(jnp.sum(jnp.square(values), axis=(1, 2), keepdims=True))
+  return values / jnp.maximum(size, 1e-12)
 
 
 def _mix32(h: Array) -> Array:
@@ -227,14 +237,17 @@ def _words_for(count_bits: int) -> int:
 
 
 def _bump(grid: _Grid, rows: Array, cols: Array, size_h, size_w, transpose: Array) -> Array:
-  """The paper's meta pseudo-Gaussian on each example's window, unit L2 norm: ``[N, H, W]``.
+  """The paper's meta pseudo-Gaussian on each example's window, unit norm: ``[N, H, W]``.
 
   The window is split in two halves along its rows (along the strip for one-row or
   one-column windows; square windows are transposed where ``transpose [N]``); each half
   holds ``Σ_{k >= d} 1/(k+1)²`` at Chebyshev distance ``d`` from its centre cell
   (``⌊a/2⌋, ⌊b/2⌋``) of an ``a x b`` half, normalised, with signs ``+`` then ``−``.
+  For L1 (``grid.p == 1``) the weights are ``1/(k+1)⁴`` and the norm is L1.
   """
-  table = jnp.asarray(_cumulative_inverse_squares(max(grid.height, grid.width) + 2))
+  norm = 1.0 if grid.p == 1 else 2.0
+  table = jnp.asarray(_cumulative_inverse_powers(max(grid.height, grid.width) + 2,
+                                                 4 if norm == 1 else 2))
   inside = _inside(rows, cols, size_h, size_w)
   split_cols = (size_h == 1) | ((size_h == size_w) & transpose[:, None, None])
   along = jnp.where(split_cols, cols, rows)
@@ -251,7 +264,7 @@ def _bump(grid: _Grid, rows: Array, cols: Array, size_h, size_w, transpose: Arra
   first = jnp.where(inside & (along < half), rectangle(along, across, half, breadth), 0.0)
   second = jnp.where(inside & (along >= half),
                      rectangle(along - half, across, length - half, breadth), 0.0)
-  return _unit(_unit(first) - _unit(second))
+  return _unit(_unit(first, norm) - _unit(second, norm), norm)
 
 
 def _margin_and_loss(logits: Array, labels: Array, loss: str) -> tuple[Array, Array]:
@@ -272,7 +285,8 @@ def _evaluate(logits_fn, params, x: Array, labels: Array, grid: _Grid):
 
 
 def _init_point(consts: _Consts, box: _Box | None, grid: _Grid, norm: float) -> Array:
-  """The first point: L∞ vertical stripes, or the L2 grid of bumps on the sphere."""
+  """The first point: L∞ vertical stripes, or the grid of bumps on the L2 sphere (L1:
+  projected onto the L1 ball ∩ box)."""
   n, h, w, c = consts.x.shape
   eps = _bcast(consts.eps).astype(consts.x.dtype)
   if norm == math.inf:
@@ -290,6 +304,8 @@ def _init_point(consts: _Consts, box: _Box | None, grid: _Grid, norm: float) -> 
   index = np.maximum(window_of, 0)
   bump = jnp.where(flips[:, index], transposed, upright) * (window_of >= 0)  # [N, H, W]
   delta = (bump[..., None] * signs[:, index]).astype(consts.x.dtype)
+  if norm == 1:
+    return _project_l1(consts.x + delta, consts, box)
   return _clip(consts.x + eps * _unit_image(delta), box)
 
 
@@ -325,6 +341,21 @@ def _init_bumps(grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                              jnp.full((len(windows),), flip))).sum(0) for flip in (False, True)]
   window_of = np.where(inside.any(0), inside.argmax(0), -1)
   return window_of, maps[0].astype(np.float32), maps[1].astype(np.float32)
+
+
+def _project_l1(x_new: Array, consts: _Consts, box: _Box | None) -> Array:
+  """``x_new`` projected onto ``{‖z − x‖₁ <= ε(1 − 1e-6)} ∩ box`` (exact)."""
+  x = consts.x
+  flat = lambda a: jnp.reshape(a, (x.shape[0], -1))
+  if box is None:
+    low = jnp.full(x.shape, -jnp.inf, x.dtype)
+    high = jnp.full(x.shape, jnp.inf, x.dtype)
+  else:
+    low = jnp.broadcast_to(box.low.astype(x.dtype), x.shape) - x
+    high = jnp.broadcast_to(box.high.astype(x.dtype), x.shape) - x
+  radius = consts.eps.astype(x.dtype) * (1 - 1e-6)  # the official code's safety margin
+  delta = geometry.project_l1_in_box(flat(x_new - x), flat(low), flat(high), radius)
+  return x + jnp.reshape(delta, x.shape)
 
 
 def _unit_image(delta: Array) -> Array:
@@ -396,6 +427,43 @@ def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration
   return _clip(x_new, box)
 
 
+def _propose_l1(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
+                size_h, size_w) -> Array:
+  """L1's proposal: W1 gets its old content plus a ± bump with the budget of W1 ∪ W2."""
+  n, h, w, c = consts.x.shape
+  words = _random_words(consts.seeds, iteration, 4 + _words_for(c + 1))
+  top = _uniform_int(words[:, 0], h - size_h + 1)
+  left = _uniform_int(words[:, 1], w - size_w + 1)
+  top2 = _uniform_int(words[:, 2], h - size_h + 1)
+  left2 = _uniform_int(words[:, 3], w - size_w + 1)
+  bits = _sign_bits(words[:, 4:], c + 1)
+  signs, transpose = bits[:, :c].astype(jnp.float32), bits[:, c] > 0
+  rows, cols = _coords(grid, top, left)
+  rows2, cols2 = _coords(grid, top2, left2)
+  window = _inside(rows, cols, size_h, size_w)[..., None]
+  window2 = _inside(rows2, cols2, size_h, size_w)[..., None]
+  eps = _bcast(consts.eps).astype(jnp.float32)
+  delta = (state.x_best - consts.x).astype(jnp.float32)
+
+  def channel_norm(values):  # [N, 1, 1, C]
+    return jnp.sum(jnp.abs(values), axis=(1, 2), keepdims=True)
+
+  norm_window = channel_norm(jnp.where(window, delta, 0.0))
+  norm_union = channel_norm(jnp.where(window | window2, delta, 0.0))
+  norm_image = jnp.sum(jnp.abs(delta), axis=(1, 2, 3), keepdims=True)
+  bump = _bump(grid, rows, cols, size_h, size_w, transpose)[..., None]
+  new = bump * signs[:, None, None, :] + jnp.where(window, delta, 0.0) / (norm_window + 1e-12)
+  # As the official L1 code: each channel's window gets the free budget plus c times its
+  # share of W1 ∪ W2; the projection below brings the total back to ε.
+  budget = (jnp.maximum(eps - norm_image, 0.0) / c + norm_union) * c
+  new = new / (channel_norm(new) + 1e-12) * budget
+  delta = jnp.where(window, new, jnp.where(window2, 0.0, delta))
+  return _project_l1(consts.x + delta.astype(consts.x.dtype), consts, box)
+
+
+_PROPOSALS = {math.inf: _propose_linf, 2.0: _propose_l2, 1.0: _propose_l1}
+
+
 def _step(logits_fn, params, state: SquareState, consts: _Consts, box, iteration, sizes, *,
           grid: _Grid, norm: float) -> SquareState:
   """One iteration: a proposal per example still robust, kept when it lowers the loss.
@@ -406,7 +474,7 @@ def _step(logits_fn, params, state: SquareState, consts: _Consts, box, iteration
   size_h, size_w = sizes[0], sizes[1]
   alive = consts.valid & (state.margin >= 0) & (size_h > 0)
   size_h, size_w = jnp.maximum(size_h, 1), jnp.maximum(size_w, 1)
-  propose = _propose_linf if norm == math.inf else _propose_l2
+  propose = _PROPOSALS[norm]
   x_new = propose(state, consts, box, grid, iteration, size_h, size_w)
   margin, loss = _evaluate(logits_fn, params, x_new, consts.labels, grid)
   accept = alive & ((loss < state.loss) | (margin < 0))
@@ -718,7 +786,7 @@ def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: 
 def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
            bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin') -> Array:
-  """Square Attack: untargeted random search with forward passes only (L∞ or L2).
+  """Square Attack: untargeted random search with forward passes only (L∞, L2 or L1).
 
   Per restart, each example still classified correctly starts at the norm's initial
   point and runs ``queries`` iterations; every iteration proposes a change in a random
@@ -759,7 +827,7 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
     batch: ``(inputs [B, H, W, C] floats in the box, labels [B] int in [0, K))``.
     rng: PRNG key; the result is a deterministic function of it.
     eps: radius, scalar or ``[B]``, ``>= 0``.
-    p: ``float('inf')`` or ``2``.
+    p: ``float('inf')``, ``2`` or ``1``.
     queries: iterations per restart (``>= 0``), after the initial point; the schedule of
       window sizes is rescaled to it.
     p_init: initial fraction of pixels in a window, ``(0, 1]`` (0.8 in AutoAttack).
@@ -775,7 +843,7 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
     ``inputs`` itself for examples misclassified when clean.
 
   Raises:
-    ValueError (before anything compiles): ``p`` not 2 or inf; ``eps < 0`` or not scalar
+    ValueError (before anything compiles): ``p`` not 1, 2 or inf; ``eps < 0`` or not scalar
       / ``[B]``; ``queries < 0``; ``restarts < 1``; ``p_init`` outside ``(0, 1]``;
       unknown ``loss``; ``rng`` None; bad ``bounds``; inputs not floats, of another
       rank, or outside ``bounds``; labels not ``[B]`` in ``[0, K)``; ``logits_fn`` not

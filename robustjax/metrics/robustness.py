@@ -261,8 +261,8 @@ def _autoattack_fn(logits_fn, *, p, bounds, version, attacks):
 
   The ensemble's own checks (version, attack names, p) run here, before any batch.
   """
-  p = _check_autoattack_norm(p, _check_autoattack_attacks(attacks, version))
-  _check_autoattack_attacks(attacks, version, p)  # Square has no L1 variant
+  names = _check_autoattack_attacks(attacks, version)
+  _check_autoattack_norm(p, names)
 
   def robust(params, inputs, labels, rng, eps):
     return attacks_lib.autoattack(logits_fn, params, (inputs, labels), rng=rng, eps=eps,
