@@ -239,7 +239,7 @@ def test_apgd_t_breaks_exactly_the_analytically_breakable_points(p, eps):
 
 
 @SETTINGS
-@hypothesis.given(eps=st.floats(0.0, 0.6), p=st.sampled_from([INF, 2.0]),
+@hypothesis.given(eps=st.floats(0.0, 0.6), p=st.sampled_from([INF, 2.0, 1.0]),
                   loss=st.sampled_from(['ce', 'dlr', 'targeted']),
                   edge=st.sampled_from([0.0, 1.0, None]))
 def test_apgd_stays_in_ball_and_box(eps, p, loss, edge):

@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 import pytest
 from scipy import optimize
@@ -82,6 +83,17 @@ def test_projecting_then_clipping_wastes_the_budget_that_the_exact_projection_sp
 
 # ---------------------------------------------------------------------------------------
 # The sparse step and the schedules.
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_kth_largest_equals_the_sorted_value_ties_included(seed):
+  rng = np.random.default_rng(seed)
+  values = rng.choice([0.0, 0.5, 1e-30, 2.0, 3.5, 7.25], size=(16, 37)).astype(np.float32)
+  values[:8] = rng.exponential(size=(8, 37))  # distinct values in half of the rows
+  k = rng.integers(-2, 40, size=16)  # clipped to [1, d]
+  got = np.asarray(geometry.kth_largest(jnp.asarray(values), jnp.asarray(k)))[:, 0]
+  want = np.sort(values, axis=1)[np.arange(16), 37 - np.clip(k, 1, 37)]
+  np.testing.assert_array_equal(got, want)
 
 
 def test_sparse_direction_moves_the_top_share_by_sign():
@@ -174,6 +186,26 @@ def test_apgd_l1_beats_pgd_l1_and_stays_feasible_on_a_tanh_network():
     assert_feasible(adv, x, eps)
   assert robust(aa_ce) <= robust(pgd) and robust(aa_t) <= robust(pgd)
   assert robust(aa_ce) < robust(x)
+
+
+def test_apgd_l1_jit_eager_four_devices_and_no_box_agree():
+  assert len(jax.devices()) == 4
+  k1, k2, kx = jax.random.split(jax.random.PRNGKey(9), 3)
+  params = ((jax.random.normal(k1, (6, 8)) / 2.0, jnp.zeros(8)),
+            (2.0 * jax.random.normal(k2, (8, 5)), jnp.zeros(5)))
+  x = jax.random.uniform(kx, (8, 6))
+  y = jnp.argmax(mlp(params, x), -1).astype(jnp.int32)
+  run = lambda prm, xx, yy, key: attacks.apgd_targeted(
+      mlp, prm, (xx, yy), rng=key, eps=0.5, p=1, steps=10, num_targets=2,
+      decreasing_eps=True)
+  eager = run(params, x, y, KEY)
+  jitted = jax.jit(run)(params, x, y, KEY)
+  shard = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), PartitionSpec('data'))
+  sharded = run(params, jax.device_put(x, shard), jax.device_put(y, shard), KEY)
+  np.testing.assert_allclose(jitted, eager, atol=1e-6)
+  np.testing.assert_allclose(sharded, eager, atol=1e-6)
+  free = attacks.apgd(mlp, params, (x, y), rng=KEY, eps=0.5, p=1, steps=10, bounds=None)
+  assert np.all(l1_norms(free, x) <= 0.5 * (1 + 1e-5))
 
 
 # ---------------------------------------------------------------------------------------

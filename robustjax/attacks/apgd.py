@@ -204,7 +204,7 @@ def sparse_direction(grad: Array, topk: Array) -> Array:
   d = flat.shape[1]
   mags = jnp.abs(flat)
   rank = jnp.clip(jnp.floor((1.0 - topk) * d), 0, d - 1).astype(jnp.int32)
-  threshold = jnp.take_along_axis(jnp.sort(mags, axis=1), rank[:, None], axis=1)
+  threshold = geometry.kth_largest(mags, d - rank)  # sort(mags)[rank], without a sort
   signs = jnp.where(mags >= threshold, jnp.sign(flat), 0.0)
   count = jnp.sum(jnp.abs(signs), axis=1, keepdims=True)
   return jnp.reshape(signs / (count + 1e-10), grad.shape)
