@@ -110,28 +110,18 @@ def steepest_ascent(g: Array, p: float) -> Array:
 
 
 def _project_l1(delta: Array, eps: Array) -> Array:
-  """Exact Euclidean projection onto the L1 ball (sort-based, per example)."""
+  """Exact Euclidean projection onto the L1 ball, per example (:func:`project_l1_in_box`
+  with no box)."""
   flat = jnp.reshape(delta, (delta.shape[0], -1))
-  d = flat.shape[1]
-  eps = jnp.reshape(eps, (-1, 1))
-  mags = jnp.abs(flat)
-  sorted_mags = -jnp.sort(-mags, axis=1)
-  cumsum = jnp.cumsum(sorted_mags, axis=1)
-  ranks = jnp.arange(1, d + 1, dtype=flat.dtype)
-  candidates = (cumsum - eps) / ranks
-  active = sorted_mags > candidates
-  rho = jnp.sum(active, axis=1, keepdims=True)  # >= 1 whenever outside the ball
-  theta = jnp.take_along_axis(candidates, jnp.maximum(rho - 1, 0), axis=1)
-  theta = jnp.maximum(theta, 0.0)
-  inside = jnp.sum(mags, axis=1, keepdims=True) <= eps
-  projected = jnp.sign(flat) * jnp.maximum(mags - theta, 0.0)
-  return jnp.reshape(jnp.where(inside, flat, projected), delta.shape)
+  unbounded = jnp.full_like(flat, jnp.inf)
+  return jnp.reshape(project_l1_in_box(flat, -unbounded, unbounded, eps), delta.shape)
 
 
 def project(delta: Array, eps: Array | float, p: float) -> Array:
   """Projects ``delta`` ``[B, ...]`` onto the Lp ball of radius ``eps`` (scalar or [B]).
 
-  Exact Euclidean projection for p in {1, 2, inf} (sort-based for L1). For other p the
+  Exact Euclidean projection for p in {1, 2, inf} (for L1 to one ulp of the threshold,
+  by bisection: :func:`project_l1_in_box`). For other p the
   point is rescaled radially onto the sphere, which lands in the ball but is not the
   nearest point.
   """
@@ -255,7 +245,8 @@ def project_l1_in_box(delta: Array, low: Array, high: Array, eps: Array) -> Arra
   out = jnp.sign(delta) * magnitude
   # Float rounding in the sum may leave the norm a few ulps above eps: scale back inside.
   total = jnp.sum(magnitude, axis=1, keepdims=True)
-  return out * jnp.where(total > eps, eps / jnp.maximum(total, _TINY), 1.0)
+  above = total > eps
+  return out * jnp.where(above, eps / jnp.where(above, total, 1.0), 1.0)
 
 
 def project_ball_and_box(x_adv: Array, x: Array, eps: Array | float, p: float,
