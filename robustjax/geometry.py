@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax.types import Array, PRNGKey
 
-_TINY = 1e-30
 
 
 def _feature_axes(x: Array) -> tuple[int, ...]:
