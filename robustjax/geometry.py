@@ -15,7 +15,6 @@ from robustjax import _checks
 from robustjax.types import Array, PRNGKey
 
 
-
 def _feature_axes(x: Array) -> tuple[int, ...]:
   return tuple(range(1, jnp.ndim(x)))
 
