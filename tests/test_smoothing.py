@@ -116,6 +116,22 @@ def test_votes_of_the_linear_model_follow_its_exact_probability():
   assert np.all(np.abs(observed - p_a) < 5 * np.sqrt(p_a * (1 - p_a) / n))
 
 
+def test_noise_is_standard_normal_and_uncorrelated_across_coordinates_and_samples():
+  keys = jax.vmap(lambda b: jax.random.fold_in(jax.random.key(5), b))(jnp.arange(3))
+  noise = np.asarray(smoothing._sample_noise(keys, jnp.arange(4000, dtype=jnp.uint32),
+                                             (5, 3), jnp.float32), np.float64)
+  assert noise.shape == (3, 4000, 5, 3)
+  flat = noise.reshape(3 * 4000, 15)
+  assert stats.kstest(flat.ravel(), 'norm').pvalue > 1e-3
+  corr = np.corrcoef(flat, rowvar=False)  # coordinates 0..14: pairs (m, m + 8) share a hash
+  off_diagonal = corr[~np.eye(15, dtype=bool)]
+  assert np.max(np.abs(off_diagonal)) < 5 / np.sqrt(flat.shape[0])
+  lagged = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]  # sample j, j + 1
+  across = np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]  # two examples
+  assert abs(lagged) < 5 / np.sqrt(noise[:, 1:].size) and abs(across) < 5 / np.sqrt(
+      noise[0].size)
+
+
 def test_ties_abstain():
   # On the decision boundary p_A = 1/2: both algorithms must abstain.
   params = (jnp.array([1.0, -1.0, 0.0, 0.0, 0.0, 0.0]), jnp.asarray(0.0))

@@ -23,8 +23,8 @@ Noise is drawn on device. The ``B x n`` noisy forward passes are cut into chunks
 most ``batch_size`` passes (one example's samples when ``n >= batch_size``, else several
 examples' ``n`` samples), looped with ``lax.map``/``lax.scan``, so memory is bounded by
 ``batch_size`` whatever ``n``; each chunk is sharded over a ``('data',)`` device mesh.
-The noise of example ``b``'s sample ``j`` comes from the key
-``fold_in(fold_in(rng_phase, b), j)``, so the votes, and everything computed from them,
+The noise of example ``b``'s sample ``j`` is hashed from the key ``fold_in(rng_phase, b)``
+and the counters ``(j, coordinate)``, so the votes, and everything computed from them,
 depend on ``rng`` only: not on ``batch_size``, the number of devices, or ``jit``.
 The noise is not clipped to the input box (as in the paper); the box is only used to
 check the inputs.
@@ -355,30 +355,37 @@ def _check_sigma(sigma) -> None:
     raise ValueError(f'sigma must be a finite noise level > 0, got {sigma!r}')
 
 
-def _standard_normal(keys: Array, shape: tuple[int, ...], dtype) -> Array:
-  """``[N, *shape]`` standard normals whose row i depends on ``keys[i]`` only.
+def _sample_noise(keys: Array, sample: Array, shape: tuple[int, ...], dtype) -> Array:
+  """``[e, s, *shape]`` standard normals: example e's key, sample index ``sample[s]``.
 
-  For threefry keys and float32 this is ``sqrt(2) erfinv(u)`` of uniforms ``u`` in
-  (-1, 1) made from the Threefry-2x32 hash (Salmon et al. 2011) of the key and the element
-  counters 0..size-1, which is what ``jax.random.normal`` computes without
-  ``jax_threefry_partitionable``: the partitionable form ran ~2x slower here on XLA:CPU,
-  and the noise dominates the cost of small models. Rows never mix, so sharding the rows
-  cannot change a value. Other key types and dtypes use ``jax.random.normal`` per row.
+  For threefry keys and float32 each pair of coordinates ``(m, m + ⌈d/2⌉)`` of sample j
+  is one Threefry-2x32 hash of the counter pair ``(j, m)`` under the example's key,
+  mapped to normals by ``sqrt(2) erfinv``: one elementwise pass, no per-sample keys.
+  Other key types and dtypes draw ``jax.random.normal`` from ``fold_in(key, j)``.
   """
   data = jax.random.key_data(keys) if jax.dtypes.issubdtype(
       keys.dtype, jax.dtypes.prng_key) else keys
   size = int(np.prod(shape))
   if data.shape[-1] != 2 or data.dtype != jnp.uint32 or jnp.dtype(dtype) != jnp.float32:
-    return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
-  counters = jnp.arange(size + size % 2, dtype=jnp.uint32)
-  bits = jax.vmap(lambda pair: jax_random_ext.threefry_2x32(pair, counters))(data)
-  bits = bits[:, :size]
+    per_sample = lambda k: jax.vmap(lambda j: jax.random.normal(
+        jax.random.fold_in(k, j), shape, dtype))(sample)
+    return jax.vmap(per_sample)(keys)
+  half = -(-size // 2)
+  pairs = jnp.arange(half, dtype=jnp.uint32)
+  words = lambda pair, j: jax_random_ext.threefry_2x32(
+      pair, jnp.concatenate([jnp.full((half,), j, jnp.uint32), pairs]))
+  bits = jax.vmap(lambda pair: jax.vmap(lambda j: words(pair, j))(sample))(data)
+  return _bits_to_normal(bits[..., :size]).reshape(
+      (data.shape[0], sample.shape[0]) + tuple(shape))
+
+
+def _bits_to_normal(bits: Array) -> Array:
+  """Standard normals ``sqrt(2) erfinv(2u − 1)`` from 32-bit words (u in [0, 1))."""
   unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000),
                                       jnp.float32) - 1.0  # [0, 1)
   low = np.nextafter(np.float32(-1.0), np.float32(0.0))
-  normal = np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(
+  return np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(
       jnp.maximum(low, 2.0 * unit - 1.0))
-  return normal.reshape((keys.shape[0],) + tuple(shape))
 
 
 def _plan(num_examples: int, num_samples: int, batch_size: int) -> tuple[int, int, int]:
@@ -420,13 +427,8 @@ def _votes(params, inputs, rng, sigma, *, logits_fn, num_samples, batch_size, nu
 
   def chunk_votes(x_group, keys, chunk):
     sample = chunk * per_chunk + jnp.arange(per_chunk, dtype=jnp.uint32)  # [s]
-    sample_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(sample))(
-        keys)  # [e, s]
-    flat_keys = sample_keys.reshape((rows,) + sample_keys.shape[2:])
-    if sharding is not None:
-      flat_keys = jax.lax.with_sharding_constraint(flat_keys, sharding)
-    noise = _standard_normal(flat_keys, inputs.shape[1:], inputs.dtype)
-    noisy = jnp.repeat(x_group, per_chunk, axis=0) + sigma * noise
+    noise = _sample_noise(keys, sample, inputs.shape[1:], inputs.dtype)  # [e, s, ...]
+    noisy = (x_group[:, None] + sigma * noise).reshape((rows,) + inputs.shape[1:])
     if sharding is not None:
       noisy = jax.lax.with_sharding_constraint(noisy, sharding)
     predicted = jnp.argmax(logits_fn(params, noisy), axis=-1).reshape(per_group, per_chunk)
@@ -485,8 +487,8 @@ def sample_counts(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: P
     logits_fn: ``(params, inputs [N, ...]) -> logits [N, K]``.
     params: model parameters.
     inputs: ``[B, ...]`` points in ``bounds``.
-    rng: PRNG key; the noise of example b's sample j is drawn from
-      ``fold_in(fold_in(rng, b), j)``.
+    rng: PRNG key; the noise of example b's sample j is a function of
+      ``fold_in(rng, b)`` and j only (see the module docstring).
     sigma: noise standard deviation (> 0).
     num_samples: noisy copies per example (>= 1).
     batch_size: at most this many noisy forward passes per chunk (the memory bound); a
