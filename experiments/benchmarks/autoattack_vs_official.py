@@ -4,6 +4,8 @@ Run (after ``pip install -e '.[bench]'`` with a CPU build of PyTorch)::
 
   python experiments/benchmarks/autoattack_vs_official.py [--num_examples 360] \
       [--eps 0.1] [--norm inf] [--root /tmp/robustjax_aa_bench]
+  python experiments/benchmarks/autoattack_vs_official.py --norm 1 --eps 1.0 \
+      --num_examples 200  # the L1 version (L1-APGD with the 3ε/2ε/ε schedule, L1 Square)
 
 The official AutoAttack (Croce & Hein, ICML 2020, "Reliable evaluation of adversarial
 robustness with an ensemble of diverse parameter-free attacks"; the PyPI package
