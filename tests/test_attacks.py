@@ -255,6 +255,31 @@ def test_unroll_does_not_change_result():
   np.testing.assert_allclose(run(True), run(1), atol=1e-6)
 
 
+def test_pgd_l1_reaches_the_worst_case_of_a_linear_model_in_the_box():
+  # max u.δ over the L1 ball ∩ box is a fractional knapsack: fill the coordinates by
+  # decreasing |u_i| up to the box. The top coordinate's room is below eps, so a step
+  # rule that keeps pushing a coordinate the box blocks stalls there.
+  key = jax.random.PRNGKey(7)
+  params = linear_params(key, 8, 2)
+  x = jax.random.uniform(jax.random.PRNGKey(8), (6, 8), minval=0.3, maxval=0.7)
+  y = jnp.zeros(6, jnp.int32)
+  eps = 1.2
+  x_adv = attacks.pgd(linear, params, (x, y), rng=key, eps=eps, p=1.0, steps=100,
+                      objective='margin', init='zero')
+  assert_feasible(x_adv, x, eps, 1.0)
+  w = np.asarray(params[0], np.float64)
+  u = w[:, 1] - w[:, 0]  # the margin objective grows along u
+  best = []
+  for xi in np.asarray(x, np.float64):
+    room, left, total = np.where(u > 0, 1 - xi, xi), eps, 0.0
+    for i in np.argsort(-np.abs(u)):
+      move = min(room[i], left)
+      total, left = total + move * abs(u[i]), left - move
+    best.append(total)
+  got = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)) @ u
+  np.testing.assert_allclose(got, best, rtol=0.02)
+
+
 @pytest.mark.parametrize('p', [1.0, 2.0, 3.0, INF])
 def test_fgsm_equals_closed_form(p):
   key = jax.random.PRNGKey(18)

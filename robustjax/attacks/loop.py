@@ -139,7 +139,8 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
     init: ``'zero'``, ``'uniform'`` (uniform in the ball) or a starting point
       ``[B, ...]`` of ``inputs``' shape, projected onto ``ball ∩ box`` (e.g. TRADES'
       ``x + 0.001·N(0, I)``); no gradient flows through it.
-    step_rule: ``'steepest'`` (normalised steepest ascent for p; sign for inf),
+    step_rule: ``'steepest'`` (normalised steepest ascent for p; sign for inf; for
+      p = 1 the single steepest coordinate among those the box does not block),
       ``'sign'`` or ``'adam'`` (Adam on δ, LLR Alg. 1).
     bounds: the input box or None.
     keep_best: return, per example, the iterate with the highest objective seen
@@ -181,6 +182,12 @@ def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps
     improved = values > state.best_value
     best_x = jnp.where(_per_example(improved, grad), state.x_adv, state.best_x)
     best_value = jnp.where(improved, values, state.best_value)
+    if p == 1 and step_rule == 'steepest' and bounds is not None:
+      # L1's steepest ascent moves one coordinate: skip those the box blocks (at a face,
+      # the gradient pointing out), or the whole step would be clipped away.
+      low, high = bounds
+      blocked = (((state.x_adv <= low) & (grad < 0)) | ((state.x_adv >= high) & (grad > 0)))
+      grad = jnp.where(blocked, jnp.zeros_like(grad), grad)
     direction, adam = step_direction(grad, p, step_rule, state.adam)
     size = jnp.broadcast_to(jnp.asarray(schedule(k), inputs.dtype), inputs.shape[:1])
     x_next = state.x_adv + _per_example(size, direction) * direction
