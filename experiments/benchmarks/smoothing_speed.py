@@ -30,6 +30,7 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -38,6 +39,10 @@ import numpy as np
 from scipy import stats
 
 from robustjax.certify import smoothing
+
+# SOAR's CNN forward is attack_speed's; its weights are drawn below with nonzero biases.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attack_speed import cnn  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SIGMA, ALPHA, BATCH_SIZE, CLASSES = 0.25, 0.001, 1000, 10
 SETTINGS = {  # model: (input shape, examples, n0, n)
@@ -75,17 +80,6 @@ def init_cnn(key, shape, channels=(32, 32, 64, 64)):
   flat = (shape[0] // 4) * (shape[1] // 4) * channels[-1]
   head = (jax.random.normal(keys[-1], (flat, CLASSES)) / math.sqrt(flat), jnp.zeros(CLASSES))
   return convs, head
-
-
-def cnn(params, x):
-  convs, (w, b) = params
-  for i, (kernel, bias) in enumerate(convs):
-    x = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = jax.nn.relu(x + bias)
-    if i in (1, 3):
-      x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
-  return jnp.reshape(x, (x.shape[0], -1)) @ w + b
 
 
 # ----------------------------------------------------------------------- PyTorch ports

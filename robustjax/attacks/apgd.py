@@ -367,8 +367,7 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, stati
   if x_init is not None:
     x0 = jax.lax.stop_gradient(x_init)
   elif p == 1:
-    noise = jax.vmap(lambda k: jax.random.normal(k, inputs.shape[1:], inputs.dtype))(keys)
-    x0 = geometry.project_ball_and_box(inputs + noise, inputs, eps, p, bounds)
+    x0 = _l1_random_start(inputs, keys, eps, bounds)
   else:
     x0 = geometry.clip_to_box(_random_sphere(keys, inputs, eps, p), bounds)
   values0, logits0, grad0 = evaluate(x0, 0)
@@ -485,10 +484,13 @@ def radius_schedule(steps: int) -> tuple[tuple[float, int], ...]:
   return tuple((factor, last if share is None else first) for factor, share in L1_RADII)
 
 
-@jax.jit
-def _l1_start(inputs, keys, eps, bounds):
+def _l1_random_start(inputs, keys, eps, bounds):
+  """L1's start: ``x + N(0, I)`` (one key per example) projected onto ``ball ∩ box``."""
   noise = jax.vmap(lambda k: jax.random.normal(k, inputs.shape[1:], inputs.dtype))(keys)
   return geometry.project_ball_and_box(inputs + noise, inputs, eps, 1.0, bounds)
+
+
+_l1_start = jax.jit(_l1_random_start)
 
 
 @jax.jit

@@ -393,10 +393,10 @@ def _propose_linf(state: SquareState, consts: _Consts, box, grid: _Grid, iterati
   return jnp.where(window, value, state.x_best)
 
 
-def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
-                size_h, size_w) -> Array:
-  """Moves the mass of windows W1 ∪ W2 into W1 (old W1 content + a ± bump), on the sphere."""
-  n, h, w, c = consts.x.shape
+def _two_windows(consts: _Consts, grid: _Grid, iteration, size_h, size_w):
+  """The L2 / L1 proposal's draws: windows W1, W2 ``[N, H, W, 1]``, W1's unit bump
+  ``[N, H, W, 1]`` (normalised in the grid's norm) and a sign per channel ``[N, C]``."""
+  _, h, w, c = consts.x.shape
   words = _random_words(consts.seeds, iteration, 4 + _words_for(c + 1))
   top = _uniform_int(words[:, 0], h - size_h + 1)
   left = _uniform_int(words[:, 1], w - size_w + 1)
@@ -408,6 +408,15 @@ def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration
   rows2, cols2 = _coords(grid, top2, left2)
   window = _inside(rows, cols, size_h, size_w)[..., None]
   window2 = _inside(rows2, cols2, size_h, size_w)[..., None]
+  bump = _bump(grid, rows, cols, size_h, size_w, transpose)[..., None]
+  return window, window2, bump, signs
+
+
+def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
+                size_h, size_w) -> Array:
+  """Moves the mass of windows W1 ∪ W2 into W1 (old W1 content + a ± bump), on the sphere."""
+  c = consts.x.shape[-1]
+  window, window2, bump, signs = _two_windows(consts, grid, iteration, size_h, size_w)
   eps = _bcast(consts.eps).astype(jnp.float32)
   delta = (state.x_best - consts.x).astype(jnp.float32)
 
@@ -417,7 +426,6 @@ def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration
   norm_window = channel_norm(jnp.where(window, delta, 0.0))
   norm_union = channel_norm(jnp.where(window | window2, delta, 0.0))
   norm_image = jnp.sqrt(jnp.sum(jnp.square(delta), axis=(1, 2, 3), keepdims=True))
-  bump = _bump(grid, rows, cols, size_h, size_w, transpose)[..., None]
   new = bump * signs[:, None, None, :] + jnp.where(window, delta, 0.0) / (norm_window + 1e-12)
   budget = jnp.maximum(jnp.square(eps) - jnp.square(norm_image), 0.0) / c + jnp.square(
       norm_union)
@@ -430,18 +438,8 @@ def _propose_l2(state: SquareState, consts: _Consts, box, grid: _Grid, iteration
 def _propose_l1(state: SquareState, consts: _Consts, box, grid: _Grid, iteration,
                 size_h, size_w) -> Array:
   """L1's proposal: W1 gets its old content plus a ± bump with the budget of W1 ∪ W2."""
-  n, h, w, c = consts.x.shape
-  words = _random_words(consts.seeds, iteration, 4 + _words_for(c + 1))
-  top = _uniform_int(words[:, 0], h - size_h + 1)
-  left = _uniform_int(words[:, 1], w - size_w + 1)
-  top2 = _uniform_int(words[:, 2], h - size_h + 1)
-  left2 = _uniform_int(words[:, 3], w - size_w + 1)
-  bits = _sign_bits(words[:, 4:], c + 1)
-  signs, transpose = bits[:, :c].astype(jnp.float32), bits[:, c] > 0
-  rows, cols = _coords(grid, top, left)
-  rows2, cols2 = _coords(grid, top2, left2)
-  window = _inside(rows, cols, size_h, size_w)[..., None]
-  window2 = _inside(rows2, cols2, size_h, size_w)[..., None]
+  c = consts.x.shape[-1]
+  window, window2, bump, signs = _two_windows(consts, grid, iteration, size_h, size_w)
   eps = _bcast(consts.eps).astype(jnp.float32)
   delta = (state.x_best - consts.x).astype(jnp.float32)
 
@@ -451,7 +449,6 @@ def _propose_l1(state: SquareState, consts: _Consts, box, grid: _Grid, iteration
   norm_window = channel_norm(jnp.where(window, delta, 0.0))
   norm_union = channel_norm(jnp.where(window | window2, delta, 0.0))
   norm_image = jnp.sum(jnp.abs(delta), axis=(1, 2, 3), keepdims=True)
-  bump = _bump(grid, rows, cols, size_h, size_w, transpose)[..., None]
   new = bump * signs[:, None, None, :] + jnp.where(window, delta, 0.0) / (norm_window + 1e-12)
   # As the official L1 code: each channel's window gets the free budget plus c times its
   # share of W1 ∪ W2; the projection below brings the total back to ε.
