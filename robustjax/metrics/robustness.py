@@ -27,7 +27,7 @@ from robustjax import attacks
 from robustjax import attacks as attacks_lib
 from robustjax.attacks.autoattack import check_attacks as _check_autoattack_attacks
 from robustjax.attacks.autoattack import check_norm as _check_autoattack_norm
-from robustjax.types import Array, Bounds, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey
 
 ATTACKS = ('pgd', 'fgsm', 'multi_targeted', 'autoattack')
 _STEP_ATTACKS = ('pgd', 'multi_targeted')  # attacks that need ``steps``
@@ -148,7 +148,7 @@ def _robust_fn(logits_fn, **attack_kwargs):
 def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, eps,
                    p: float, steps: int | None = None, restarts: int = 1,
                    objective: str = 'ce', step_size=None,
-                   bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
+                   bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
                    version: str = 'standard', attacks: Sequence[str] | None = None) -> Array:
   """Per example ``[B]`` bool: correct at ``x`` and at the attack's point in the eps-ball.
 
@@ -186,7 +186,7 @@ def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, 
 def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey, eps,
                     p: float, steps: int | None = None, restarts: int = 1,
                     objective: str = 'ce', step_size=None,
-                    bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
+                    bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
                     version: str = 'standard',
                     attacks: Sequence[str] | None = None) -> float:
   """Fraction of (unmasked) examples that stay correct under an attack of radius eps.
@@ -299,7 +299,7 @@ def _robust_mean(logits_fn, robust, batches, params, rng, eps) -> float:
 def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey,
                     eps_list: Iterable[float], p: float, steps: int | None = None,
                     restarts: int = 1, objective: str = 'ce', step_size=None,
-                    bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
+                    bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
                     version: str = 'standard',
                     attacks: Sequence[str] | None = None) -> dict[str, np.ndarray]:
   """Robust accuracy at each radius of ``eps_list`` (the curves of Woods Fig. 3).
@@ -323,7 +323,7 @@ def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
 
 def scorpio_attack_accuracies(logits_fn: LogitsFn, params: Params, batches, *,
                               rng: PRNGKey, eps, p: float, steps: int, restarts: int = 1,
-                              step_size=None, bounds: Bounds | None = (0.0, 1.0)
+                              step_size=None, bounds: Bounds | None = DEFAULT_BOUNDS
                               ) -> dict[str, float]:
   """Clean accuracy and accuracy under SCORPIO's four PGD attacks (eq. 12, Table 2).
 
