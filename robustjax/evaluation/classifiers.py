@@ -27,6 +27,7 @@ import numpy as np
 
 from robustjax import attacks
 from robustjax import certify
+from robustjax import metrics
 from robustjax import types
 # The ensemble's own checks and settings (the package re-exports only the function
 # ``autoattack`` under the module's name).
@@ -74,15 +75,12 @@ def pgd_fn(logits_fn, *, p: float):
   ``eps`` is an argument, so one compilation serves every radius.
   """
 
-  def correct(params, x, y):
-    return jnp.argmax(logits_fn(params, x), axis=-1) == y
-
   def fn(params, x, y, key, eps):
-    x_adv = attacks.pgd(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
-                        steps=PGD_HPARAMS['steps'], restarts=PGD_HPARAMS['restarts'],
-                        objective=PGD_HPARAMS['objective'])
-    clean = correct(params, x, y)
-    robust = clean & correct(params, x_adv, y)
+    robust, x_adv = metrics.robust_correct(
+        logits_fn, params, (x, y), rng=key, eps=eps, p=p, steps=PGD_HPARAMS['steps'],
+        restarts=PGD_HPARAMS['restarts'], objective=PGD_HPARAMS['objective'],
+        bounds=BOUNDS, with_points=True)
+    clean = metrics.correct(logits_fn, params, x, y)
     broken_by = jnp.where(clean, jnp.where(robust, ROBUST, 0), CLEAN_MISCLASSIFIED)
     return robust, broken_by.astype(jnp.int32), {}, x_adv
 
