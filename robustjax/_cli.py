@@ -28,13 +28,17 @@ def define_cache_flag(flags) -> None:
       'empty turns it off.')
 
 
-def enable_compilation_cache(path: str) -> None:
-  """Turns on JAX's persistent compilation cache in ``path`` ('' leaves it off).
+def enable_compilation_cache(path: str, *, explicit: bool = True) -> None:
+  """Turns on JAX's persistent compilation cache in ``path``; ``''`` turns it off.
 
-  Every program is cached (no minimum compile time or size), so a repeated evaluation of
-  one model compiles nothing.
+  Every program is cached (no minimum compile time or size), so a repeated run of one
+  model compiles nothing. When the flag was not given (``explicit=False``) a cache JAX
+  was already configured with (``JAX_COMPILATION_CACHE_DIR``) is kept.
   """
+  if not explicit and jax.config.jax_compilation_cache_dir:
+    return
   if not path:
+    jax.config.update('jax_compilation_cache_dir', None)
     return
   os.makedirs(path, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', path)

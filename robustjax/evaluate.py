@@ -150,7 +150,8 @@ def main(argv, FLAGS=None):  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_cli.show_record)
-  _cli.enable_compilation_cache(FLAGS.compilation_cache_dir)
+  _cli.enable_compilation_cache(FLAGS.compilation_cache_dir,
+                                explicit=FLAGS['compilation_cache_dir'].present)
   try:
     report = run(FLAGS.workdir, eps=FLAGS.eps, norm=FLAGS.norm, attacks=FLAGS.attacks,
                  version=FLAGS.version, num_examples=FLAGS.num_examples, split=FLAGS.split,
