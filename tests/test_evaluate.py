@@ -284,6 +284,49 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(run_dir, full):
   assert _stable(again) == _stable(full)
 
 
+def test_resuming_is_refused_for_a_retrained_model(run_dir, full, tmp_path):
+  """The same step of a run retrained with another seed: the finished units of the old
+  model must not be mixed into the new one's report."""
+  import shutil
+  workdir, _ = run_dir
+  config = train.load_config(workdir)
+  config.seed = 1
+  other = str(tmp_path / 'retrained')
+  train.train_and_evaluate(config, other)
+  shutil.copytree(_out(workdir, 'full'), _out(other, 'full'))
+  for name in evaluation.REPORT_FILES:  # as if killed before the report was written
+    if os.path.exists(os.path.join(_out(other, 'full'), name)):
+      os.remove(os.path.join(_out(other, 'full'), name))
+  with pytest.raises(ValueError, match=r'^--tag: evaluation in .* was made for other '
+                     r'parameters \(checkpoint retrained\?\); use a new --tag') as e:
+    evaluate.run(other, tag='full', **COMMON)
+  assert '\n' not in str(e.value)
+  assert not os.path.exists(os.path.join(_out(other, 'full'), 'report.json'))
+
+
+def test_resume_identity_names_changed_data_and_version():
+  import ml_collections
+  config = ml_collections.ConfigDict({'dataset': {'name': 'digits'}})
+  params = {'w': np.arange(6.0).reshape(2, 3)}
+  base = evaluation.identity(params, config, 'test', np.arange(40))
+  store = evaluation.UnitStore('/nonexistent/eval/t')
+  mismatch = evaluation.units.identity_mismatch
+  assert mismatch(base, evaluation.identity(params, config, 'test', np.arange(40)),
+                  'D') is None
+  assert 'other parameters' in mismatch(
+      base, evaluation.identity({'w': params['w'] + 1e-7}, config, 'test', np.arange(40)),
+      'D')
+  assert 'other data (split changed)' in mismatch(
+      base, evaluation.identity(params, config, 'train', np.arange(40)), 'D')
+  assert 'indices_sha256 changed' in mismatch(
+      base, evaluation.identity(params, config, 'test', np.arange(1, 41)), 'D')
+  npz = ml_collections.ConfigDict({'dataset': {'name': 'digits', 'source': 'npz'}})
+  assert 'source changed' in mismatch(
+      base, evaluation.identity(params, npz, 'test', np.arange(40)), 'D')
+  assert 'made with robustjax 0.0.0' in mismatch(dict(base, robustjax='0.0.0'), base, 'D')
+  del store
+
+
 def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monkeypatch):
   """A stand-in attack whose outcome is its key's coin flips: an interrupted and
   resumed evaluation keys every batch as the documented schedule says."""
@@ -473,7 +516,8 @@ def test_certified_points_broken_by_an_attack_are_reported_as_violations(run_dir
 def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   workdir, _ = run_dir
   # n0 = n = PREDICT's samples: one compiled vote counter serves all three.
-  report = evaluate.run(workdir, certify='smoothing', sigma=0.25,
+  # sigma 0.75: noise large enough that the smoothed classifier and the model disagree.
+  report = evaluate.run(workdir, certify='smoothing', sigma=0.75,
                         num_samples=evaluation.SMOOTHING_PREDICT_SAMPLES,
                         num_selection=evaluation.SMOOTHING_PREDICT_SAMPLES, radii=[0.0, 0.25], attacks=['pgd'],
                         num_examples=BATCH, batch_size=BATCH, progress=False,
@@ -490,6 +534,33 @@ def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   assert cert['total_violations'] == 0
   for row in cert['curve']:
     assert row['certified_accuracy'] <= row['empirical_accuracy']
+
+  # One classifier per table: the smoothed one. Its clean accuracy is PREDICT's at x
+  # (1000 samples, key fold_in(attack_key(seed, 'predict:clean'), batch)), abstentions
+  # wrong; a point it gets wrong at x is non-robust at every radius, in the tables, in
+  # broken_by and in the violation check.
+  from robustjax.certify import smoothing
+  from robustjax.training import step as step_lib
+  assert 'smoothed classifier' in report['classifier'] == cert['classifier']
+  _, logits_fn, params = train.restore(workdir, step=60)
+  x, y = _data(workdir)
+  x, y = x[:BATCH], y[:BATCH]
+  oracle = np.asarray(smoothing.predict(
+      logits_fn, params, x, sigma=0.75, num_samples=evaluation.SMOOTHING_PREDICT_SAMPLES,
+      alpha=0.001, rng=jax.random.fold_in(evaluation.attack_key(0, 'predict:clean'), 0),
+      mesh=step_lib.make_mesh(jax.local_devices()[:1])))
+  smoothed_ok = oracle == y
+  model_ok = np.asarray(metrics.correct(logits_fn, params, x, y))
+  assert (smoothed_ok != model_ok).any()  # the two classifiers differ on these points
+  np.testing.assert_array_equal(per['clean_correct'], smoothed_ok)
+  assert report['clean_accuracy'] == pytest.approx(smoothed_ok.mean())
+  assert report['model_clean_accuracy'] == pytest.approx(model_ok.mean())
+  assert not per['robust'][:, :, ~smoothed_ok].any()
+  assert not per['empirical'][:, ~smoothed_ok].any()
+  assert (per['broken_by'][:, ~smoothed_ok] == evaluation.CLEAN_MISCLASSIFIED).all()
+  for i, row in enumerate(report['results']):
+    assert row['worst_case'] <= report['clean_accuracy']
+    assert sum(row['broken_by'].values()) == int((smoothed_ok & ~per['worst_robust'][i]).sum())
 
 
 def test_training_files_are_untouched(run_dir, full):

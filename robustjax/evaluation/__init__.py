@@ -46,3 +46,4 @@ from robustjax.evaluation.units import identity
 from robustjax.evaluation.units import params_fingerprint
 from robustjax.evaluation.units import Unit
 from robustjax.evaluation.units import UnitStore
+from robustjax.evaluation import units
