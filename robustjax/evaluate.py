@@ -1,6 +1,6 @@
 r"""Evaluate a trained run: AutoAttack / PGD robust accuracy and certified accuracy.
 
-  python -m robustjax.evaluate --workdir=/tmp/llr_digits --eps=0.05,0.1 \
+  python -m robustjax.evaluate --workdir=/tmp/robustjax/llr_digits --eps=0.05,0.1 \
       --attacks=pgd,autoattack [--norm=inf --num_examples=0 --tag=...]
   python -m robustjax.evaluate --workdir=/tmp/crt_digits --certify=crc \
       --radii=0,0.25,0.5
@@ -22,7 +22,12 @@ the same flags skips the finished units and writes the report an uninterrupted r
 would have written (every unit's key is a function of the seed, the attack and the
 batch index). The report files are written only at the end, ``report.json`` last (its
 presence means the evaluation finished). The same ``--tag`` with different flags is
-refused, naming the flags that differ. Nothing outside ``eval/<tag>/`` is written.
+refused, naming the flags that differ, and so is one made for other parameters (a
+retrained checkpoint), other data or another robustjax version
+(:func:`robustjax.evaluation.identity`). Nothing outside ``eval/<tag>/`` is written.
+With ``--compilation_cache_dir`` (default ``$ROBUSTJAX_CACHE/jax`` or
+``~/.cache/robustjax/jax``; empty turns it off) a repeated evaluation of the same model
+compiles nothing.
 
 Certification (``--certify``; L2 only): ``crc`` runs the curvature-based certificate
 (Singla & Feizi 2020, "Second-Order Provable Defenses against Adversarial Attacks") on
@@ -33,12 +38,13 @@ certified-accuracy curve at ``--radii`` is reported next to the empirical robust
 accuracy of the same classifier under the requested attacks (default PGD-20 and
 AutoAttack, L2) at the same radii. A certified example that an attack breaks within
 its certified radius would be a bug: it is counted in the report's ``violations`` and
-a warning is printed. For smoothing, the attacked classifier is the smoothed one: the
+a warning is printed. Every table describes one classifier, named in its heading. For
+smoothing it is the smoothed classifier: its clean accuracy is PREDICT's at x; the
 attacks run on the log of the base model's softmax averaged over fixed Gaussian draws
 (a differentiable surrogate; the base model alone is a different classifier, whose
-empirical curve may lie below a sound certified one), and a point counts as broken
-when the smoothed classifier's PREDICT returns another class there (abstaining is not
-a break).
+empirical curve may lie below a sound certified one); a point counts as broken when
+PREDICT returns another class at an attack's point (abstaining there is not a break),
+and a point PREDICT gets wrong or abstains on at x is non-robust at every radius.
 
 One process: PGD and the certificates shard each batch over this host's devices;
 AutoAttack is a host-level loop over its compiled attacks (it re-batches the points

@@ -568,3 +568,47 @@ def test_training_files_are_untouched(run_dir, full):
   workdir, snapshot = run_dir
   assert _snapshot(workdir) == snapshot
   assert 'final_metrics.json' in {os.path.basename(k) for k in snapshot}
+
+
+def _module_imports():
+  """``{module: robustjax modules it imports at module level}`` for the whole package."""
+  import ast
+  import pathlib
+  package = pathlib.Path(ROOT) / 'robustjax'
+  graph = {}
+  for path in package.rglob('*.py'):
+    name = '.'.join(path.relative_to(ROOT).with_suffix('').parts).removesuffix('.__init__')
+    deps = set()
+    for node in ast.parse(path.read_text(encoding='utf-8')).body:  # module level only
+      if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('robustjax'):
+        for alias in node.names:
+          full = f'{node.module}.{alias.name}'
+          is_module = (pathlib.Path(ROOT, *full.split('.')).with_suffix('.py').exists()
+                       or pathlib.Path(ROOT, *full.split('.')).is_dir())
+          deps.add(full if is_module else node.module)
+      elif isinstance(node, ast.Import):
+        deps |= {a.name for a in node.names if a.name.startswith('robustjax')}
+    graph[name] = deps - {name}
+  return graph
+
+
+def test_the_evaluation_package_has_no_import_circles_and_nothing_below_imports_it():
+  graph = _module_imports()
+  inside = {m for m in graph if m.startswith('robustjax.evaluation.')}
+  order, state = [], {}
+
+  def visit(module, path):
+    assert state.get(module) != 'open', f'import circle: {" -> ".join(path + [module])}'
+    if state.get(module) is None:
+      state[module] = 'open'
+      for dep in sorted(graph[module] & inside):
+        visit(dep, path + [module])
+      state[module] = 'done'
+      order.append(module)
+
+  for module in sorted(inside):
+    visit(module, [])
+  assert 'robustjax.evaluation.settings' in order
+  users = {m for m, deps in graph.items() if any(
+      d == 'robustjax.evaluate' or d.startswith('robustjax.evaluation') for d in deps)}
+  assert users <= {'robustjax.evaluate', 'robustjax.evaluation'} | inside, users

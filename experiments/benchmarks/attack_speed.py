@@ -38,10 +38,15 @@ except ImportError:  # run as a script from the repository root
 BATCH, SHAPE, CLASSES, EPS = 128, (32, 32, 3), 10, 8 / 255
 
 
-def init_mlp(key, widths=(1024, 1024)):
-  dims = (int(np.prod(SHAPE)),) + widths + (CLASSES,)
+def _bias(key, size, scale):
+  return scale * jax.random.normal(key, (size,)) if scale else jnp.zeros(size)
+
+
+def init_mlp(key, widths=(1024, 1024), *, shape=SHAPE, bias_scale=0.0):
+  """He-initialised ReLU MLP weights for inputs ``shape``; biases ``bias_scale * N(0, 1)``."""
+  dims = (int(np.prod(shape)),) + widths + (CLASSES,)
   keys = jax.random.split(key, len(dims) - 1)
-  return [(jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a), jnp.zeros(b))
+  return [(jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a), _bias(k, b, bias_scale))
           for k, a, b in zip(keys, dims[:-1], dims[1:])]
 
 
@@ -54,14 +59,15 @@ def mlp(params, x):
   return h
 
 
-def init_cnn(key, channels=(32, 32, 64, 64)):
+def init_cnn(key, channels=(32, 32, 64, 64), *, shape=SHAPE, bias_scale=0.0):
+  """He-initialised weights of SOAR's 4-layer CNN (:func:`cnn`) for inputs ``shape``."""
   keys = jax.random.split(key, len(channels) + 1)
-  convs, c_in = [], SHAPE[-1]
+  convs, c_in = [], shape[-1]
   for k, c_out in zip(keys, channels):
     convs.append((jax.random.normal(k, (3, 3, c_in, c_out)) * math.sqrt(2.0 / (9 * c_in)),
-                  jnp.zeros(c_out)))
+                  _bias(k, c_out, bias_scale)))
     c_in = c_out
-  flat = (SHAPE[0] // 4) * (SHAPE[1] // 4) * channels[-1]
+  flat = (shape[0] // 4) * (shape[1] // 4) * channels[-1]
   head = (jax.random.normal(keys[-1], (flat, CLASSES)) / math.sqrt(flat), jnp.zeros(CLASSES))
   return convs, head
 

@@ -40,9 +40,9 @@ from scipy import stats
 
 from robustjax.certify import smoothing
 
-# SOAR's CNN forward is attack_speed's; its weights are drawn below with nonzero biases.
+# The models are attack_speed's (MLP and SOAR's CNN), with nonzero biases.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from attack_speed import cnn  # pylint: disable=g-import-not-at-top,wrong-import-position
+import attack_speed  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SIGMA, ALPHA, BATCH_SIZE, CLASSES = 0.25, 0.001, 1000, 10
 SETTINGS = {  # model: (input shape, examples, n0, n)
@@ -54,32 +54,16 @@ SETTINGS = {  # model: (input shape, examples, n0, n)
 # --------------------------------------------------------------------------- JAX models
 
 
-def init_mlp(key, shape, widths=(64, 64)):
-  dims = (int(np.prod(shape)),) + widths + (CLASSES,)
-  keys = jax.random.split(key, len(dims) - 1)
-  return [(jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a), 0.1 * jax.random.normal(k, (b,)))
-          for k, a, b in zip(keys, dims[:-1], dims[1:])]
+def init_mlp(key, shape):
+  """The MLP 64-64 of configs/smoothing_digits.py, biases drawn nonzero."""
+  return attack_speed.init_mlp(key, (64, 64), shape=shape, bias_scale=0.1)
 
 
-def mlp(params, x):
-  h = jnp.reshape(x, (x.shape[0], -1))
-  for i, (w, b) in enumerate(params):
-    h = h @ w + b
-    if i < len(params) - 1:
-      h = jax.nn.relu(h)
-  return h
+def init_cnn(key, shape):
+  return attack_speed.init_cnn(key, shape=shape, bias_scale=0.1)
 
 
-def init_cnn(key, shape, channels=(32, 32, 64, 64)):
-  keys = jax.random.split(key, len(channels) + 1)
-  convs, c_in = [], shape[-1]
-  for k, c_out in zip(keys, channels):
-    convs.append((jax.random.normal(k, (3, 3, c_in, c_out)) * math.sqrt(2.0 / (9 * c_in)),
-                  0.1 * jax.random.normal(k, (c_out,))))
-    c_in = c_out
-  flat = (shape[0] // 4) * (shape[1] // 4) * channels[-1]
-  head = (jax.random.normal(keys[-1], (flat, CLASSES)) / math.sqrt(flat), jnp.zeros(CLASSES))
-  return convs, head
+mlp, cnn = attack_speed.mlp, attack_speed.cnn
 
 
 # ----------------------------------------------------------------------- PyTorch ports

@@ -17,7 +17,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from robustjax import _checks
 from robustjax.evaluation import classifiers
@@ -27,30 +26,11 @@ from robustjax.evaluation import settings as settings_lib
 from robustjax.evaluation import units as units_lib
 from robustjax.training import checkpoints
 from robustjax.training import feed
+from robustjax.training import observe
 from robustjax.training import step as step_lib
 from robustjax.training import train
 
 fail = settings_lib.fail
-
-
-class _Progress:
-  """tqdm with ETA when stdout is a terminal; nothing otherwise."""
-
-  def __init__(self, total: int, initial: int, enabled: bool | None):
-    enabled = sys.stdout.isatty() if enabled is None else enabled
-    self._bar = None
-    if enabled and total > initial:
-      self._bar = tqdm.tqdm(total=total, initial=initial, unit='batch', file=sys.stdout,
-                            dynamic_ncols=True)
-
-  def update(self, text: str) -> None:
-    if self._bar is not None:
-      self._bar.set_description(text, refresh=False)
-      self._bar.update(1)
-
-  def close(self) -> None:
-    if self._bar is not None:
-      self._bar.close()
 
 
 def _load_run(workdir: str):
@@ -178,7 +158,9 @@ def evaluate(workdir: str, *, restore_cache: classifiers.RestoreCache,
     if loaded is not None:
       results[unit] = loaded
   resumed = len(results)
-  bar = _Progress(len(todo), resumed, progress)
+  bar = observe.Progress(start=resumed, total=len(todo), unit='batch', bar=progress,
+                         log_lines=False)
+  done = resumed
   compile_s: dict[str, float] = {}
   compiled: dict = {}
 
@@ -219,7 +201,9 @@ def evaluate(workdir: str, *, restore_cache: classifiers.RestoreCache,
       arrays['seconds'] = np.float64(time.perf_counter() - t0)
       path = store.save(unit, arrays)
       results[unit] = arrays
-      bar.update(f'{name} eps={e:g}' if e is not None else f'certify {name}')
+      done += 1
+      bar.update(done, description=f'{name} eps={e:g}' if e is not None else
+                 f'certify {name}')
       if on_unit is not None:
         on_unit(os.path.basename(path))
   finally:

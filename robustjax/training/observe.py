@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from absl import logging
+import tqdm
 
 from robustjax.training import workdir as workdir_lib
 
@@ -180,35 +181,50 @@ class MetricWriter:
 
 
 class Progress:
-  """A tqdm bar with steps/s and ETA when stderr is a terminal, else absl log lines."""
+  """A tqdm bar with rate and ETA on stderr when it is a terminal, else (for training)
+  absl log lines; one for training's steps and evaluation's work units.
 
-  def __init__(self, *, start: int, total: int, enabled: bool = True):
+  Args:
+    start: the count already done (a resumed run).
+    total: the count when done.
+    enabled: False shows nothing (processes other than the lead).
+    unit: what is counted (``'step'``, ``'batch'``).
+    bar: force the bar on (True) or off (False); None: when stderr is a terminal.
+    log_lines: without a bar, log each update as an absl info line.
+  """
+
+  def __init__(self, *, start: int, total: int, enabled: bool = True, unit: str = 'step',
+               bar: bool | None = None, log_lines: bool = True):
     self._start, self._total, self._last = start, total, start
     self._t0 = time.perf_counter()
+    self._unit = unit
     self._bar = None
-    if enabled and sys.stderr.isatty():
-      try:
-        import tqdm  # pylint: disable=g-import-not-at-top
-        self._bar = tqdm.tqdm(total=total, initial=start, unit='step', dynamic_ncols=True)
-      except ImportError:  # pragma: no cover
-        self._bar = None
-    self._enabled = enabled
+    show_bar = sys.stderr.isatty() if bar is None else bar
+    if enabled and show_bar and total > start:
+      self._bar = tqdm.tqdm(total=total, initial=start, unit=unit, dynamic_ncols=True)
+    self._enabled = enabled and (self._bar is not None or log_lines)
 
-  def update(self, step: int, metrics: Mapping[str, float]) -> None:
-    """Advances to ``step`` and shows the latest loss/accuracy."""
+  def update(self, step: int, metrics: Mapping[str, float] | None = None, *,
+             description: str | None = None) -> None:
+    """Advances to ``step`` and shows the latest loss/accuracy (or ``description``)."""
     if not self._enabled:
       return
+    metrics = metrics or {}
     if self._bar is not None:
       self._bar.update(step - self._last)
-      self._bar.set_postfix({k: f'{float(metrics[k]):.4g}'
-                             for k in ('loss', 'accuracy') if k in metrics})
+      if description is not None:
+        self._bar.set_description(description, refresh=False)
+      shown = {k: f'{float(metrics[k]):.4g}' for k in ('loss', 'accuracy') if k in metrics}
+      if shown:
+        self._bar.set_postfix(shown)
     else:
       elapsed = time.perf_counter() - self._t0
       rate = (step - self._start) / max(elapsed, 1e-9)
       eta = (self._total - step) / max(rate, 1e-9)
-      shown = ' '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items()))
-      logging.info('step %d/%d (%.2f steps/s, ETA %.0fs) %s', step, self._total, rate,
-                   eta, shown)
+      shown = description or ' '.join(f'{k}={float(v):.4g}'
+                                      for k, v in sorted(metrics.items()))
+      logging.info('%s %d/%d (%.2f %ss/s, ETA %.0fs) %s', self._unit, step, self._total,
+                   rate, self._unit, eta, shown)
     self._last = step
 
   def close(self) -> None:

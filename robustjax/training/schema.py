@@ -301,13 +301,14 @@ def _check_model_kwargs(name: str, kwargs: dict, models) -> None:
           f'settings: {", ".join(known)}); models that take these kwargs: '
           f'{", ".join(map(repr, fits)) or "none"}')
   try:
-    models.create(name, num_classes=2, **{k: _tuple(v) for k, v in kwargs.items()})
+    models.create(name, num_classes=2, **{k: tuplify(v) for k, v in kwargs.items()})
   except (TypeError, ValueError) as e:
     _fail('model.kwargs', f'rejected by model {name!r}: {e}')
 
 
-def _tuple(value):
-  return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
+def tuplify(value):
+  """Lists (as JSON and config files give them), recursively, as tuples (hashable)."""
+  return tuple(tuplify(v) for v in value) if isinstance(value, list) else value
 
 
 def check_workdir(workdir: str) -> None:

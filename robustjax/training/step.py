@@ -71,12 +71,6 @@ SCHEDULE_KINDS = ('linear', 'cosine')
 CLASSIFICATION_TERMS = ('adversarial', 'adversarial_l2min')
 
 
-def _tuplify(value):
-  if isinstance(value, list):
-    return tuple(_tuplify(v) for v in value)
-  return value
-
-
 def resolve_terms(config) -> tuple[Term, ...]:
   """The config's regularizer terms as static :class:`Term` tuples, in label order."""
   from robustjax.training import schema  # pylint: disable=g-import-not-at-top
@@ -85,7 +79,7 @@ def resolve_terms(config) -> tuple[Term, ...]:
   for label in sorted(config.regularizers.keys()):
     t = config.regularizers[label]
     penalty = regularizers.get(t['name'])
-    hparams = {k: _tuplify(v) for k, v in dict(t.get('hparams', {}) or {}).items()}
+    hparams = {k: schema.tuplify(v) for k, v in dict(t.get('hparams', {}) or {}).items()}
     schedules = tuple(sorted(
         (name, (str(spec.get('kind', 'linear')), int(spec['steps']),
                 float(spec.get('init', 0.0)), int(spec.get('begin', 0))))

@@ -70,7 +70,7 @@ def _as_config(config) -> ml_collections.ConfigDict:
 
 def build_model(config, info):
   """The Flax module of ``config.model`` for a dataset's classes and pixel statistics."""
-  kwargs = {k: step_lib._tuplify(v) for k, v in dict(config.model.kwargs).items()}  # pylint: disable=protected-access
+  kwargs = {k: schema.tuplify(v) for k, v in dict(config.model.kwargs).items()}
   if info.mean is not None and 'mean' not in kwargs:
     kwargs['mean'], kwargs['std'] = info.mean, info.std
   return models.create(config.model.name, num_classes=info.num_classes, **kwargs)
