@@ -43,7 +43,7 @@ if ROOT not in sys.path:
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from robustjax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robustjax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 INF = math.inf
 

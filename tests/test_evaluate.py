@@ -309,7 +309,6 @@ def test_resume_identity_names_changed_data_and_version():
   config = ml_collections.ConfigDict({'dataset': {'name': 'digits'}})
   params = {'w': np.arange(6.0).reshape(2, 3)}
   base = evaluation.identity(params, config, 'test', np.arange(40))
-  store = evaluation.UnitStore('/nonexistent/eval/t')
   mismatch = evaluation.units.identity_mismatch
   assert mismatch(base, evaluation.identity(params, config, 'test', np.arange(40)),
                   'D') is None
@@ -324,7 +323,6 @@ def test_resume_identity_names_changed_data_and_version():
   assert 'source changed' in mismatch(
       base, evaluation.identity(params, npz, 'test', np.arange(40)), 'D')
   assert 'made with robustjax 0.0.0' in mismatch(dict(base, robustjax='0.0.0'), base, 'D')
-  del store
 
 
 def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monkeypatch):
@@ -519,7 +517,8 @@ def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   # sigma 0.75: noise large enough that the smoothed classifier and the model disagree.
   report = evaluate.run(workdir, certify='smoothing', sigma=0.75,
                         num_samples=evaluation.SMOOTHING_PREDICT_SAMPLES,
-                        num_selection=evaluation.SMOOTHING_PREDICT_SAMPLES, radii=[0.0, 0.25], attacks=['pgd'],
+                        num_selection=evaluation.SMOOTHING_PREDICT_SAMPLES,
+                        radii=[0.0, 0.25], attacks=['pgd'],
                         num_examples=BATCH, batch_size=BATCH, progress=False,
                         tag='smoothing')
   cert = report['certification']
@@ -560,7 +559,8 @@ def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   assert (per['broken_by'][:, ~smoothed_ok] == evaluation.CLEAN_MISCLASSIFIED).all()
   for i, row in enumerate(report['results']):
     assert row['worst_case'] <= report['clean_accuracy']
-    assert sum(row['broken_by'].values()) == int((smoothed_ok & ~per['worst_robust'][i]).sum())
+    broken = smoothed_ok & ~per['worst_robust'][i]
+    assert sum(row['broken_by'].values()) == int(broken.sum())
 
 
 def test_training_files_are_untouched(run_dir, full):

@@ -219,3 +219,21 @@ def test_changed_config_is_refused_in_one_line_and_extend_is_recorded(tmp_path,
   assert segment == {'segment': 1, 'start_step': 4, 'previous_num_train_steps': 4,
                      'num_train_steps': 6}
   assert json.loads((workdir / 'final_metrics.json').read_text())['step'] == 6
+
+
+def test_compilation_cache_flag_moves_keeps_or_turns_off_the_cache(tmp_path, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(_cli.CACHE_ENV, str(tmp_path / 'root'))
+  assert _cli.default_cache_dir() == str(tmp_path / 'root' / 'jax')
+  before = jax.config.jax_compilation_cache_dir  # the module fixture's cache
+  assert before
+  try:
+    _cli.enable_compilation_cache(str(tmp_path / 'default'), explicit=False)
+    assert jax.config.jax_compilation_cache_dir == before  # JAX's own setting is kept
+    _cli.enable_compilation_cache(str(tmp_path / 'moved'), explicit=True)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'moved')
+    assert (tmp_path / 'moved').is_dir()
+    _cli.enable_compilation_cache('', explicit=True)
+    assert not jax.config.jax_compilation_cache_dir
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before)

@@ -54,7 +54,7 @@ def bench(name, logits_fn, params, x, y, *, steps, repeats, unrolls):
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
     fn, t_compile = timing.compiled(attack, params, x, y, key)
     ratio, t_attack, _ = timing.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
-                             repeats=repeats, calls_b=steps + 1)
+                                       repeats=repeats, calls_b=steps + 1)
     row(name, f'apgd unroll={unroll}: iter/grad', ratio, t_attack, t_compile)
 
 

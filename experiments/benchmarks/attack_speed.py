@@ -117,7 +117,7 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     fn, t_compile = timing.compiled(attack, params, x, y, key)
     # PGD-`steps` against `steps` back-to-back gradients, interleaved.
     ratio, t_attack, _ = timing.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
-                                repeats=repeats, calls_b=steps)
+                                       repeats=repeats, calls_b=steps)
     if best is None or t_attack < best[0] or unroll == 'auto':
       best = (-math.inf if unroll == 'auto' else t_attack, fn)  # foolbox meets the default
     print_row(name, f'pgd unroll={unroll}: step / gradient', ratio, t_attack, t_compile)
@@ -131,7 +131,7 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
     fb_attack = foolbox_attack(logits_fn, params, steps)
     if fb_attack is not None:
       ratio, t_fb, _ = timing.paired(fb_attack, (x, y), best[1], (params, x, y, key),
-                              repeats=repeats)
+                                     repeats=repeats)
       label = 'auto' if 'auto' in unrolls else 'fastest'
       print_row(name, f'foolbox LinfPGD / robustjax {label}', ratio, t_fb)
 
