@@ -301,13 +301,6 @@ def attack_key(seed: int, name: str):
   return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) % 2**31)
 
 
-def _autoattack_module():
-  """``robustjax.attacks.autoattack`` the module (the package re-exports the function
-  under the same name)."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module('robustjax.attacks.autoattack')
-
-
 def _pgd_fn(logits_fn, *, p: float):
   """``(params, x, y, key, eps) -> (robust [B], broken_by [B], flags, x_adv [B, ...])``.
 
@@ -338,14 +331,14 @@ def _autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
   points still robust), so this is called eagerly, not under ``jax.jit``.
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  aa_lib = _autoattack_module()
+  from robustjax import attacks  # pylint: disable=g-import-not-at-top
   subset = None if name == 'autoattack' else [name]
 
   def aa_fn(params, x, y, key):
-    result = aa_lib.autoattack(logits_fn, params, (jnp.asarray(x), jnp.asarray(y)),
+    result = attacks.autoattack(logits_fn, params, (jnp.asarray(x), jnp.asarray(y)),
                                rng=key, eps=eps, p=p, version=version, attacks=subset,
                                bounds=BOUNDS)
-    clean_code = getattr(aa_lib, 'CLEAN_MISCLASSIFIED', CLEAN_MISCLASSIFIED)
+    clean_code = attacks.CLEAN_MISCLASSIFIED
     broken_by = np.asarray(result.broken_by)
     broken_by = np.where(broken_by == clean_code, CLEAN_MISCLASSIFIED,
                          broken_by).astype(np.int32)
@@ -357,8 +350,9 @@ def _autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
 
 def _autoattack_names(name: str, version: str) -> list[str]:
   """The attacks ``name`` runs (the version's list for ``'autoattack'``)."""
-  aa_lib = _autoattack_module()
-  return list(aa_lib.check_attacks(None if name == 'autoattack' else [name], version))
+  from robustjax import attacks  # pylint: disable=g-import-not-at-top
+  return list(attacks.check_autoattack_attacks(None if name == 'autoattack' else [name],
+                                               version))
 
 
 def _check_autoattack(names: dict, *, num_classes: int, input_ndim: int) -> None:
@@ -381,8 +375,8 @@ def _attack_hparams(name: str, version: str, sub_names: Sequence[str], norm: str
   out = {'implementation': 'robustjax.attacks.autoattack', 'version': version,
          'attacks': list(sub_names), 'bounds': list(BOUNDS)}
   try:
-    aa_lib = _autoattack_module()
-    per = aa_lib.settings(version, NORMS[norm])
+    from robustjax import attacks  # pylint: disable=g-import-not-at-top
+    per = attacks.ensemble_settings(version, NORMS[norm])
     out['settings'] = {s: json.loads(json.dumps(per[s], default=str)) for s in sub_names
                        if s in per}
   except (ImportError, AttributeError, ValueError):

@@ -14,7 +14,7 @@ import pytest
 
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import apgd as apgd_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 INF = math.inf

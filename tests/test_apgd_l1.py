@@ -13,11 +13,11 @@ from scipy import optimize
 
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import apgd as apgd_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
-aa_sq = __import__('sys').modules['robustjax.attacks.square']
+from robustjax.attacks._src import autoattack as aa_lib
+from robustjax.attacks._src import square as aa_sq
 
 KEY = jax.random.PRNGKey(0)
 
@@ -230,10 +230,10 @@ def test_l1_autoattack_breaks_exactly_the_breakable_points_of_a_linear_model():
   clear = np.abs(need - eps) > 0.05 * eps
   assert clear.sum() >= 24
   np.testing.assert_array_equal(robust[clear], need[clear] > eps)
-  settings = aa_lib.settings('standard', 1)
+  settings = aa_lib.ensemble_settings('standard', 1)
   assert settings['apgd-ce']['restarts'] == 5 and settings['apgd-ce']['decreasing_eps']
   assert settings['apgd-t']['num_targets'] == 5 and settings['apgd-t']['decreasing_eps']
-  assert not aa_lib.settings('standard', 2.0)['apgd-ce']['decreasing_eps']
+  assert not aa_lib.ensemble_settings('standard', 2.0)['apgd-ce']['decreasing_eps']
 
 
 # ---------------------------------------------------------------------------------------

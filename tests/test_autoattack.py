@@ -13,14 +13,13 @@ import pytest
 
 from robustjax import attacks
 from robustjax import metrics
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
-from robustjax.attacks.autoattack import _external as real_external
-import robustjax.attacks.autoattack  # noqa: F401  (the module, for monkeypatching)
+from robustjax.attacks._src import apgd as apgd_lib
+from robustjax.attacks._src import autoattack as aa_lib
 from robustjax.training import schema
 from robustjax.training import train
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
+real_external = aa_lib._external  # pylint: disable=protected-access
 INF = math.inf
 KEY = jax.random.PRNGKey(0)
 
@@ -234,7 +233,7 @@ def test_rand_version_runs_eot_on_a_stochastic_model_deterministically():
 def test_versions_follow_the_reference_settings():
   assert aa_lib.check_attacks(None, 'plus') == (
       'apgd-ce', 'apgd-dlr', 'fab', 'square', 'apgd-t', 'fab-t')
-  plus, rand = aa_lib.settings('plus'), aa_lib.settings('rand')
+  plus, rand = aa_lib.ensemble_settings('plus'), aa_lib.ensemble_settings('rand')
   assert plus['apgd-ce']['restarts'] == 5 and plus['fab']['restarts'] == 5
   assert plus['apgd-t']['restarts'] == 1 and plus['apgd-t']['num_targets'] == 9
   assert rand['apgd-ce']['eot_samples'] == 20 and rand['apgd-dlr']['restarts'] == 1

@@ -1,7 +1,6 @@
 """FAB: the hyperplane-box projections against LP / active-set oracles, exact boundary
 distances of linear models, the eps contract, determinism and argument checks."""
 
-import importlib
 import itertools
 import math
 
@@ -12,9 +11,9 @@ import pytest
 from scipy import optimize
 
 from robustjax import attacks
+from robustjax.attacks._src import fab as fab_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-fab_lib = importlib.import_module('robustjax.attacks.fab')  # the function fab shadows it
 
 INF = math.inf
 STEPS = 30

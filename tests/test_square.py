@@ -1,6 +1,5 @@
 """Square Attack: schedule, bumps, feasibility, monotone acceptance, worst cases, masking."""
 
-import importlib
 import math
 
 import hypothesis
@@ -11,10 +10,9 @@ import numpy as np
 import pytest
 
 from robustjax import attacks
+from robustjax.attacks._src import square as square_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-# The module (robustjax.attacks.square is the function once the package is imported).
-square_lib = importlib.import_module('robustjax.attacks.square')
 
 INF = math.inf
 SETTINGS = hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
@@ -137,7 +135,7 @@ def test_l2_start_is_the_official_grid_of_bumps_on_the_sphere(side):
   params = mlp_params(8, side * side, 3)
   x, y = predicted_batch(mlp, params, uniform(8, (8, side, side, 1)))
   states = []
-  square_lib._square(mlp, params, (x, y), rng=jax.random.PRNGKey(8), eps=0.7, p=2.0,
+  square_lib.run(mlp, params, (x, y), rng=jax.random.PRNGKey(8), eps=0.7, p=2.0,
                      queries=0, bounds=None, on_sync=lambda it, state: states.append(state))
   delta = np.asarray(states[0].x_best - x)[..., 0]
   np.testing.assert_allclose(np.linalg.norm(delta.reshape(8, -1), axis=1), 0.7, rtol=1e-5)
@@ -229,7 +227,7 @@ def test_best_margin_never_increases_and_is_the_margin_at_the_best_point(p):
   params = mlp_params(7, 16, 3)
   x, y = predicted_batch(mlp, params, uniform(7, (8, 4, 4, 1)))
   history = []
-  result = square_lib._square(
+  result = square_lib.run(
       mlp, params, (x, y), rng=key, eps=0.1 if p == INF else 0.4, p=p, queries=60,
       chunking=(1, 1, True), on_sync=lambda it, state: history.append(state))
   best = np.stack([np.asarray(s.margin) for s in history])  # [iterations, B]
@@ -349,7 +347,7 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
     return linear(params, xx)
 
   queries = 200
-  result = square_lib._square(counting, params, (x, y), rng=key, eps=eps, p=INF,
+  result = square_lib.run(counting, params, (x, y), rng=key, eps=eps, p=INF,
                               queries=queries, chunking=(1, 10, True))
   spent = np.asarray(result.queries)
   assert np.all(spent[:4] == 0) and np.all(spent[4:6] == queries + 1)

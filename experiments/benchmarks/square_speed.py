@@ -23,7 +23,6 @@ step per call compiles fastest).
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import statistics
 import time
@@ -33,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import models
+from robustjax.attacks._src import square as square_lib
 
-square_lib = importlib.import_module('robustjax.attacks.square')
 
 BATCH, EPS = 128, 0.5 / 255
 
@@ -82,7 +81,7 @@ def main():
   runs = {}
   for layout in layouts:
     def run(layout=layout):
-      return square_lib._square(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1),
+      return square_lib.run(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1),
                                 eps=EPS, p=norm, queries=args.queries, chunking=layout)
     first, _ = _timed(run)
     runs[layout] = (run, first)

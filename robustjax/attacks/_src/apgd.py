@@ -47,7 +47,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import sys
 from typing import NamedTuple
 
 import jax
@@ -56,13 +55,9 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import geometry
 from robustjax import losses as losses_lib
-from robustjax.attacks import _common
-from robustjax.attacks import loop
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import loop
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
-
-# ``robustjax.attacks.apgd`` names the function once the package is imported; code that
-# needs this module's other names imports them from here (``from ... import``).
-_apgd_module = sys.modules[__name__]
 
 LOSSES = ('ce', 'dlr')
 NORMS = (1.0, 2.0, math.inf)

@@ -39,8 +39,10 @@ import numpy as np
 
 from robustjax import _checks
 from robustjax import losses as losses_lib
-from robustjax.attacks import _common
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import apgd as apgd_lib
+from robustjax.attacks._src import fab as fab_lib
+from robustjax.attacks._src import square as square_lib
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 AUTOATTACK_ATTACKS = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'fab', 'fab-t', 'square')
@@ -75,7 +77,7 @@ class AutoAttackResult(NamedTuple):
   flags: dict[str, int]  # official checks -> number of examples flagged
 
 
-def settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
+def ensemble_settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
   """Per-attack hyperparameters of a version (the reference code's ``set_version``)."""
   _checks.check_choice(version, 'version', AUTOATTACK_VERSIONS)
   restarts = {'standard': 1, 'plus': 5, 'rand': 1}[version]
@@ -133,23 +135,19 @@ def bucket_size(count: int, batch_size: int) -> int:
 
 
 def _external(name: str):
-  """The Square / FAB entry point of ``name``, imported when first needed.
+  """The Square / FAB entry point of ``name``.
 
   Each returns ``x_adv`` from ``fn(logits_fn, params, batch, *, rng, eps, p, bounds,
   example_index, **settings)``; ``example_index [n]`` (the rows' indices in the full
   batch) keys Square's random draws per example, so a sub-batch keeps each example's run.
   """
-  # pylint: disable=g-import-not-at-top
   if name == 'square':
-    from robustjax.attacks.square import _square
 
     def square(*args, example_index, **kwargs):
-      return _square(*args, example_index=example_index, **kwargs).inputs
+      return square_lib.run(*args, example_index=example_index, **kwargs).inputs
 
     return square
-  from robustjax.attacks.fab import fab
-  from robustjax.attacks.fab import fab_targeted
-  chosen = fab_targeted if name == 'fab-t' else fab
+  chosen = fab_lib.fab_targeted if name == 'fab-t' else fab_lib.fab
 
   def run_fab(*args, example_index, **kwargs):
     del example_index  # FAB keys its draws by batch position
@@ -288,7 +286,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
     raise ValueError(f'attack \'square\' needs images [B, H, W, C] ([B, H, W] or [B, D] '
                      f'are viewed as one-channel images), got inputs of shape '
                      f'{tuple(jnp.shape(inputs))}; pass attacks= without \'square\'')
-  cfgs = settings(version, p)
+  cfgs = ensemble_settings(version, p)
   stochastic = apgd_lib.accepts_rng(logits_fn)
   unroll = apgd_lib.resolve_unroll('auto', logits_fn, params, inputs, stochastic)
   inputs = jnp.asarray(inputs)

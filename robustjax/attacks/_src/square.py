@@ -57,7 +57,7 @@ import numpy as np
 
 from robustjax import _checks
 from robustjax import geometry
-from robustjax.attacks import _common
+from robustjax.attacks._src import common as _common
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 NORMS = (1.0, 2.0, math.inf)
@@ -671,11 +671,11 @@ def _image_view(shape: tuple) -> tuple[int, int, int]:
                    f'channel, [B, D] as a one-row image of D pixels), got shape {shape}')
 
 
-def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
-            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-            bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
-            chunking: tuple[int, int, bool] | None = None, on_sync=None,
-            example_index=None) -> SquareResult:
+def run(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+        p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
+        bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+        chunking: tuple[int, int, bool] | None = None, on_sync=None,
+        example_index=None) -> SquareResult:
   """:func:`square_with_info` with the loop layout exposed (tests, benchmarks, ensembles).
 
   ``chunking = (iterations per compiled call, iterations between syncs, unroll)``;
@@ -776,7 +776,7 @@ def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: 
     point and one per iteration while the example is still classified correctly; 0 for
     examples misclassified when clean, which are not attacked).
   """
-  return _square(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
+  return run(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
                  p_init=p_init, restarts=restarts, bounds=bounds, loss=loss)
 
 
