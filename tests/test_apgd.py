@@ -14,7 +14,7 @@ import pytest
 
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import apgd as apgd_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
 INF = math.inf
@@ -47,27 +47,65 @@ def assert_feasible(x_adv, x, eps, p, bounds=(0.0, 1.0)):
 # Checkpoints and losses against formulas written here.
 
 
-def paper_checkpoints(n):
-  """w_j = ceil(p_j n), p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
-  prev, cur = fractions.Fraction(0), fractions.Fraction(22, 100)
-  out = []
-  while math.ceil(cur * n) <= n:
-    if math.ceil(cur * n) > (out[-1] if out else 0):
-      out.append(math.ceil(cur * n))
-    prev, cur = cur, cur + max(cur - prev - fractions.Fraction(3, 100),
-                               fractions.Fraction(6, 100))
+def official_checkpoints(n, p=INF):
+  """The iterations (1-based) after which autopgd_base.py checks, transcribed from its loop.
+
+  __init__: n_iter_2 = max(int(0.22 * n_iter), 1), n_iter_min = max(int(0.06 * n_iter), 1),
+  size_decr = max(int(0.03 * n_iter), 1); attack_single_run: k = n_iter_2 (L1:
+  max(int(.04 * n_iter), 1)), counter3 += 1 per iteration, check when counter3 == k, then
+  counter3 = 0 and (L∞/L2 only) k = max(k - size_decr, n_iter_min).
+  """
+  n_iter_2, n_iter_min, size_decr = (max(int(0.22 * n), 1), max(int(0.06 * n), 1),
+                                     max(int(0.03 * n), 1))
+  k = max(int(.04 * n), 1) if p == 1 else n_iter_2
+  counter3, out = 0, []
+  for i in range(n):
+    counter3 += 1
+    if counter3 == k:
+      out.append(i + 1)
+      if p != 1:
+        k = max(k - size_decr, n_iter_min)
+      counter3 = 0
   return tuple(out)
 
 
-@pytest.mark.parametrize('n', [100, 10, 37, 250, 1])
-def test_checkpoints_follow_the_recursion(n):
-  assert attacks.apgd_checkpoints(n) == paper_checkpoints(n)
+@pytest.mark.parametrize('n', [10, 30, 100, 1000, 1])
+def test_checkpoints_follow_the_reference_counter(n):
+  for p in (INF, 2.0, 1.0):
+    assert attacks.apgd_checkpoints(n, p) == official_checkpoints(n, p), (n, p)
+  # Pinned from the reference code: N = 30 checks after 6, 11, 15, 18, 20, 21 and then
+  # every iteration; N = 100 after 22 (+19) 41 (+16) 57 (+13) 70 (+10) 80 (+7) 87 (+6) 93, 99.
+  pinned = {30: (6, 11, 15, 18, 20, 21) + tuple(range(22, 31)),
+            100: (22, 41, 57, 70, 80, 87, 93, 99), 10: (2, 3, 4, 5, 6, 7, 8, 9, 10)}
+  if n in pinned:
+    assert attacks.apgd_checkpoints(n) == pinned[n]
+  assert attacks.apgd_checkpoints(1000, 1.0) == tuple(range(40, 1001, 40))
 
 
-def test_checkpoints_for_100_steps_match_the_reference_counter():
-  # The reference code counts k = 22 iterations to the first check, then
-  # k <- max(k - 3, 6): 22, 41 (+19), 57 (+16), 70 (+13), 80 (+10), 87 (+7), 93, 99 (+6).
-  assert attacks.apgd_checkpoints(100) == (22, 41, 57, 70, 80, 87, 93, 99)
+def test_checkpoints_are_where_the_official_code_checks():
+  """autopgd_base itself: the iterations at which it calls check_oscillation (L∞/L2) or
+  recomputes the sparsity (L1, ``L0_norm``), counted by model calls."""
+  torch = pytest.importorskip('torch')
+  autopgd_base = pytest.importorskip('pyautoattack.autopgd_base')
+  calls = []
+  model = lambda x: (calls.append(None), torch.stack([x.sum(1), -x.sum(1), 0 * x[:, 0]], 1))[1]
+  x, y = torch.full((1, 4), 0.5), torch.zeros(1, dtype=torch.long)
+  for n in (10, 30, 100, 1000):
+    for norm, p in (('Linf', INF), ('L1', 1.0)):
+      seen = []
+      attack = autopgd_base.APGDAttack(model, n_iter=n, norm=norm, eps=0.1, device='cpu')
+      attack.init_hyperparam(x)
+      if p == INF:
+        attack.check_oscillation = lambda *a, **k: (seen.append(len(calls) - 1),
+                                                    torch.zeros(1))[1]
+      original = autopgd_base.L0_norm
+      autopgd_base.L0_norm = lambda v: (seen.append(len(calls) - 1), original(v))[1]
+      try:
+        del calls[:]
+        attack.attack_single_run(x, y)
+      finally:
+        autopgd_base.L0_norm = original
+      assert attacks.apgd_checkpoints(n, p) == tuple(seen), (n, norm)
 
 
 def test_dlr_matches_its_formula():
@@ -109,8 +147,9 @@ def test_target_ranks_follow_the_clean_logits():
 
 
 def reference_apgd(logits_fn, params, x, y, *, eps, p, steps, key):
-  """Alg. 1 of Croce & Hein (2020) as a plain eager loop (CE loss, one run)."""
-  rho, marks = 0.75, paper_checkpoints(steps)
+  """Alg. 1 of Croce & Hein (2020) as a plain eager loop (CE loss, one run), with the
+  reference code's checkpoints and its zero-initialised loss history."""
+  rho, marks = 0.75, official_checkpoints(steps)
   @jax.jit
   def evaluate(v):
     f = lambda u: jnp.sum(-jax.nn.log_softmax(logits_fn(params, u))[jnp.arange(len(y)), y])
@@ -159,7 +198,8 @@ def reference_apgd(logits_fn, params, x, y, *, eps, p, steps, key):
     best[up], best_grad[up], best_loss[up] = cur[up], grad[up], loss[up]
     if k + 1 in marks:
       w = k + 1
-      rises = sum((history[i + 1] > history[i]).astype(int) for i in range(last_mark, w))
+      before = lambda i: history[i] if i else np.zeros_like(history[0])  # loss_steps[-1] = 0
+      rises = sum((history[i + 1] > before(i)).astype(int) for i in range(last_mark, w))
       halve = (rises <= rho * (w - last_mark)) | (~last_halved & (last_best >= best_loss))
       eta[halve] /= 2
       cur[halve], grad[halve] = best[halve], best_grad[halve]
@@ -167,9 +207,9 @@ def reference_apgd(logits_fn, params, x, y, *, eps, p, steps, key):
   return np.where(fooled[:, None], adv, best)
 
 
-@pytest.mark.parametrize('p,eps', [(INF, 0.15), (2.0, 0.4)])
+@pytest.mark.parametrize('p,eps', [(INF, 0.15)])
 def test_apgd_equals_a_plain_loop_of_algorithm_1(p, eps):
-  steps = 30  # checkpoints 7, 13, 18, 21, 24, 27, 29
+  steps = 30  # checkpoints 6, 11, 15, 18, 20, 21, 22, ..., 30
   want = reference_apgd(mlp, MLP_PARAMS, X, Y, eps=eps, p=p, steps=steps, key=KEY)
   got = attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=jax.random.fold_in(KEY, 0), eps=eps, p=p,
                      steps=steps)
@@ -181,6 +221,48 @@ def test_apgd_equals_a_plain_loop_of_algorithm_1(p, eps):
   # Same branches at every checkpoint; float32 here vs float64 there drifts ~1e-5 (L2).
   np.testing.assert_allclose(got_same_key, want, atol=2e-4)
   assert_feasible(got, X, eps, p)
+
+
+def _torch_mlp(params):
+  torch = pytest.importorskip('torch')
+  (w1, b1), (w2, b2) = [(torch.tensor(np.asarray(w)), torch.tensor(np.asarray(b)))
+                        for w, b in params]
+  return lambda x: torch.tanh(x.reshape(len(x), -1) @ w1 + b1) @ w2 + b2
+
+
+@pytest.mark.parametrize('p,eps', [(INF, 0.15), (2.0, 0.4), (1.0, 1.0)])
+def test_one_run_equals_the_official_apgd_from_the_same_start(p, eps):
+  """autopgd_base's attack_single_run (x_init given) on a PyTorch port of the MLP: the
+  same iterates' best points, losses and fooled sets, for CE, DLR and targeted DLR."""
+  torch = pytest.importorskip('torch')
+  autopgd_base = pytest.importorskip('pyautoattack.autopgd_base')
+  model, steps = _torch_mlp(MLP_PARAMS), 30
+  x_t, y_t = torch.tensor(np.asarray(X)), torch.tensor(np.asarray(Y)).long()
+  keys, radius = apgd_lib.example_keys(KEY, len(X)), jnp.full((len(X),), eps)
+  norm = {INF: 'Linf', 2.0: 'L2', 1.0: 'L1'}[p]
+  for loss in ('ce', 'dlr', 'dlr-targeted'):
+    x0 = geometry.project_ball_and_box(
+        X + 0.7 * eps * jax.random.normal(jax.random.PRNGKey(9), X.shape) / len(X[0]) ** (
+            0 if p == INF else 1 / p), X, radius, p, (0.0, 1.0))
+    if loss == 'dlr-targeted':
+      official = autopgd_base.APGDAttack_targeted(model, n_iter=steps, norm=norm, eps=eps,
+                                                  device='cpu')
+      official.y_target = model(x_t).sort(dim=1)[1][:, -2]  # the runner-up (target_class 2)
+    else:
+      official = autopgd_base.APGDAttack(model, n_iter=steps, norm=norm, eps=eps,
+                                         loss=loss, device='cpu')
+    official.init_hyperparam(x_t)
+    best, acc, loss_best, best_adv = (v.detach().numpy() for v in official.attack_single_run(
+        x_t, y_t, x_init=torch.tensor(np.asarray(x0))))
+    ours = apgd_lib.run_single(MLP_PARAMS, X, Y, keys, radius, jnp.zeros([], jnp.int32),
+                               (0.0, 1.0), logits_fn=mlp, p=p, steps=steps, loss=loss,
+                               unroll=1, eot_samples=1, stochastic=False, x_init=x0,
+                               with_best=True)
+    x_adv, fooled, ours_loss, ours_best = map(np.asarray, ours)
+    np.testing.assert_array_equal(fooled, ~acc.astype(bool), err_msg=loss)
+    np.testing.assert_allclose(ours_loss, loss_best, atol=2e-4, err_msg=loss)
+    np.testing.assert_allclose(ours_best, best, atol=3e-4, err_msg=loss)
+    np.testing.assert_allclose(x_adv[fooled], best_adv[fooled], atol=3e-4, err_msg=loss)
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,12 +341,32 @@ def test_apgd_keeps_a_misclassifying_point_and_is_deterministic():
   assert np.any(np.asarray(jnp.argmax(mlp(MLP_PARAMS, a), -1) != Y))
 
 
-def test_more_restarts_never_lose_a_fooled_point():
-  one = attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.12, p=INF, steps=12)
-  three = attacks.apgd(mlp, MLP_PARAMS, (X, Y), rng=KEY, eps=0.12, p=INF, steps=12,
-                       restarts=3)
-  fooled = lambda v: np.asarray(jnp.argmax(mlp(MLP_PARAMS, v), -1) != Y)
-  assert np.all(fooled(three) >= fooled(one))
+def test_restarts_keep_the_first_fooling_run_else_the_highest_loss():
+  # Oracle: the three restarts run alone (restart r: keys of fold_in(rng, r)); per example
+  # the first run that fooled it (the reference re-attacks only the robust points), else
+  # the first run of highest loss.
+  x = jax.random.uniform(jax.random.PRNGKey(5), (32, 6))
+  y = jnp.argmax(mlp(MLP_PARAMS, x), -1).astype(jnp.int32)
+  eps, steps = 0.05, 2
+  runs = [apgd_lib.run_single(
+      MLP_PARAMS, x, y, apgd_lib.example_keys(jax.random.fold_in(KEY, r), len(x)),
+      jnp.full((len(x),), eps), jnp.zeros([], jnp.int32), (0.0, 1.0), logits_fn=mlp, p=INF,
+      steps=steps, loss='ce', unroll=1, eot_samples=1, stochastic=False) for r in range(3)]
+  x_adv, fooled, loss = (np.stack([np.asarray(r[i]) for r in runs]) for i in range(3))
+  hit = fooled.any(0)
+  pick = np.where(hit, np.argmax(fooled, 0), np.argmax(loss, 0))
+  assert 0 < hit.sum() < len(x) and (pick[~hit] > 0).any()  # both branches exercised
+  got = attacks.apgd(mlp, MLP_PARAMS, (x, y), rng=KEY, eps=eps, p=INF, steps=steps,
+                     restarts=3, unroll=1)
+  np.testing.assert_array_equal(np.asarray(got), x_adv[pick, np.arange(len(x))])
+  # The merge on literal runs: a later fooling run replaces an unfooled one whatever its
+  # loss, never an earlier fooling one; between unfooled runs the strictly higher loss.
+  old = (jnp.zeros((4, 1)), jnp.array([False, True, False, False]), jnp.array([5., 0., 1., 1.]))
+  new = (jnp.ones((4, 1)), jnp.array([True, True, False, False]), jnp.array([0., 9., 2., 1.]))
+  merged, merged_fooled, merged_loss = apgd_lib.merge(*old, *new)
+  np.testing.assert_array_equal(np.asarray(merged)[:, 0], [1, 0, 1, 0])
+  np.testing.assert_array_equal(merged_fooled, [True, True, False, False])
+  np.testing.assert_array_equal(merged_loss, [0, 0, 2, 1])
 
 
 def test_chunked_straight_line_and_rolled_loops_agree():

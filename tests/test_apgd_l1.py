@@ -13,11 +13,11 @@ from scipy import optimize
 
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import apgd as apgd_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-aa_lib = __import__('sys').modules['robustjax.attacks.autoattack']
-aa_sq = __import__('sys').modules['robustjax.attacks.square']
+from robustjax.attacks._src import autoattack as aa_lib
+from robustjax.attacks._src import square as aa_sq
 
 KEY = jax.random.PRNGKey(0)
 
@@ -169,25 +169,42 @@ def test_apgd_l1_finds_the_minimal_flip_of_a_linear_model_in_a_box(decreasing_ep
   assert not np.any(fooled[unbreakable])  # the oracle's side: impossible within eps
 
 
-def test_l1_apgd_ensemble_is_at_least_as_strong_as_pgd_l1_on_a_tanh_network():
+def test_decreasing_radius_run_equals_the_official_schedule_on_a_tanh_network(monkeypatch):
+  """autopgd_base's decr_eps_pgd (AutoAttack's L1 use_largereps: 3ε, 2ε, ε for 30, 30, 40
+  iterations, each stage from the last one's best point) on a PyTorch port of the MLP,
+  handed the same Gaussian start: the same fooled set, losses and points."""
+  torch = pytest.importorskip('torch')
+  autopgd_base = pytest.importorskip('pyautoattack.autopgd_base')
   k1, k2, kx = jax.random.split(jax.random.PRNGKey(5), 3)
   params = ((jax.random.normal(k1, (16, 12)) / 2.0, jnp.zeros(12)),
             (2.0 * jax.random.normal(k2, (12, 5)), jnp.zeros(5)))
   x = jax.random.uniform(kx, (64, 16))
   x = x.at[:, :4].set(jnp.round(x[:, :4]))  # inputs on the box's faces too
   y = jnp.argmax(mlp(params, x), -1).astype(jnp.int32)
-  eps = 0.6
-  robust = lambda v: np.asarray(jnp.argmax(mlp(params, v), -1) == y)
-  aa_ce = attacks.apgd(mlp, params, (x, y), rng=KEY, eps=eps, p=1, restarts=2)
-  aa_t = attacks.apgd_targeted(mlp, params, (x, y), rng=KEY, eps=eps, p=1, num_targets=3,
-                               decreasing_eps=True)
-  pgd = attacks.pgd(mlp, params, (x, y), rng=KEY, eps=eps, p=1, steps=100)
-  for adv in (aa_ce, aa_t):
-    assert_feasible(adv, x, eps)
-  ensemble = robust(aa_ce) & robust(aa_t)
-  assert ensemble.sum() <= robust(pgd).sum() < robust(x).sum()
-  # Each APGD run alone is within a few points of 100-step PGD (no run dominates).
-  assert max(robust(aa_ce).sum(), robust(aa_t).sum()) <= robust(pgd).sum() + 3
+  eps, keys = 0.6, apgd_lib.example_keys(KEY, 64)
+  noise = jax.vmap(lambda k: jax.random.normal(k, (16,)))(keys)  # robustjax's L1 start
+  monkeypatch.setattr(autopgd_base.torch, 'randn_like', lambda v: torch.tensor(
+      np.asarray(noise)))
+  (w1, b1), (w2, b2) = [(torch.tensor(np.asarray(w)), torch.tensor(np.asarray(b)))
+                        for w, b in params]
+  model = lambda v: torch.tanh(v @ w1 + b1) @ w2 + b2
+  official = autopgd_base.APGDAttack(model, n_iter=100, norm='L1', eps=eps, loss='ce',
+                                     device='cpu')
+  x_t, y_t = torch.tensor(np.asarray(x)), torch.tensor(np.asarray(y)).long()
+  official.init_hyperparam(x_t)
+  best, acc, loss, adv = (v.detach().numpy() for v in official.decr_eps_pgd(
+      x_t, y_t, [3 * eps, 2 * eps, eps], [30, 30, 40]))
+  assert apgd_lib.radius_schedule(100) == ((3.0, 30), (2.0, 30), (1.0, 40))
+  x_adv, fooled, ours_loss = map(np.asarray, apgd_lib.run(
+      params, x, y, keys, jnp.full((64,), eps), jnp.zeros([], jnp.int32), (0.0, 1.0),
+      steps=100, decreasing_eps=True, logits_fn=mlp, p=1.0, loss='ce', unroll=1,
+      eot_samples=1, stochastic=False))
+  assert 0 < fooled.sum() < 64
+  np.testing.assert_array_equal(fooled, ~acc.astype(bool))
+  np.testing.assert_allclose(ours_loss, loss, atol=1e-4)
+  np.testing.assert_allclose(x_adv[fooled], adv[fooled], atol=1e-4)
+  np.testing.assert_allclose(x_adv[~fooled], best[~fooled], atol=1e-4)
+  assert_feasible(x_adv, x, eps)
 
 
 def test_apgd_l1_jit_eager_four_devices_and_no_box_agree():
@@ -230,10 +247,10 @@ def test_l1_autoattack_breaks_exactly_the_breakable_points_of_a_linear_model():
   clear = np.abs(need - eps) > 0.05 * eps
   assert clear.sum() >= 24
   np.testing.assert_array_equal(robust[clear], need[clear] > eps)
-  settings = aa_lib.settings('standard', 1)
+  settings = aa_lib.ensemble_settings('standard', 1)
   assert settings['apgd-ce']['restarts'] == 5 and settings['apgd-ce']['decreasing_eps']
   assert settings['apgd-t']['num_targets'] == 5 and settings['apgd-t']['decreasing_eps']
-  assert not aa_lib.settings('standard', 2.0)['apgd-ce']['decreasing_eps']
+  assert not aa_lib.ensemble_settings('standard', 2.0)['apgd-ce']['decreasing_eps']
 
 
 # ---------------------------------------------------------------------------------------

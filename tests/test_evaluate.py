@@ -26,7 +26,7 @@ from robustjax.training import schema
 from robustjax.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_AUTOATTACK = importlib.util.find_spec('robustjax.attacks.autoattack') is not None
+HAS_AUTOATTACK = importlib.util.find_spec('robustjax.attacks._src.autoattack') is not None
 N, BATCH = 40, 16
 EPS = [0.0, 0.05, 0.1]
 ATTACKS = ['pgd', 'apgd-ce'] if HAS_AUTOATTACK else ['pgd']

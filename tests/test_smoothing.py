@@ -45,7 +45,30 @@ def test_clopper_pearson_matches_scipy_beta_ppf():
                                                 np.maximum(n - failures, 1)), 1.0)
   upper = np.asarray(jax.jit(smoothing._upper_bound_failures)(failures, n, alpha))  # pylint: disable=protected-access
   np.testing.assert_allclose(upper, exact, rtol=3e-5)
-  assert np.all(upper >= exact * (1 - 1e-6))
+  assert np.all(upper >= exact)
+
+
+def test_clopper_pearson_is_never_optimistic_per_element_whatever_the_batch():
+  # 324 mixed cases, among them f = 1 failure of n = 1e5 at alpha = 0.05; each element's
+  # bound on the failure proportion must be at or above scipy's, and the same (to the
+  # bit) as computed alone or in another batch.
+  rng = np.random.default_rng(0)
+  n = rng.choice([1, 3, 10, 100, 1e4, 1e5], 324)
+  failures = np.floor(rng.uniform(0, 1, 324) ** 3 * (n + 1)).clip(0, n)
+  alpha = rng.choice([0.001, 0.05, 0.4], 324)
+  n[:3], failures[:3], alpha[:3] = 1e5, [1, 0, 2], 0.05
+  exact = np.where(failures < n, stats.beta.isf(alpha, failures + 1,
+                                                np.maximum(n - failures, 1)), 1.0)
+  bound = jax.jit(smoothing._upper_bound_failures)  # pylint: disable=protected-access
+  upper = np.asarray(bound(failures, n, alpha))
+  assert np.all(upper >= exact), np.flatnonzero(upper < exact)
+  np.testing.assert_allclose(upper, exact, rtol=3e-5)
+  order = rng.permutation(324)
+  np.testing.assert_array_equal(np.asarray(bound(failures[order], n[order], alpha[order])),
+                                upper[order])
+  for i in range(3):
+    np.testing.assert_array_equal(bound(failures[i:i + 1], n[i:i + 1], alpha[i:i + 1]),
+                                  upper[i:i + 1])
 
 
 def test_binomial_test_matches_scipy():
@@ -118,10 +141,10 @@ def test_votes_of_the_linear_model_follow_its_exact_probability():
 
 def test_noise_is_standard_normal_and_uncorrelated_across_coordinates_and_samples():
   keys = jax.vmap(lambda b: jax.random.fold_in(jax.random.key(5), b))(jnp.arange(3))
-  noise = np.asarray(smoothing._sample_noise(keys, jnp.arange(4000, dtype=jnp.uint32),
+  noise = np.asarray(smoothing._sample_noise(keys, jnp.arange(20_000, dtype=jnp.uint32),
                                              (5, 3), jnp.float32), np.float64)
-  assert noise.shape == (3, 4000, 5, 3)
-  flat = noise.reshape(3 * 4000, 15)
+  assert noise.shape == (3, 20_000, 5, 3)
+  flat = noise.reshape(3 * 20_000, 15)
   assert stats.kstest(flat.ravel(), 'norm').pvalue > 1e-3
   corr = np.corrcoef(flat, rowvar=False)  # coordinates 0..14: pairs (m, m + 8) share a hash
   off_diagonal = corr[~np.eye(15, dtype=bool)]
@@ -130,6 +153,39 @@ def test_noise_is_standard_normal_and_uncorrelated_across_coordinates_and_sample
   across = np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]  # two examples
   assert abs(lagged) < 5 / np.sqrt(noise[:, 1:].size) and abs(across) < 5 / np.sqrt(
       noise[0].size)
+  # Tails: counts beyond 3 and 4 sd match the Gaussian's (Poisson, 5 sd).
+  for t in (3.0, 4.0):
+    expected = 2 * stats.norm.sf(t) * flat.size
+    assert abs(np.sum(np.abs(flat) > t) - expected) < 5 * np.sqrt(expected) + 1
+
+
+def test_sampler_reaches_beyond_6_6_sd_and_certify_subtracts_the_mass_it_cannot_draw():
+  # The transform's extreme inputs: all-zero radius words give its largest output. A
+  # 23-bit uniform through erfinv stopped at 5.42 (1.5e-7 of Gaussian mass beyond, per
+  # coordinate); Box-Muller on 32-bit words reaches sqrt(64 ln 2) = 6.660.
+  words = jnp.array([0, 0, 0, 0], jnp.uint32)
+  angles = jnp.array([0, 2**30, 2**31, 3 * 2**30], jnp.uint32)
+  extreme = np.abs(np.asarray(smoothing._bits_to_normal(words, angles), np.float64))  # pylint: disable=protected-access
+  reach = extreme.max()
+  assert reach > 6.66 and np.allclose(np.sort(extreme)[-4:], reach, rtol=1e-6)
+  rng = np.random.default_rng(1)
+  grid = rng.integers(0, 2**32, (2, 100_000), dtype=np.uint64).astype(np.uint32)
+  draws = np.abs(np.asarray(smoothing._bits_to_normal(jnp.asarray(grid[0]),  # pylint: disable=protected-access
+                                                      jnp.asarray(grid[1]))))
+  assert draws.max() <= reach * (1 + 1e-6)
+  # An exact Gaussian pair lies beyond that radius with probability exp(-reach²/2) (the
+  # Rayleigh tail): over an input's ⌈d/2⌉ pairs that mass leaves p_A_lower.
+  d = 3 * 32 * 32
+  mass = (d // 2) * np.exp(-reach**2 / 2)
+  selection = jnp.array([[100, 0], [100, 0]], jnp.int32)
+  estimation = jnp.array([[99_990, 10], [60_000, 40_000]], jnp.int32)
+  cert = smoothing._certify_from_counts(selection, estimation, 0.5, 100_000, 0.001,  # pylint: disable=protected-access
+                                        smoothing.tail_mass(d))
+  plain = np.asarray(smoothing.clopper_pearson_lower(estimation[:, 0], 100_000, 0.001),
+                     np.float64)
+  got = np.asarray(cert.p_a_lower, np.float64)
+  assert np.all(got <= plain - mass + 1e-7) and np.all(got >= plain - 1.01 * mass - 2e-7)
+  np.testing.assert_allclose(np.asarray(cert.radius), 0.5 * stats.norm.ppf(got), rtol=1e-4)
 
 
 def test_ties_abstain():

@@ -1,6 +1,5 @@
 """Square Attack: schedule, bumps, feasibility, monotone acceptance, worst cases, masking."""
 
-import importlib
 import math
 
 import hypothesis
@@ -11,10 +10,9 @@ import numpy as np
 import pytest
 
 from robustjax import attacks
+from robustjax.attacks._src import square as square_lib
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
 
-# The module (robustjax.attacks.square is the function once the package is imported).
-square_lib = importlib.import_module('robustjax.attacks.square')
 
 INF = math.inf
 SETTINGS = hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
@@ -62,32 +60,79 @@ def assert_feasible(x_adv, x, eps, p, bounds=(0.0, 1.0)):
 # --- schedule and window shapes ---------------------------------------------------------
 
 
-def test_p_schedule_matches_the_papers_table_and_its_rescaling():
-  # Paper / official code, 10000 iterations: p_init until 10, /2 until 50, /4 until 200,
-  # /8 until 500, /16 until 1000, /32 until 2000, /64 until 4000, /128 until 6000,
-  # /256 until 8000, /512 after.
-  table = [(0, 1), (10, 1), (11, 2), (50, 2), (51, 4), (200, 4), (201, 8), (500, 8),
-           (501, 16), (1000, 16), (1001, 32), (2000, 32), (2001, 64), (4000, 64),
-           (4001, 128), (6000, 128), (6001, 256), (8000, 256), (8001, 512), (9999, 512)]
-  for it, divisor in table:
-    assert square_lib.p_selection(it, 10000, 0.8) == pytest.approx(0.8 / divisor), it
-  # AutoAttack's 5000 queries: iteration i acts as int(i / 5000 * 10000) = 2i.
-  for it, divisor in [(5, 1), (6, 2), (25, 2), (26, 4), (100, 4), (101, 8), (250, 8),
-                      (251, 16), (4000, 256), (4001, 512), (4999, 512)]:
-    assert square_lib.p_selection(it, 5000, 0.8) == pytest.approx(0.8 / divisor), it
-  # 100 queries: iterations 1, 2, 3 map to 100, 200 (both p_init / 4) and 300 (/8).
-  assert [square_lib.p_selection(i, 100, 0.5) for i in (0, 1, 2, 3, 99)] == [
-      0.5, 0.125, 0.125, 0.0625, 0.5 / 512]
+def official_p(it, n_queries, p_init, rescale):
+  """SquareAttack.p_selection of the official code (fra31/auto-attack square.py)."""
+  if rescale:
+    it = int(it / n_queries * 10000)
+  if 10 < it <= 50:
+    return p_init / 2
+  elif 50 < it <= 200:
+    return p_init / 4
+  elif 200 < it <= 500:
+    return p_init / 8
+  elif 500 < it <= 1000:
+    return p_init / 16
+  elif 1000 < it <= 2000:
+    return p_init / 32
+  elif 2000 < it <= 4000:
+    return p_init / 64
+  elif 4000 < it <= 6000:
+    return p_init / 128
+  elif 6000 < it <= 8000:
+    return p_init / 256
+  elif 8000 < it:
+    return p_init / 512
+  return p_init
+
+
+def official_side(p, h, w, c, norm):
+  """The official window side: s = max(round(sqrt(p·n_features/c)), 1) (L2: >= 3, odd)."""
+  s = max(int(round(math.sqrt(p * c * h * w / c))), 3 if norm == 2.0 else 1)
+  if norm == 2.0 and s % 2 == 0:
+    s += 1
+  return min(s, min(h, w))
+
+
+def test_p_schedule_matches_the_official_code_raw_and_rescaled():
+  for queries in (10000, 5000, 100):
+    for rescale in (False, True):
+      for it in range(queries):
+        assert square_lib.p_selection(it, queries, 0.8, rescale) == pytest.approx(
+            official_p(it, queries, 0.8, rescale)), (queries, rescale, it)
+  # Pinned: with 5000 queries the raw schedule (AutoAttack's) ends at p_init/128, the
+  # rescaled one (SquareAttack's default) at p_init/512.
+  assert square_lib.p_selection(4999, 5000, 0.8, False) == pytest.approx(0.8 / 128)
+  assert square_lib.p_selection(4999, 5000, 0.8) == pytest.approx(0.8 / 512)
+
+
+@pytest.mark.parametrize('side', [32, 28])
+def test_window_sides_follow_the_official_schedule_at_32_and_28_pixels(side):
+  for norm in (INF, 2.0):
+    grid = square_lib._Grid(side, side, 3, (side, side, 3), norm, 'margin', True)
+    for rescale in (False, True):
+      table = square_lib._size_table(5000, 0.8, grid, norm, rescale)
+      want = [official_side(official_p(i, 5000, 0.8, rescale), side, side, 3, norm)
+              for i in range(5000)]
+      np.testing.assert_array_equal(table[:, 0], want)
+      np.testing.assert_array_equal(table[:, 1], want)
+  # Pinned from the official formula (32x32: raw and rescaled sides differ on 4879 of
+  # 5000 L∞ iterations; mean window area 35.03 vs 19.50 pixels; last side 3 vs 1).
+  raw = square_lib._size_table(5000, 0.8, square_lib._Grid(side, side, 3, (side, side, 3),
+                                                           INF, 'margin', True), INF, False)
+  resc = square_lib._size_table(5000, 0.8, square_lib._Grid(side, side, 3, (side, side, 3),
+                                                            INF, 'margin', True), INF, True)
+  assert int(np.sum(raw[:, 0] != resc[:, 0])) == 4879
+  if side == 32:
+    assert np.mean(raw[:, 0] ** 2) == pytest.approx(35.0284)
+    assert np.mean(resc[:, 0] ** 2) == pytest.approx(19.499)
+    assert (raw[-1, 0], resc[-1, 0]) == (3, 1)
 
 
 def test_window_sizes_follow_the_official_rounding():
   for (h, w), norm in [((32, 32), INF), ((32, 32), 2.0), ((8, 8), INF), ((8, 8), 2.0)]:
     for it in range(0, 5000, 37):
-      p = square_lib.p_selection(it, 5000, 0.8)
-      s = max(int(round(math.sqrt(p * h * w))), 1 if norm == INF else 3)
-      if norm == 2.0 and s % 2 == 0:
-        s += 1
-      assert square_lib.window_size(p, h, w, norm) == (min(s, h), min(s, h))
+      p = official_p(it, 5000, 0.8, False)
+      assert square_lib.window_size(p, h, w, norm) == (official_side(p, h, w, 1, norm),) * 2
   # One-row inputs ([B, D] as [B, 1, D, 1]): strips of about p·D coordinates.
   assert square_lib.window_size(0.8, 1, 64, INF) == (1, 51)
   assert square_lib.window_size(0.0125, 1, 64, INF) == (1, 1)
@@ -137,7 +182,7 @@ def test_l2_start_is_the_official_grid_of_bumps_on_the_sphere(side):
   params = mlp_params(8, side * side, 3)
   x, y = predicted_batch(mlp, params, uniform(8, (8, side, side, 1)))
   states = []
-  square_lib._square(mlp, params, (x, y), rng=jax.random.PRNGKey(8), eps=0.7, p=2.0,
+  square_lib.run(mlp, params, (x, y), rng=jax.random.PRNGKey(8), eps=0.7, p=2.0,
                      queries=0, bounds=None, on_sync=lambda it, state: states.append(state))
   delta = np.asarray(states[0].x_best - x)[..., 0]
   np.testing.assert_allclose(np.linalg.norm(delta.reshape(8, -1), axis=1), 0.7, rtol=1e-5)
@@ -229,7 +274,7 @@ def test_best_margin_never_increases_and_is_the_margin_at_the_best_point(p):
   params = mlp_params(7, 16, 3)
   x, y = predicted_batch(mlp, params, uniform(7, (8, 4, 4, 1)))
   history = []
-  result = square_lib._square(
+  result = square_lib.run(
       mlp, params, (x, y), rng=key, eps=0.1 if p == INF else 0.4, p=p, queries=60,
       chunking=(1, 1, True), on_sync=lambda it, state: history.append(state))
   best = np.stack([np.asarray(s.margin) for s in history])  # [iterations, B]
@@ -349,7 +394,7 @@ def test_queries_are_not_spent_on_broken_or_misclassified_points():
     return linear(params, xx)
 
   queries = 200
-  result = square_lib._square(counting, params, (x, y), rng=key, eps=eps, p=INF,
+  result = square_lib.run(counting, params, (x, y), rng=key, eps=eps, p=INF,
                               queries=queries, chunking=(1, 10, True))
   spent = np.asarray(result.queries)
   assert np.all(spent[:4] == 0) and np.all(spent[4:6] == queries + 1)

@@ -13,7 +13,6 @@ Run: ``python experiments/benchmarks/fab_vs_official.py`` (needs the ``bench`` e
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import jax
@@ -21,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import attacks
+from robustjax.attacks._src import fab as fab_lib
 
-fab_lib = importlib.import_module('robustjax.attacks.fab')
 
 
 def compare_projections(rng, rows=200, dim=50):

@@ -23,7 +23,6 @@ step per call compiles fastest).
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import statistics
 
@@ -32,13 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import models
+from robustjax.attacks._src import square as square_lib
 
 try:
   from experiments.benchmarks import timing
 except ImportError:  # run as a script from the repository root
   import timing  # pylint: disable=g-import-not-at-top
 
-square_lib = importlib.import_module('robustjax.attacks.square')
 
 BATCH, EPS = 128, 0.5 / 255
 
@@ -80,7 +79,7 @@ def main():
   runs = {}
   for layout in layouts:
     def run(layout=layout):
-      return square_lib._square(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1),
+      return square_lib.run(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1),
                                 eps=EPS, p=norm, queries=args.queries, chunking=layout)
     first, _ = timing.timed(run)
     runs[layout] = (run, first)

@@ -27,7 +27,9 @@ The noise of example ``b``'s sample ``j`` is hashed from the key ``fold_in(rng_p
 and the counters ``(j, coordinate)``, so the votes, and everything computed from them,
 depend on ``rng`` only: not on ``batch_size``, the number of devices, or ``jit``.
 The noise is not clipped to the input box (as in the paper); the box is only used to
-check the inputs.
+check the inputs. It comes from Box-Muller on 32-bit words, which reaches 6.66 σ; the
+Gaussian mass beyond, at most ``⌈d/2⌉ 2⁻³²`` per input (:func:`tail_mass`; the argument
+is next to :func:`_bits_to_normal`), is subtracted from ``p_A_lower``.
 
 The statistics run on device too, in the default float precision, without scipy: the
 binomial CDF is Didonato & Morris' continued fraction (ACM TOMS 708, in the form carried
@@ -67,7 +69,7 @@ class SmoothingCertificate(NamedTuple):
   prediction: Array  # [B] int32 certified class ĉ_A, or -1 (abstain)
   radius: Array  # [B] float certified L2 radius σ Φ⁻¹(p_A_lower); 0 when abstaining
   p_a_lower: Array  # [B] float one-sided (1 - alpha) Clopper-Pearson lower bound on p_A
-  #   (1 minus the bound on 1 - p_A that the radius is computed from)
+  #   less the sampler's tail_mass (1 minus the bound on 1 - p_A the radius uses)
   count: Array  # [B] int32 n_A: estimation votes for the selected class
   counts: Array  # [B, K] int32 estimation votes per class (num_estimation per row)
   selected: Array  # [B] int32 ĉ_A, the selection votes' top class (kept when abstaining)
@@ -133,8 +135,9 @@ def _continued_fraction(a: Array, b: Array, x: Array, y: Array, lam: Array,
   BFRAC), valid for ``λ >= 0`` (x at or below the mean a / (a + b)). Every step's
   near-cancellation is carried by ``λ``, which the caller computes exactly from the
   smaller of x and y = 1 − x; the classic Lentz form loses ~1e-3 relative in float32 at
-  n = 10⁵ there. Iterates three-term recurrences (rescaled each step) until every
-  element has converged, or ``max_iterations``.
+  n = 10⁵ there. Iterates three-term recurrences (rescaled each step); each element
+  stops at its own convergence (or ``max_iterations``), so its value does not depend on
+  the other elements of the batch.
   """
   dtype = x.dtype
   eps = jnp.asarray(np.finfo(dtype).eps, dtype)
@@ -145,10 +148,10 @@ def _continued_fraction(a: Array, b: Array, x: Array, y: Array, lam: Array,
   yp1 = y + 1.0
   # Recurrence state: previous and current numerators / denominators, and p, s.
   init = (jnp.ones([], dtype), one, a + 1.0, jnp.zeros_like(x), one, one, c / c1, c1 / c,
-          jnp.asarray(jnp.inf, dtype))
+          jnp.ones(x.shape, bool))
 
   def step(state):
-    m, p, s, a_prev, b_prev, a_cur, b_cur, ratio, _ = state
+    m, p, s, a_prev, b_prev, a_cur, b_cur, ratio, active = state
     t = m / a
     w = m * (b - m) * x
     e = a / s
@@ -157,14 +160,16 @@ def _continued_fraction(a: Array, b: Array, x: Array, y: Array, lam: Array,
     a_next = alpha * a_prev + beta * a_cur
     b_next = alpha * b_prev + beta * b_cur
     new_ratio = a_next / b_next
-    err = jnp.max(jnp.where(jnp.isfinite(new_ratio),
-                            jnp.abs(new_ratio - ratio) / jnp.abs(new_ratio), 0.0))
-    # Rescale so that the denominator is 1.
-    return (m + 1.0, 1.0 + t, s + 2.0, a_cur / b_next, b_cur / b_next, new_ratio, one,
-            new_ratio, err)
+    err = jnp.where(jnp.isfinite(new_ratio),
+                    jnp.abs(new_ratio - ratio) / jnp.abs(new_ratio), 0.0)
+    # Rescale so that the denominator is 1; converged elements keep their state.
+    new = (1.0 + t, s + 2.0, a_cur / b_next, b_cur / b_next, new_ratio, one, new_ratio)
+    old = (p, s, a_prev, b_prev, a_cur, b_cur, ratio)
+    kept = tuple(jnp.where(active, u, v) for u, v in zip(new, old))
+    return (m + 1.0,) + kept + (active & (err > eps),)
 
   def cond(state):
-    return (state[-1] > eps) & (state[0] <= max_iterations)
+    return jnp.any(state[-1]) & (state[0] <= max_iterations)
 
   return jax.lax.while_loop(cond, step, init)[7]
 
@@ -240,7 +245,7 @@ def _binomial_quantile(f: Array, n: Array, level: Array, *, round_up: bool,
   eps = jnp.asarray(np.finfo(dtype).eps, dtype)
 
   def newton(state):
-    step, q, _ = state
+    step, q, active = state
     log_cdf, log_pmf = _log_cdf_and_pmf(fc, n, q)
     # n pmf(f; n − 1, q) = pmf(f; n, q) (n − f) / (1 − q).
     log_density = log_pmf + jnp.log(n - fc) - jnp.log1p(-q)
@@ -250,20 +255,23 @@ def _binomial_quantile(f: Array, n: Array, level: Array, *, round_up: bool,
     target = jnp.where(target >= 1.0, 0.5 * (q + 1.0),
                        jnp.where(target <= 0.0, 0.5 * q, target))
     target = jnp.where(jnp.isfinite(target), target, q)
-    change = jnp.max(jnp.abs(target - q) / q)
-    return step + 1, target, change
+    change = jnp.abs(target - q) / q
+    # Each element stops at its own convergence: its result does not depend on the batch.
+    return (step + 1, jnp.where(active, target, q),
+            active & (change > 32 * eps) & jnp.isfinite(change))
 
   def cond(state):
-    step, _, change = state
-    return (step < max_newton_steps) & (change > 32 * eps)
+    step, _, active = state
+    return (step < max_newton_steps) & jnp.any(active)
 
   mean = (fc + 1.0) / (n + 1.0)
   sd = jnp.sqrt(mean * (1.0 - mean) / (n + 2.0))
   start = mean + (1.0 - jax.scipy.special.ndtri(level)) * sd
   start = jnp.clip(start, 0.5 * mean, 0.5 * (1.0 + mean))
-  _, q, _ = jax.lax.while_loop(cond, newton, (0, start, jnp.asarray(jnp.inf, dtype)))
+  _, q, _ = jax.lax.while_loop(cond, newton, (0, start, jnp.ones(start.shape, bool)))
+  closed = -jnp.expm1(log_level / jnp.maximum(n, 1.0))  # f = 0: 1 − level^(1/n)
+  q = jnp.where(f <= 0, closed, q)
   q = q * (1.0 + 64 * eps) if round_up else q * (1.0 - 64 * eps)
-  q = jnp.where(f <= 0, -jnp.expm1(log_level / jnp.maximum(n, 1.0)), q)
   return jnp.clip(jnp.where(f >= n, 1.0, q), 0.0, 1.0)
 
 
@@ -355,37 +363,72 @@ def _check_sigma(sigma) -> None:
     raise ValueError(f'sigma must be a finite noise level > 0, got {sigma!r}')
 
 
+# The sampler's reach and the Gaussian mass it cannot produce. Box-Muller maps two 32-bit
+# words (w1, w2) to r (cos θ, sin θ) with r = sqrt(−2 ln u), u = (w1 + 1) 2⁻³² in (0, 1],
+# θ = 2π w2 2⁻³²: every radius up to R = sqrt(64 ln 2) = 6.660 (u = 2⁻³²) is produced, none
+# beyond. Soundness: couple the sampler with an exact Gaussian pair through the same
+# uniform, U' in [w1, w1 + 1) 2⁻³² (and θ' likewise). The two differ by float rounding
+# (as any float sampler, Cohen et al.'s included), except on U' < 2⁻³², where the exact
+# radius exceeds R: probability exp(−R²/2) = 2⁻³² per pair. By the union bound over the
+# ⌈d/2⌉ pairs of an input, a noisy input differs from an exact Gaussian draw with
+# probability at most ``tail_mass(d) = ⌈d/2⌉ 2⁻³²`` (×1.001 for R's float32 rounding), so
+# any class probability under the sampler is within tail_mass(d) of the Gaussian one, and
+# p_A_lower − tail_mass(d) lower-bounds the smoothed classifier's p_A
+# (d = 3,072: 3.6e-7; d = 150,528: 1.8e-5). The erfinv map from one 23-bit uniform used
+# before reached only [−5.42, 5.17]: 1.5e-7 of Gaussian mass per coordinate.
+_BOX_MULLER_TAIL = 2.0 ** -32 * 1.001  # exact-pair mass beyond the sampler's radius
+
+
+def tail_mass(dim: int) -> float:
+  """Probability that a sampled ``dim``-vector differs from an exact Gaussian one.
+
+  ``⌈dim/2⌉ · 2⁻³²`` (see the argument above :func:`_bits_to_normal`): what
+  :func:`certify` subtracts from the Clopper-Pearson bound on ``p_A``.
+  """
+  return -(-int(dim) // 2) * _BOX_MULLER_TAIL
+
+
 def _sample_noise(keys: Array, sample: Array, shape: tuple[int, ...], dtype) -> Array:
   """``[e, s, *shape]`` standard normals: example e's key, sample index ``sample[s]``.
 
-  For threefry keys and float32 each pair of coordinates ``(m, m + ⌈d/2⌉)`` of sample j
-  is one Threefry-2x32 hash of the counter pair ``(j, m)`` under the example's key,
-  mapped to normals by ``sqrt(2) erfinv``: one elementwise pass, no per-sample keys.
-  Other key types and dtypes draw ``jax.random.normal`` from ``fold_in(key, j)``.
+  Each pair of coordinates ``(m, m + ⌈d/2⌉)`` of sample j is one Box-Muller pair from two
+  32-bit words: for threefry keys one Threefry-2x32 hash of the counter pair ``(j, m)``
+  under the example's key (one elementwise pass, no per-sample keys); other key types
+  draw the words with ``jax.random.bits`` from ``fold_in(key, j)``. The normals are
+  computed in float32 and cast to ``dtype``.
   """
   data = jax.random.key_data(keys) if jax.dtypes.issubdtype(
       keys.dtype, jax.dtypes.prng_key) else keys
   size = int(np.prod(shape))
-  if data.shape[-1] != 2 or data.dtype != jnp.uint32 or jnp.dtype(dtype) != jnp.float32:
-    per_sample = lambda k: jax.vmap(lambda j: jax.random.normal(
-        jax.random.fold_in(k, j), shape, dtype))(sample)
-    return jax.vmap(per_sample)(keys)
   half = -(-size // 2)
-  pairs = jnp.arange(half, dtype=jnp.uint32)
-  words = lambda pair, j: jax_random_ext.threefry_2x32(
-      pair, jnp.concatenate([jnp.full((half,), j, jnp.uint32), pairs]))
-  bits = jax.vmap(lambda pair: jax.vmap(lambda j: words(pair, j))(sample))(data)
-  return _bits_to_normal(bits[..., :size]).reshape(
+  if data.shape[-1] != 2 or data.dtype != jnp.uint32:
+    per_sample = lambda k: jax.vmap(lambda j: jax.random.bits(
+        jax.random.fold_in(k, j), (2 * half,), jnp.uint32))(sample)
+    bits = jax.vmap(per_sample)(keys)
+  else:
+    pairs = jnp.arange(half, dtype=jnp.uint32)
+    words = lambda pair, j: jax_random_ext.threefry_2x32(
+        pair, jnp.concatenate([jnp.full((half,), j, jnp.uint32), pairs]))
+    bits = jax.vmap(lambda pair: jax.vmap(lambda j: words(pair, j))(sample))(data)
+  normals = _bits_to_normal(bits[..., :half], bits[..., half:])
+  return normals[..., :size].astype(dtype).reshape(
       (data.shape[0], sample.shape[0]) + tuple(shape))
 
 
-def _bits_to_normal(bits: Array) -> Array:
-  """Standard normals ``sqrt(2) erfinv(2u − 1)`` from 32-bit words (u in [0, 1))."""
-  unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000),
-                                      jnp.float32) - 1.0  # [0, 1)
-  low = np.nextafter(np.float32(-1.0), np.float32(0.0))
-  return np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(
-      jnp.maximum(low, 2.0 * unit - 1.0))
+def _bits_to_normal(radius_bits: Array, angle_bits: Array) -> Array:
+  """Box-Muller: ``[..., 2h]`` standard normals from two ``[..., h]`` uint32 word arrays.
+
+  ``r = sqrt(−2 ln u)`` with ``u = (w1 + 1) 2⁻³²`` in (0, 1], ``θ = 2π w2 2⁻³²``;
+  returns ``concat(r cos θ, r sin θ)``. ``ln u`` is ``ln(w1 + 1) − 32 ln 2`` below
+  ``u = 1/2`` and ``log1p(−(2³² − 1 − w1) 2⁻³²)`` above, so it keeps float32's relative
+  precision at both ends. The radius reaches 6.660 (``w1 = 0``).
+  """
+  low = jnp.log(radius_bits.astype(jnp.float32) + 1.0) - np.float32(32 * math.log(2.0))
+  high = jnp.log1p(-(~radius_bits).astype(jnp.float32) * np.float32(2.0 ** -32))
+  log_u = jnp.where(radius_bits < jnp.uint32(2 ** 31), low, high)
+  radius = jnp.sqrt(jnp.maximum(-2.0 * log_u, 0.0))
+  theta = angle_bits.astype(jnp.float32) * np.float32(2 * math.pi * 2.0 ** -32)
+  return jnp.concatenate([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=-1)
 
 
 def _plan(num_examples: int, num_samples: int, batch_size: int) -> tuple[int, int, int]:
@@ -559,6 +602,8 @@ def certify(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey
 
   ``num_selection`` votes pick ``ĉ_A`` (their top class); ``num_estimation`` fresh votes
   give ``n_A`` and ``p_A_lower``, the one-sided ``(1 − alpha)`` Clopper-Pearson bound.
+  ``p_A_lower`` is lowered by :func:`tail_mass` of the input size (the Gaussian mass the
+  sampler cannot draw), so it bounds ``p_A`` under exact Gaussian noise.
   If ``p_A_lower > 1/2`` the answer is ``(ĉ_A, σ Φ⁻¹(p_A_lower))``, else abstain
   ``(-1, 0)``. With probability at least ``1 − alpha`` (per example, over the noise) a
   non-abstaining answer is right: ``g(x + δ) = ĉ_A`` for every ``‖δ‖₂ < radius``.
@@ -592,17 +637,22 @@ def certify(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey
                      **common)
   estimation = _votes(params, inputs, estimation_rng, sigma, num_samples=num_estimation,
                       **common)
-  return _certify_from_counts(selection, estimation, sigma, num_estimation, alpha)
+  tail = tail_mass(int(np.prod(jnp.shape(inputs)[1:])))
+  return _certify_from_counts(selection, estimation, sigma, num_estimation, alpha, tail)
 
 
 @jax.jit
 def _certify_from_counts(selection: Array, estimation: Array, sigma, num_estimation,
-                         alpha) -> SmoothingCertificate:
-  """CERTIFY's decision from the votes (one compiled program for every n, alpha, σ)."""
+                         alpha, tail=0.0) -> SmoothingCertificate:
+  """CERTIFY's decision from the votes (one compiled program for every n, alpha, σ).
+
+  ``tail``: the sampler's :func:`tail_mass`, added to the bound on ``1 − p_A``.
+  """
   selected = jnp.argmax(selection, axis=-1).astype(jnp.int32)
   count = jnp.take_along_axis(estimation, selected[:, None], axis=-1)[:, 0]
   n = jnp.full(count.shape, num_estimation, _float_dtype())
   q_upper = _upper_bound_failures(n - count, n, alpha)
+  q_upper = jnp.minimum(q_upper + jnp.asarray(tail, q_upper.dtype), 1.0)
   certified = q_upper < 0.5  # p_A_lower > 1/2
   radius = jnp.asarray(sigma, q_upper.dtype) * -jax.scipy.special.ndtri(
       jnp.where(certified, q_upper, 0.5))

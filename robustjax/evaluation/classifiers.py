@@ -31,9 +31,6 @@ from robustjax import metrics
 from robustjax import types
 # The ensemble's own checks and settings (the package re-exports only the function
 # ``autoattack`` under the module's name).
-from robustjax.attacks.autoattack import check_attacks as autoattack_check_attacks
-from robustjax.attacks.autoattack import check_inputs as autoattack_check_inputs
-from robustjax.attacks.autoattack import settings as autoattack_settings
 from robustjax.certify import bounds as bounds_lib
 from robustjax.certify import smoothing
 from robustjax.evaluation import settings as settings_lib
@@ -111,7 +108,7 @@ def autoattack_fn(logits_fn, name: str, *, eps: float, p: float, version: str):
 
 def autoattack_names(name: str, version: str) -> list[str]:
   """The attacks ``name`` runs (the version's list for ``'autoattack'``)."""
-  return list(autoattack_check_attacks(_subset(name), version))
+  return list(attacks.check_autoattack_attacks(_subset(name), version))
 
 
 def check_autoattack(names: dict, *, num_classes: int, input_shape: Sequence[int]) -> None:
@@ -121,7 +118,7 @@ def check_autoattack(names: dict, *, num_classes: int, input_shape: Sequence[int
   """
   for name, subs in names.items():
     try:
-      autoattack_check_inputs(subs, num_classes=num_classes, input_shape=input_shape)
+      attacks.check_autoattack_inputs(subs, num_classes=num_classes, input_shape=input_shape)
     except ValueError as e:
       settings_lib.fail('attacks', f'{name}: {e}')
 
@@ -132,7 +129,7 @@ def attack_hparams(name: str, version: str, sub_names: Sequence[str], norm: str)
   if name == 'pgd':
     return {'implementation': 'robustjax.attacks.pgd', **PGD_HPARAMS,
             'bounds': list(BOUNDS)}
-  per = autoattack_settings(version, settings_lib.NORMS[norm])
+  per = attacks.ensemble_settings(version, settings_lib.NORMS[norm])
   return {'implementation': 'robustjax.attacks.autoattack', 'version': version,
           'attacks': list(sub_names), 'bounds': list(BOUNDS),
           'settings': {s: json.loads(json.dumps(per[s], default=str)) for s in sub_names}}

@@ -25,8 +25,8 @@ import numpy as np
 from robustjax import _checks
 from robustjax import attacks
 from robustjax import attacks as attacks_lib
-from robustjax.attacks.autoattack import check_attacks as _check_autoattack_attacks
-from robustjax.attacks.autoattack import check_norm as _check_autoattack_norm
+from robustjax.attacks import check_autoattack_attacks as _check_autoattack_attacks
+from robustjax.attacks import check_autoattack_norm as _check_autoattack_norm
 from robustjax.types import Array, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey
 
 ATTACKS = ('pgd', 'fgsm', 'multi_targeted', 'autoattack')

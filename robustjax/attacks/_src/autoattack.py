@@ -12,10 +12,13 @@ reference implementation:
 | ``'plus'`` | apgd-ce, apgd-dlr, fab, square, apgd-t, fab-t | APGD and FAB 5 restarts; targeted 1 |
 | ``'rand'`` | apgd-ce, apgd-dlr | 1 restart, gradients averaged over 20 samples (EoT) |
 
-All APGD runs use 100 iterations, FAB 100 iterations, Square ``p_init = 0.8``.
+All APGD runs use 100 iterations, FAB 100 iterations, Square ``p_init = 0.8`` with the
+raw window schedule (the reference builds it with ``resc_schedule=False``). A custom
+``attacks=`` list runs each attack with the settings the reference code gives it under
+the version (:func:`ensemble_settings`).
 
 For L1 (``p=1``) the standard version follows the reference code's L1 settings: APGD-CE
-with 5 restarts and APGD-T with 5 targets, both with the decreasing-radius schedule of
+(and APGD-DLR, the same configured object) with 5 restarts and APGD-T with 5 targets, both with the decreasing-radius schedule of
 L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T and Square's L1 variant.
 
 Running an attack only on the still-robust points is done on the host between attacks
@@ -39,8 +42,10 @@ import numpy as np
 
 from robustjax import _checks
 from robustjax import losses as losses_lib
-from robustjax.attacks import _common
-from robustjax.attacks.apgd import _apgd_module as apgd_lib
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import apgd as apgd_lib
+from robustjax.attacks._src import fab as fab_lib
+from robustjax.attacks._src import square as square_lib
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 AUTOATTACK_ATTACKS = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'fab', 'fab-t', 'square')
@@ -75,23 +80,51 @@ class AutoAttackResult(NamedTuple):
   flags: dict[str, int]  # official checks -> number of examples flagged
 
 
-def settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
-  """Per-attack hyperparameters of a version (the reference code's ``set_version``)."""
+def ensemble_settings(version: str, p: float = math.inf) -> dict[str, dict[str, Any]]:
+  """Keyword settings of every attack under ``version``, as the official ensemble runs it.
+
+  The reference code (fra31/auto-attack, ``AutoAttack.set_version``) configures four
+  objects, and an attack list only picks which of them run: ``apgd-ce`` and ``apgd-dlr``
+  are one APGD object (only the loss differs), ``fab`` and ``fab-t`` one FAB object
+  (``fab-t`` always runs it with 1 restart), plus APGD-T and Square. An attack outside a
+  version's own list therefore gets what its object holds in that version, which is
+  also what :func:`autoattack` with ``attacks=[name]`` uses:
+
+  - standard: APGD 1 restart (L1: 5 restarts and the ``3ε, 2ε, ε`` schedule, for
+    apgd-ce and apgd-dlr alike), APGD-T 9 targets (L1: 5, with the schedule), FAB 1
+    restart, FAB-T 9 targets;
+  - plus: APGD 5 restarts, FAB 5 restarts, APGD-T and FAB-T 9 targets, 1 restart;
+  - rand: APGD 1 restart and 20 EoT samples; the objects the version does not touch
+    keep their constructor values (APGD-T 1 restart, 9 targets, no EoT; FAB 5 restarts);
+  - everywhere: 100 iterations, Square 5000 queries, ``p_init = 0.8``, 1 restart and
+    the raw window schedule (``resc_schedule=False``).
+
+  Args:
+    version: ``'standard'``, ``'plus'`` or ``'rand'``.
+    p: the norm (1, 2 or inf); only L1's standard version differs.
+
+  Returns:
+    ``{name: settings}`` for every name in :data:`AUTOATTACK_ATTACKS`: APGD's ``loss,
+    steps, restarts, eot_samples, decreasing_eps`` (+ ``num_targets`` for apgd-t),
+    FAB's ``steps, restarts`` (+ ``num_targets``), Square's ``queries, p_init,
+    restarts, rescale_schedule``.
+  """
   _checks.check_choice(version, 'version', AUTOATTACK_VERSIONS)
-  restarts = {'standard': 1, 'plus': 5, 'rand': 1}[version]
-  eot = _EOT_SAMPLES if version == 'rand' else 1
-  l1_standard = p == 1 and version == 'standard'
+  l1_standard = version == 'standard' and float(p) == 1.0
+  apgd = dict(steps=_STEPS, restarts={'standard': 1, 'plus': 5, 'rand': 1}[version],
+              eot_samples=_EOT_SAMPLES if version == 'rand' else 1, decreasing_eps=False)
+  if l1_standard:
+    apgd.update(restarts=_L1_RESTARTS, decreasing_eps=True)
+  fab_restarts = {'standard': 1, 'plus': 5, 'rand': 5}[version]
   return {
-      'apgd-ce': dict(loss='ce', restarts=_L1_RESTARTS if l1_standard else restarts,
-                      eot_samples=eot, decreasing_eps=l1_standard),
-      'apgd-dlr': dict(loss='dlr', restarts=restarts, eot_samples=eot,
-                       decreasing_eps=False),
-      'apgd-t': dict(loss='dlr-targeted', restarts=1,
+      'apgd-ce': dict(apgd, loss='ce'),
+      'apgd-dlr': dict(apgd, loss='dlr'),
+      'apgd-t': dict(loss='dlr-targeted', steps=_STEPS, restarts=1,
                      num_targets=_L1_NUM_TARGETS if l1_standard else _NUM_TARGETS,
-                     eot_samples=eot, decreasing_eps=l1_standard),
-      'fab': dict(restarts=restarts, steps=_STEPS),
-      'fab-t': dict(restarts=1, steps=_STEPS, num_targets=_NUM_TARGETS),
-      'square': dict(queries=_QUERIES, p_init=_P_INIT, restarts=1),
+                     eot_samples=1, decreasing_eps=l1_standard),
+      'fab': dict(steps=_STEPS, restarts=fab_restarts),
+      'fab-t': dict(steps=_STEPS, restarts=1, num_targets=_NUM_TARGETS),
+      'square': dict(queries=_QUERIES, p_init=_P_INIT, restarts=1, rescale_schedule=False),
   }
 
 
@@ -144,23 +177,19 @@ def bucket_size(count: int, batch_size: int) -> int:
 
 
 def _external(name: str):
-  """The Square / FAB entry point of ``name``, imported when first needed.
+  """The Square / FAB entry point of ``name``.
 
   Each returns ``x_adv`` from ``fn(logits_fn, params, batch, *, rng, eps, p, bounds,
   example_index, **settings)``; ``example_index [n]`` (the rows' indices in the full
   batch) keys Square's random draws per example, so a sub-batch keeps each example's run.
   """
-  # pylint: disable=g-import-not-at-top
   if name == 'square':
-    from robustjax.attacks.square import _square
 
     def square(*args, example_index, **kwargs):
-      return _square(*args, example_index=example_index, **kwargs).inputs
+      return square_lib.run(*args, example_index=example_index, **kwargs).inputs
 
     return square
-  from robustjax.attacks.fab import fab
-  from robustjax.attacks.fab import fab_targeted
-  chosen = fab_targeted if name == 'fab-t' else fab
+  chosen = fab_lib.fab_targeted if name == 'fab-t' else fab_lib.fab
 
   def run_fab(*args, example_index, **kwargs):
     del example_index  # FAB keys its draws by batch position
@@ -187,7 +216,7 @@ def _stages(name, cfg, *, num_classes, p, bounds, logits_fn, unroll, stochastic)
           keys = jax.vmap(lambda i: jax.random.fold_in(stage_key, i))(jnp.asarray(idx))
           return apgd_lib.run(
               params, x, y, keys, eps, jnp.asarray(t, jnp.int32), bounds,
-              logits_fn=logits_fn, p=p, steps=_STEPS, loss=loss, unroll=unroll,
+              logits_fn=logits_fn, p=p, steps=cfg['steps'], loss=loss, unroll=unroll,
               eot_samples=cfg['eot_samples'] if stochastic else 1,
               stochastic=stochastic, decreasing_eps=cfg['decreasing_eps'])[0]
         out.append(stage)
@@ -295,7 +324,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
   _checks.check_radius(eps, batch_size)
   _checks.check_in_bounds(inputs, bounds)
   check_inputs(names, num_classes=num_classes, input_shape=jnp.shape(inputs))
-  cfgs = settings(version, p)
+  cfgs = ensemble_settings(version, p)
   stochastic = apgd_lib.accepts_rng(logits_fn)
   unroll = apgd_lib.resolve_unroll('auto', logits_fn, params, inputs, stochastic)
   inputs = jnp.asarray(inputs)

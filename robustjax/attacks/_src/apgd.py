@@ -9,13 +9,14 @@ reference implementation:
   ``z = P(x + η·s(∇)),  x' = P(x + α(z − x) + (1 − α)(x − x_prev))`` with ``s`` the
   sign for L∞ and the L2-normalised gradient for L2, ``P`` the projection onto
   ``ball ∩ box``;
-- checkpoints ``w_j = ⌈p_j N⌉``, ``p_0 = 0``, ``p_1 = 0.22``,
-  ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)`` (:func:`checkpoints`); at a
-  checkpoint the step of an example is halved when its loss rose in at most
-  ``ρ = 0.75`` of the steps since the previous checkpoint, or when the previous
+- checkpoints after ``max(int(0.22 N), 1)`` iterations, then ever shorter windows, as
+  the reference code counts them (:func:`checkpoints`; the paper's ``⌈p_j N⌉`` agree at
+  N = 100 only); at a checkpoint the step of an example is halved when its loss rose in
+  at most ``ρ = 0.75`` of the steps since the previous checkpoint, or when the previous
   checkpoint did not halve it and its best loss did not improve since then (never at
   the first checkpoint); a halved example restarts from its best point (and the
-  gradient there);
+  gradient there). As in the reference code, the first window's first "rise" compares
+  ``f(x^(1))`` with 0 (its loss history starts as zeros), not with ``f(x^(0))``;
 - the last iterate that misclassifies is kept per example; examples never fooled return
   the point of highest loss.
 
@@ -47,7 +48,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import sys
 from typing import NamedTuple
 
 import jax
@@ -56,13 +56,9 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import geometry
 from robustjax import losses as losses_lib
-from robustjax.attacks import _common
-from robustjax.attacks import loop
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import loop
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
-
-# ``robustjax.attacks.apgd`` names the function once the package is imported; code that
-# needs this module's other names imports them from here (``from ... import``).
-_apgd_module = sys.modules[__name__]
 
 LOSSES = ('ce', 'dlr')
 NORMS = (1.0, 2.0, math.inf)
@@ -80,26 +76,51 @@ L1_SPARSITY_DROP = 0.95
 L1_RADII = ((3.0, 0.3), (2.0, 0.3), (1.0, None))
 
 
-def checkpoints(steps: int) -> tuple[int, ...]:
-  """The checkpoints ``w_1 < w_2 < ... <= steps`` of APGD (Croce & Hein 2020, §3.1).
+def checkpoints(steps: int, p: float = math.inf) -> tuple[int, ...]:
+  """The iterations (1-based) after which APGD checks its step size, as the reference code.
 
-  ``w_j = ⌈p_j · steps⌉`` with ``p_0 = 0``, ``p_1 = 0.22`` and
-  ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``, computed in exact integer
-  hundredths (no float rounding in the ceiling). For ``steps = 100``:
-  ``(22, 41, 57, 70, 80, 87, 93, 99)``, the iterations at which the reference
-  implementation checks its step size. ``w_0 = 0`` is not included.
+  L∞ / L2: the paper (Croce & Hein 2020, §3.1) places checkpoints at ``⌈p_j N⌉`` with
+  ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``; the authors' code
+  (``autopgd_base.py``), which AutoAttack runs, counts instead: the first check after
+  ``k = max(int(0.22 N), 1)`` iterations, then after each check
+  ``k ← max(k − max(int(0.03 N), 1), max(int(0.06 N), 1))`` more, with Python's float
+  truncation. Both give ``(22, 41, 57, 70, 80, 87, 93, 99)`` at N = 100; at N = 30 the
+  code checks after 6, 11, 15, 18, 20, 21 and then every iteration, and robustjax
+  follows the code. L1 (Croce & Hein 2021): every ``max(int(0.04 N), 1)`` iterations.
   """
   steps = _checks.check_int(steps, 'steps')
-  out = []
-  prev, cur = 0, 22  # p_{j-1}, p_j in hundredths
-  while True:
-    w = -(-cur * steps // 100)  # ceil(cur * steps / 100)
-    if w > steps or w <= 0:
-      break
-    if not out or w > out[-1]:
-      out.append(w)
-    prev, cur = cur, cur + max(cur - prev - 3, 6)
+  if float(p) == 1.0:
+    period = _l1_period(steps)
+    return tuple(range(period, steps + 1, period))
+  k = max(int(0.22 * steps), 1)
+  decrement, floor = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+  out, since = [], 0
+  for i in range(steps):
+    since += 1
+    if since == k:
+      out.append(i + 1)
+      since, k = 0, max(k - decrement, floor)
   return tuple(out)
+
+
+@jax.custom_jvp
+def _ratio(numerator: Array, denominator: Array) -> Array:
+  """``numerator / denominator`` whose derivative is ``(dn − ratio·dd) / d``.
+
+  The derivative PyTorch's division uses. Where DLR is constant (true class ranked
+  third: numerator equals denominator, ratio exactly 1) it is exactly 0, as in the
+  reference code, where XLA's ``dn/d − n·dd/d²`` leaves ~1e-7 of rounding whose signs
+  would steer a sign step.
+  """
+  return numerator / denominator
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+  numerator, denominator = primals
+  d_numerator, d_denominator = tangents
+  ratio = numerator / denominator
+  return ratio, (d_numerator - ratio * d_denominator) / denominator
 
 
 def dlr_loss(logits: Array, labels: Array) -> Array:
@@ -112,7 +133,7 @@ def dlr_loss(logits: Array, labels: Array) -> Array:
   top = jax.lax.top_k(logits, 3)[0]
   true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
   other = losses_lib.best_other(logits, labels)
-  return -(true - other) / (top[:, 0] - top[:, 2] + _DLR_TINY)
+  return _ratio(other - true, top[:, 0] - top[:, 2] + _DLR_TINY)
 
 
 def targeted_dlr_loss(logits: Array, labels: Array, targets: Array) -> Array:
@@ -123,8 +144,8 @@ def targeted_dlr_loss(logits: Array, labels: Array, targets: Array) -> Array:
   """
   top = jax.lax.top_k(logits, 4)[0]
   take = lambda idx: jnp.take_along_axis(logits, idx[:, None], axis=-1)[:, 0]
-  return -(take(labels) - take(targets)) / (
-      top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
+  return _ratio(take(targets) - take(labels),
+                top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
 
 
 def target_classes(logits: Array, rank) -> Array:
@@ -220,10 +241,7 @@ def _nonzero(delta: Array) -> Array:
 
 def _schedule(steps: int, p: float = math.inf):
   """Per iteration k (0-based): whether k + 1 is a checkpoint, and its window length."""
-  if p == 1:
-    period = _l1_period(steps)
-    return ([(k + 1) % period == 0 for k in range(steps)], [period] * steps)
-  marks = checkpoints(steps)
+  marks = checkpoints(steps, p)
   is_check = [False] * steps
   window = [0] * steps
   prev = 0
@@ -304,7 +322,15 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     x_best = jnp.where(imp, x_new, state.x_best)
     grad_best = jnp.where(imp, grad, state.grad_best)
     loss_best = jnp.where(improved, values, state.loss_best)
-    increases = state.increases + (values > state.loss).astype(jnp.int32)
+    # The reference code compares each iterate's loss with the previous iterate's from a
+    # zero-initialised history: at the first checkpoint the window's first comparison
+    # reads the history's unwritten last row, 0 (itself when N = 1), not f(x^(0)).
+    first = values if steps == 1 else jnp.zeros_like(values)
+    if isinstance(k, int):
+      previous = first if k == 0 else state.loss
+    else:
+      previous = jnp.where(k == 0, first, state.loss)
+    increases = state.increases + (values > previous).astype(jnp.int32)
     new = state._replace(x=x_new, x_prev=state.x, grad=grad, loss=values, x_best=x_best,
                          grad_best=grad_best, loss_best=loss_best, x_adv=x_adv,
                          fooled=state.fooled | wrong, increases=increases)
@@ -330,7 +356,7 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     r = _per_example(dropped, inputs)
     return state._replace(
         x=jnp.where(r, state.x_best, state.x), grad=jnp.where(r, state.grad_best, state.grad),
-        step=step, topk=sparsity / (d * L1_STEP_DECAY), sparsity=sparsity)
+        step=step, topk=sparsity / d / L1_STEP_DECAY, sparsity=sparsity)
 
   def checkpoint_halve(state: APGDState, length):
     """Halve where the loss oscillated, or stalled after an unhalved checkpoint."""
@@ -377,7 +403,7 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, stati
     topk, sparsity = jnp.full(batch, L1_TOPK, inputs.dtype), jnp.full(batch, d, inputs.dtype)
   else:
     sparsity = _nonzero(x0 - inputs)
-    topk = sparsity / (d * L1_STEP_DECAY)
+    topk = sparsity / d / L1_STEP_DECAY
   state = APGDState(
       x=x0, x_prev=x0, grad=grad0, loss=values0, step=(1.0 if p == 1 else 2.0) * eps,
       x_best=x0, grad_best=grad0, loss_best=values0, x_adv=x0,

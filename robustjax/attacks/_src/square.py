@@ -21,8 +21,11 @@ example stops as soon as it is misclassified.
   and the exact projection onto the L1 ball ∩ box
   (:func:`robustjax.geometry.project_l1_in_box`) in place of the rescaling and clip.
 - The window fraction follows the paper's piecewise-constant schedule (:func:`p_selection`,
-  ``p_init`` halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of
-  10000), rescaled to ``queries`` iterations as the official code does.
+  ``p_init`` halved after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000),
+  by default rescaled to ``queries`` iterations (the official ``SquareAttack`` default,
+  ``resc_schedule=True``); AutoAttack builds its Square with the raw iteration count
+  (``resc_schedule=False``: with 5000 queries ``p`` ends at ``p_init/128``), which
+  ``rescale_schedule=False`` selects.
 
 Differences from the AutoAttack code (fra31/auto-attack), each as in the paper or in the
 authors' original implementation (max-andr/square-attack): window positions, signs and
@@ -57,7 +60,7 @@ import numpy as np
 
 from robustjax import _checks
 from robustjax import geometry
-from robustjax.attacks import _common
+from robustjax.attacks._src import common as _common
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 NORMS = (1.0, 2.0, math.inf)
@@ -114,14 +117,16 @@ class _Box(NamedTuple):
 # Schedule and window sizes (host-side, exact Python arithmetic as the official code).
 
 
-def p_selection(iteration: int, queries: int, p_init: float) -> float:
+def p_selection(iteration: int, queries: int, p_init: float,
+                rescale: bool = True) -> float:
   """Fraction of pixels changed at ``iteration`` (0-based) of a ``queries``-long run.
 
   The paper's schedule for 10000 iterations halves ``p_init`` after iterations 10, 50,
-  200, 500, 1000, 2000, 4000, 6000 and 8000; other budgets use it rescaled,
-  ``i -> int(i / queries · 10000)``, as the official code does.
+  200, 500, 1000, 2000, 4000, 6000 and 8000. With ``rescale`` other budgets use it
+  rescaled, ``i -> int(i / queries · 10000)`` (the official ``SquareAttack`` default);
+  without, the iteration is used as is (AutoAttack's Square, ``resc_schedule=False``).
   """
-  it = int(iteration / queries * 10000)
+  it = int(iteration / queries * 10000) if rescale else int(iteration)
   return p_init / 2 ** sum(it > threshold for threshold in _HALVINGS)
 
 
@@ -149,11 +154,13 @@ def window_size(p: float, height: int, width: int, norm: float) -> tuple[int, in
   return clamp(round(p * height), height), 1
 
 
-def _size_table(queries: int, p_init: float, grid: _Grid, norm: float) -> np.ndarray:
+def _size_table(queries: int, p_init: float, grid: _Grid, norm: float,
+                rescale: bool) -> np.ndarray:
   """``[queries, 2]`` int32 window sizes per iteration."""
   table = np.zeros((queries, 2), np.int32)
   for i in range(queries):
-    table[i] = window_size(p_selection(i, queries, p_init), grid.height, grid.width, norm)
+    table[i] = window_size(p_selection(i, queries, p_init, rescale), grid.height,
+                           grid.width, norm)
   return table
 
 
@@ -671,11 +678,11 @@ def _image_view(shape: tuple) -> tuple[int, int, int]:
                    f'channel, [B, D] as a one-row image of D pixels), got shape {shape}')
 
 
-def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
-            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-            bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
-            chunking: tuple[int, int, bool] | None = None, on_sync=None,
-            example_index=None) -> SquareResult:
+def run(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
+        p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
+        bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+        chunking: tuple[int, int, bool] | None = None, on_sync=None,
+        example_index=None, rescale_schedule: bool = True) -> SquareResult:
   """:func:`square_with_info` with the loop layout exposed (tests, benchmarks, ensembles).
 
   ``chunking = (iterations per compiled call, iterations between syncs, unroll)``;
@@ -693,6 +700,8 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
   if not 0 < p_init <= 1:
     raise ValueError(f'p_init must be in (0, 1], got {p_init}')
   _checks.check_choice(loss, 'loss', LOSSES)
+  if not isinstance(rescale_schedule, (bool, np.bool_)):
+    raise ValueError(f'rescale_schedule must be True or False, got {rescale_schedule!r}')
   if rng is None:
     raise ValueError('rng must be a PRNG key (jax.random.key or PRNGKey), got None')
   bounds = _checks.check_bounds(bounds)
@@ -717,7 +726,7 @@ def _square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, 
   x = jax.lax.stop_gradient(jnp.reshape(inputs, (batch_size, height, width, channels)))
   labels = jnp.asarray(labels, jnp.int32)
   eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (batch_size,))
-  table = _size_table(queries, p_init, grid, p)
+  table = _size_table(queries, p_init, grid, p, bool(rescale_schedule))
 
   clean_margin, _ = _clean(params, x, labels, logits_fn=logits_fn, grid=grid)
   best_x, best_margin = x, clean_margin
@@ -767,7 +776,7 @@ def _merge(best_x, best_margin, total_queries, robust, state: SquareState):
 def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                      eps, p=math.inf, queries: int = 5000, p_init: float = 0.8,
                      restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
-                     loss: str = 'margin') -> SquareResult:
+                     loss: str = 'margin', rescale_schedule: bool = True) -> SquareResult:
   """:func:`square`, also returning the margin at each point and the queries spent.
 
   Returns:
@@ -776,13 +785,15 @@ def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: 
     point and one per iteration while the example is still classified correctly; 0 for
     examples misclassified when clean, which are not attacked).
   """
-  return _square(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
-                 p_init=p_init, restarts=restarts, bounds=bounds, loss=loss)
+  return run(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
+             p_init=p_init, restarts=restarts, bounds=bounds, loss=loss,
+             rescale_schedule=rescale_schedule)
 
 
 def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-           bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin') -> Array:
+           bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+           rescale_schedule: bool = True) -> Array:
   """Square Attack: untargeted random search with forward passes only (L∞, L2 or L1).
 
   Per restart, each example still classified correctly starts at the norm's initial
@@ -825,14 +836,16 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
     rng: PRNG key; the result is a deterministic function of it.
     eps: radius, scalar or ``[B]``, ``>= 0``.
     p: ``float('inf')``, ``2`` or ``1``.
-    queries: iterations per restart (``>= 0``), after the initial point; the schedule of
-      window sizes is rescaled to it.
+    queries: iterations per restart (``>= 0``), after the initial point.
     p_init: initial fraction of pixels in a window, ``(0, 1]`` (0.8 in AutoAttack).
     restarts: runs from fresh random starts on the examples still robust (``>= 1``).
     bounds: input box ``(low, high)`` (scalars or arrays broadcasting to one example's
       shape) or None.
     loss: ``'margin'`` (``z_y − max_{j≠y} z_j``, AutoAttack's) or ``'ce'``: the
       objective whose decrease accepts a proposal.
+    rescale_schedule: True (the official ``SquareAttack`` default) rescales the window
+      schedule to ``queries`` iterations; False follows the raw iteration count, as
+      AutoAttack's Square (:func:`p_selection`).
 
   Returns:
     ``x_adv [B, ...]`` in ``ball(inputs, eps) ∩ box``, without gradient: per example the
@@ -847,4 +860,5 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
       returning ``[B, K]``.
   """
   return square_with_info(logits_fn, params, batch, rng=rng, eps=eps, p=p, queries=queries,
-                          p_init=p_init, restarts=restarts, bounds=bounds, loss=loss).inputs
+                          p_init=p_init, restarts=restarts, bounds=bounds, loss=loss,
+                          rescale_schedule=rescale_schedule).inputs

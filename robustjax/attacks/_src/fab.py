@@ -53,8 +53,8 @@ import jax.numpy as jnp
 
 from robustjax import _checks
 from robustjax import geometry
-from robustjax.attacks import _common
-from robustjax.attacks import loop
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import loop
 from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
 
 SUPPORTED_P = (1.0, 2.0, math.inf)

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import geometry
 from robustjax import losses
-from robustjax.attacks import _common
-from robustjax.attacks import loop
-from robustjax.attacks import objectives as objectives_lib
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import loop
+from robustjax.attacks._src import objectives as objectives_lib
 from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
 
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import geometry
 from robustjax import losses
-from robustjax.attacks import _common
-from robustjax.attacks import loop
+from robustjax.attacks._src import common as _common
+from robustjax.attacks._src import loop
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 GOALS = ('adv', 'btr')

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from robustjax import _checks
 from robustjax import geometry
-from robustjax.attacks import _common
+from robustjax.attacks._src import common as _common
 from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
 
 

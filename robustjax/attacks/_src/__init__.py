@@ -1,0 +1,2 @@
+"""The attacks' implementation modules (private: import the public names from
+``robustjax.attacks``)."""
