@@ -97,6 +97,9 @@ def _methods(dataset: str) -> list[Method]:
 SUITES = {
     'digits': dict(dataset='digits', linf=(0.05, 0.1, 0.15), l2=(0.5, 1.0),
                    radii=(0.0, 0.1, 0.2, 0.3, 0.5), num_examples=0),
+    'fashion_mnist': dict(dataset='fashion_mnist', linf=(0.05, 0.1, 0.15),
+                          l2=(0.5, 1.0, 1.58), radii=(0.0, 0.5, 1.0, 1.58),
+                          num_examples=1000, clean_examples=0),
     'mnist': dict(dataset='mnist', linf=(0.1, 0.2, 0.3), l2=(1.0, 2.0),
                   radii=(0.0, 0.5, 1.0, 1.58), num_examples=1000),
     'svhn': dict(dataset='svhn', linf=(4 / 255, 8 / 255), l2=(0.25, 0.5),
@@ -187,6 +190,11 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
                         attacks=['autoattack'], tag='reproduce-crc', **common)
     out['crc'] = cert['certification']
   config, logits_fn, params = training.restore(workdir)
+  if 'clean_examples' in suite:  # clean accuracy on more test images than the attacks
+    out['clean_subset'] = out['clean']
+    out['clean'], out['clean_examples'] = clean_accuracy(
+        logits_fn, params, config.dataset, num_examples=n if quick else
+        suite['clean_examples'])
   x, y = feed.eval_arrays(config.dataset, split='test', num_examples=n)
   key = jax.random.PRNGKey(0)
   search = dict(search_steps=3, steps=5) if quick else {}
@@ -199,6 +207,23 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
   return out
 
 
+def clean_accuracy(logits_fn, params, dataset, *, num_examples: int = 0,
+                   batch_size: int = 1000) -> tuple[float, int]:
+  """``(accuracy, n)`` on the first ``num_examples`` (0 = all) test images."""
+  from robustjax.training import feed  # pylint: disable=g-import-not-at-top
+  x, y = feed.eval_arrays(dataset, split='test', num_examples=num_examples)
+  predict = jax.jit(lambda p, xs: jax.numpy.argmax(logits_fn(p, xs), -1))
+  correct = 0
+  for i in range(0, len(y), batch_size):
+    xs = x[i:i + batch_size]
+    pad = batch_size - len(xs)  # one compilation: the last batch is padded
+    if pad:
+      xs = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), xs.dtype)])
+    pred = np.asarray(predict(params, xs))[:batch_size - pad]
+    correct += int((pred == y[i:i + batch_size]).sum())
+  return correct / len(y), len(y)
+
+
 def _sum_flags(report: dict) -> dict[str, int]:
   total: dict[str, int] = {}
   for row in report['results']:
@@ -208,15 +233,17 @@ def _sum_flags(report: dict) -> dict[str, int]:
   return total
 
 
-def step_costs(methods: list[Method], runs_dir: str, *, steps: int) -> dict[str, float]:
-  """Median seconds per train step of each method's config, timed in this process."""
+def step_costs(methods: list[Method], runs_dir: str, *, steps: int,
+               kind: str = 'digits') -> dict[str, float]:
+  """Median seconds per train step of each method's config, timed in this process
+  (``kind``: the benchmark model, :func:`train_throughput.build`)."""
   from experiments.benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
   from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   mesh = step_lib.make_mesh()
   costs = {}
   for m in methods:
     config = load_config(m, 0, runs_dir, quick=False)
-    costs[m.name], _ = train_throughput.time_method(config, 'digits', steps, mesh)
+    costs[m.name], _ = train_throughput.time_method(config, kind, steps, mesh)
   return costs
 
 
@@ -548,7 +575,9 @@ def main(argv=None):
   if len(jobs) < seeds * len(methods):
     print(f'ran seeds {args.only_seeds}; run without --only_seeds to write the results')
     return None
-  costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps)
+  kind = 'fashion_mnist' if suite['dataset'] == 'fashion_mnist' else 'digits'
+  costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps,
+                     kind=kind)
   table = aggregate(results, methods, suite, costs)
   # The study's wall time: every run's training and evaluation (also those finished by an
   # earlier, interrupted invocation) plus this invocation's cost timing.

@@ -304,3 +304,74 @@ def test_a_repaired_file_is_read_again(tmp_path):
   write_idx(path, y, gz=True)
   _, labels = data.load('fashion_mnist', 'train', data_dir=str(tmp_path))
   np.testing.assert_array_equal(labels, y)
+
+
+# ------------------------------------------------------------ training from local files
+
+
+def _tiny_config(name, source, data_dir):
+  from robustjax.training import schema  # pylint: disable=g-import-not-at-top
+  c = schema.base_config()
+  c.dataset.name, c.dataset.source, c.dataset.data_dir = name, source, str(data_dir)
+  c.model.kwargs.widths = (8,)
+  c.batch_size = 4
+  c.num_train_steps = 2
+  c.checkpoint_every_steps = 2
+  c.log_every_steps = 1
+  c.eval.num_examples = 4
+  c.eval.batch_size = 4
+  c.eval.steps = 1
+  return c
+
+
+def _write_layout(root, layout):
+  if layout == 'idx':
+    write_idx_dataset(root / 'FashionMNIST' / 'raw')
+    return 'fashion_mnist', str(root / 'FashionMNIST' / 'raw')
+  if layout == 'cifar_batches':
+    return 'cifar10', write_cifar(str(root), 'cifar10')[0]
+  os.makedirs(root)
+  x = _images(N_TRAIN, (1, 28, 28), 3)
+  np.savez(root / 'fashion_mnist.npz', x_train=x, y_train=_labels(N_TRAIN, 10, 3),
+           x_test=x[:N_TEST], y_test=_labels(N_TEST, 10, 4))
+  return 'fashion_mnist', str(root / 'fashion_mnist.npz')
+
+
+@pytest.mark.usefixtures('persistent_compilation_cache')  # idx and npz share programs
+@pytest.mark.parametrize('layout', local.LOCAL_SOURCES)
+def test_training_runs_from_each_layout_and_records_its_source(tmp_path, layout):
+  import json  # pylint: disable=g-import-not-at-top
+  from robustjax.training import train  # pylint: disable=g-import-not-at-top
+  name, path = _write_layout(tmp_path / 'data', layout)
+  workdir = tmp_path / 'run'
+  final = train.train_and_evaluate(_tiny_config(name, 'auto', tmp_path / 'data'),
+                                   str(workdir))
+  assert final['step'] == 2
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['dataset']['resolved'] == {'source': layout, 'path': path}
+  assert saved['dataset']['source'] == 'auto'
+  if layout != 'idx':
+    return
+  # evaluate restores the run and reads the same files: its clean accuracy on the 4
+  # examples is training's end-of-run one.
+  from robustjax import evaluate  # pylint: disable=g-import-not-at-top
+  report = evaluate.run(str(workdir), eps=[0.0], norm='inf', attacks=['pgd'],
+                        num_examples=4, batch_size=4, progress=False)
+  assert report['clean_accuracy'] == pytest.approx(final['clean_accuracy'])
+  # A resumed run with the files moved elsewhere is the same run (where is run-local).
+  moved = tmp_path / 'moved'
+  os.rename(tmp_path / 'data', moved)
+  again = train.train_and_evaluate(_tiny_config(name, 'auto', moved), str(workdir))
+  assert again['step'] == 2
+
+
+def test_bad_files_stop_the_run_before_its_workdir_exists(tmp_path):
+  from robustjax.training import train  # pylint: disable=g-import-not-at-top
+  path, _ = _bad_idx(tmp_path / 'data', 'count')
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError) as info:
+    train.train_and_evaluate(_tiny_config('fashion_mnist', 'idx', tmp_path / 'data'),
+                             str(workdir))
+  message = str(info.value)
+  assert message.startswith(f'config.dataset: {path}: 11 labels') and '\n' not in message
+  assert not workdir.exists()

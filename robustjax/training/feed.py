@@ -28,7 +28,8 @@ def check_available(dataset) -> tuple[str, str]:
 
   Raises:
     ValueError: naming ``config.dataset`` (with how to prepare it) if absent, or
-      :class:`robustjax.data.BadDataFileError` naming a bad file.
+      :class:`robustjax.data.BadDataFileError` (``config.dataset: <file>: <what is
+      wrong>``) for a bad file.
   """
   try:
     resolved = data.resolve_source(dataset)
@@ -39,6 +40,8 @@ def check_available(dataset) -> tuple[str, str]:
   except data.DatasetNotFoundError as e:
     raise ValueError(f'config.dataset.name: {dataset.name!r} is not available here.\n{e}'
                      ) from None
+  except data.BadDataFileError as e:  # one line: the file and what is wrong with it
+    raise data.BadDataFileError(f'config.dataset: {e}') from None
   return resolved
 
 
