@@ -123,9 +123,10 @@ def time_torch_small_cnn(steps: int, batch: int = 128):
     loss = torch.nn.functional.cross_entropy(net((x - mean) / std), y)
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.detach().item()
 
-  step()
+  for _ in range(3):  # warm-up: oneDNN picks its kernels on the first calls
+    step()
   times = []
   for _ in range(steps):
     start = time.perf_counter()
