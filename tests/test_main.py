@@ -237,3 +237,20 @@ def test_compilation_cache_flag_moves_keeps_or_turns_off_the_cache(tmp_path, mon
     assert not jax.config.jax_compilation_cache_dir
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_bad_data_file_is_one_line_naming_it_and_writes_nothing(tmp_path, monkeypatch):
+  data_dir = tmp_path / 'data'
+  data_dir.mkdir()
+  for stem in ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte',
+               't10k-labels-idx1-ubyte'):
+    (data_dir / stem).write_bytes(b'\x00\x00\x08\x01' + (1).to_bytes(4, 'big') + b'\x00')
+  (data_dir / 'train-labels-idx1-ubyte').write_bytes(b'\x00\x00\x08\x01')  # truncated
+  workdir = tmp_path / 'run'
+  code = run_cli(monkeypatch, f'--workdir={workdir}', *TINY,
+                 '--config.dataset.name=fashion_mnist', '--config.dataset.source=idx',
+                 f'--config.dataset.data_dir={data_dir}')
+  assert isinstance(code, str) and '\n' not in code, code
+  assert code.startswith(f'error: config.dataset: {data_dir / "train-images-idx3-ubyte"}: '
+                         'IDX magic number 0x00000801, expected 0x00000803'), code
+  assert not workdir.exists()

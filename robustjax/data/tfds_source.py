@@ -1,4 +1,4 @@
-"""CIFAR-10, SVHN and MNIST through ``tfds.data_source``: random access, no TensorFlow.
+"""CIFAR-10/100, SVHN, MNIST and Fashion-MNIST through ``tfds.data_source``: random access, no TensorFlow.
 
 ``tfds.data_source`` reads ``array_record`` files written by ``tfds build`` and decodes
 images with NumPy/Pillow, so training needs TensorFlow Datasets but not TensorFlow. The
@@ -17,7 +17,8 @@ import numpy as np
 from robustjax import _checks
 
 # robustjax name -> TFDS name.
-TFDS_NAMES = {'cifar10': 'cifar10', 'svhn': 'svhn_cropped', 'mnist': 'mnist'}
+TFDS_NAMES = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'svhn': 'svhn_cropped',
+              'mnist': 'mnist', 'fashion_mnist': 'fashion_mnist'}
 SPLITS = ('train', 'test')
 
 
@@ -55,7 +56,7 @@ class TfdsSource:
   """Random access to one split of a TFDS image dataset.
 
   Attributes:
-    name: robustjax dataset name ('cifar10', 'svhn', 'mnist').
+    name: robustjax dataset name (a key of :data:`TFDS_NAMES`).
     split: 'train' or 'test'.
   """
 

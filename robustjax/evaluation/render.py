@@ -52,6 +52,12 @@ def format_certified(cert: dict) -> str:
   return '\n'.join(lines)
 
 
+def _data_source(cfg: dict) -> str:
+  """``'idx: /usr/share/datasets/fashion-mnist'``: where the evaluated data was read."""
+  where = cfg.get('data_source') or {}
+  return ': '.join(v for v in (where.get('source'), where.get('path')) if v) or 'unknown'
+
+
 def markdown(report: dict) -> str:
   """``report.md``."""
   s = report['settings']
@@ -59,7 +65,7 @@ def markdown(report: dict) -> str:
   low, high = report['bounds']
   out = [f'# Evaluation `{report["tag"]}` of `{report["workdir"]}`', '',
          f'Checkpoint step {report["checkpoint_step"]}; {cfg["dataset"]} '
-         f'`{s["split"]}` split, {report["num_examples"]} examples; model '
+         f'({_data_source(cfg)}) `{s["split"]}` split, {report["num_examples"]} examples; model '
          f'`{cfg["model"]}`; method {", ".join(cfg["method"])}. Robust accuracy in % '
          f'(correct on x and at the attack\'s point in the {report["norm"]}-norm ball of '
          f'radius eps, pixels in [{low:g}, {high:g}]); the worst case is per example over '

@@ -21,6 +21,7 @@ import jaxlib
 import numpy as np
 
 import robustjax
+from robustjax import data
 from robustjax.evaluation import classifiers
 from robustjax.evaluation.classifiers import ABSTAIN, CLEAN_MISCLASSIFIED, ROBUST
 
@@ -137,7 +138,10 @@ def assemble(settings, tag, config, n, labels, predictions, results, num_batches
   report = {
       'format': FORMAT, 'tag': tag, 'workdir': settings.workdir,
       'checkpoint_step': settings.checkpoint_step,
-      'config': {'dataset': config.dataset.name, 'model': config.model.name,
+      'config': {'dataset': config.dataset.name,
+                 'data_source': dict(zip(('source', 'path'),
+                                         data.resolve_source(config.dataset))),
+                 'model': config.model.name,
                  'model_kwargs': json.loads(json.dumps(dict(config.model.kwargs),
                                                        default=str)),
                  'method': terms or ['standard'], 'seed': int(config.seed)},

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 import robustjax
+from robustjax import data
 from robustjax.evaluation import settings as settings_lib
 from robustjax.training import workdir as workdir_lib
 
@@ -76,8 +77,8 @@ def params_fingerprint(params) -> str:
 def _data_identity(config, split: str, indices) -> dict:
   """What identifies the evaluated examples: dataset, source, split and indices."""
   indices = np.asarray(indices, np.int64)
-  return {'dataset': str(config.dataset.name),
-          'source': str(config.dataset.get('source', 'tfds')), 'split': split,
+  source, _ = data.resolve_source(config.dataset)  # where this evaluation reads it
+  return {'dataset': str(config.dataset.name), 'source': source, 'split': split,
           'num_examples': int(indices.size),
           'indices_sha256': hashlib.sha256(indices.tobytes()).hexdigest()}
 

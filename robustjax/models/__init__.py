@@ -32,7 +32,7 @@ step::
 statistics are functions of ``params`` computed from the clean batch, so the gradient
 through them is the usual BatchNorm one; pass ``stop_gradient_stats=True`` to cut it),
 while its input-gradient treats the statistics as constants. Models without BatchNorm
-(``'mlp'``, ``'cnn'``) go through the same calls: their ``batch_stats`` and
+(``'mlp'``, ``'cnn'``, ``'small_cnn'``) go through the same calls: their ``batch_stats`` and
 ``clean_stats`` are empty dicts and ``logits_fn`` is the plain model.
 """
 
@@ -58,6 +58,7 @@ from robustjax.models.resnet import PreActBlock
 from robustjax.models.resnet import PreActResNet
 from robustjax.models.resnet import resnet18
 from robustjax.models.resnet import resnet44
+from robustjax.models.small_cnn import SmallCNN
 from robustjax.models.wide_resnet import WideResNet
 from robustjax.models.wide_resnet import wrn28_8
 from robustjax.models.wide_resnet import wrn28_10
@@ -69,6 +70,7 @@ LogitsFn = Callable[[Any, jax.Array], jax.Array]
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': MLP,
     'cnn': CNN,
+    'small_cnn': SmallCNN,
     'resnet18': resnet18,
     'resnet44': resnet44,
     'wrn28_8': wrn28_8,
@@ -86,9 +88,10 @@ def create(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds the model called ``name`` with ``num_classes`` logits.
 
   Args:
-    name: one of :func:`model_names` ('mlp', 'cnn', 'resnet18', 'resnet44', 'wrn28_8',
-      'wrn28_10', 'wrn40_8'). 'mlp' and 'cnn' run on any image size divisible by 4
-      (e.g. 8x8 digits); the ResNets on 8x8 and up.
+    name: one of :func:`model_names` ('mlp', 'cnn', 'small_cnn', 'resnet18', 'resnet44',
+      'wrn28_8', 'wrn28_10', 'wrn40_8'). 'mlp', 'cnn' and 'small_cnn' run on any image
+      size divisible by 4 (e.g. 8x8 digits, 28x28 Fashion-MNIST); the ResNets on 8x8
+      and up.
     num_classes: number of logits K (>= 1).
     **kwargs: module attributes, e.g. ``activation='softplus'``, ``width_multiplier=2``
       (ResNets), ``widen_factor=1`` (WRNs), ``widths=(64,)`` (MLP), ``mean``/``std``,
@@ -244,7 +247,7 @@ def bn_policy(model: nn.Module, params: Any, batch_stats: Any, clean_inputs: jax
 
 __all__ = [
     'BatchNorm', 'CLEAN_STATS', 'CNN', 'CleanPass', 'MLP', 'PreActBlock', 'PreActResNet',
-    'Standardize', 'WideResNet', 'activations', 'bn_policy', 'clean_pass', 'conv', 'create',
+    'SmallCNN', 'Standardize', 'WideResNet', 'activations', 'bn_policy', 'clean_pass', 'conv', 'create',
     'frozen_stats_logits_fn', 'get_activation', 'hhrelu', 'init', 'layers',
     'logits_fn_for', 'model_names', 'resnet18', 'resnet44', 'split_variables',
     'wrn28_8', 'wrn28_10', 'wrn40_8',

@@ -13,8 +13,15 @@ Schema (``config.<key>``)::
   checkpoint_every_steps  periodic checkpoint interval (a final one is always saved)
   keep_checkpoints        how many checkpoints to keep (orbax max_to_keep)
   log_every_steps         metrics fetched, checked for NaN and written every that many steps
-  dataset.name            'digits' (embedded) | 'mnist' | 'cifar10' | 'svhn'
-  dataset.data_dir        TFDS data dir ('' = TFDS default)
+  dataset.name            'digits' (embedded) | 'mnist' | 'fashion_mnist' | 'cifar10' |
+                          'cifar100' | 'svhn'
+  dataset.data_dir        TFDS data dir, and the root searched for local files
+                          ('' = TFDS default, then the well-known local places)
+  dataset.source          'auto' (TFDS if prepared, else the first local layout found) |
+                          'tfds' | 'idx' | 'cifar_batches' | 'npz'
+                          (robustjax.data.local; ignored for digits and the 2-D sets)
+  dataset.resolved        written by the run into its config.json: {source, path} that
+                          were read (robustjax.data.resolve_source); leave empty
   dataset.augment         random crop + flip (CIFAR-style) for the training split
   model.name              a robustjax.models name ('mlp', 'cnn', 'resnet18', ...)
   model.kwargs            free-form module attributes (widths, activation, ...)
@@ -80,7 +87,8 @@ CONTROLLERS = ('none', 'adaptive_psi')
 SCHEDULE_KINDS = ('linear', 'cosine')  # training.step.schedule_value
 EVAL_OBJECTIVES = ('ce', 'margin')
 EVAL_ATTACKS = ('pgd', 'autoattack')
-DATASETS = ('digits', 'mnist', 'cifar10', 'svhn')
+DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'svhn')
+DATA_SOURCES = ('auto', 'tfds', 'idx', 'cifar_batches', 'npz')  # robustjax.data.local
 FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked here
 
 
@@ -109,7 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.log_every_steps = 50
 
-  c.dataset = ml_collections.ConfigDict({'name': 'digits', 'data_dir': '', 'augment': False})
+  c.dataset = ml_collections.ConfigDict({
+      'name': 'digits', 'data_dir': '', 'augment': False, 'source': 'auto',
+      'resolved': ml_collections.ConfigDict({'source': '', 'path': ''})})
   c.model = ml_collections.ConfigDict({
       'name': 'mlp',
       'kwargs': ml_collections.ConfigDict({'widths': (128, 128), 'activation': 'relu'})})
@@ -370,6 +380,7 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
           f'({process_count})')
 
   _choice(config.dataset.name, 'dataset.name', dataset_names())
+  _choice(config.dataset.get('source', 'auto'), 'dataset.source', DATA_SOURCES)
   _choice(config.model.name, 'model.name', models.model_names())
   _check_model_kwargs(config.model.name, dict(config.model.kwargs), models)
 

@@ -23,7 +23,7 @@ with the latest segment's ``num_train_steps``), field by field:
 
 Fields that say where things are rather than what is trained (:data:`RUN_LOCAL_FIELDS`:
 the data directory, the ``jax.distributed`` settings of the cluster) may differ between
-runs of the same workdir.
+runs of the same workdir, and so may where the data was found (``dataset.resolved``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 CONFIG_FILE = 'config.json'
 SEGMENT_FILE = 'config.segment-{}.json'
-RUN_LOCAL_FIELDS = ('dataset.data_dir', 'distributed')
+RUN_LOCAL_FIELDS = ('dataset.data_dir', 'dataset.resolved', 'distributed')
 EXTENDABLE_FIELD = 'num_train_steps'
 MAX_LISTED = 8  # differing fields named in a conflict message (then "and N more")
 
