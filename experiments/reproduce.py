@@ -130,8 +130,12 @@ def load_config(method: Method, seed: int, runs_dir: str, quick: bool):
     c.checkpoint_every_steps = 4
     c.log_every_steps = 2
     for t in c.regularizers.values():
-      if 'eps_ramp_steps' in t:
-        t.eps_ramp_steps = min(int(t.eps_ramp_steps), 2)
+      for spec in t.get('schedules', {}).values():
+        spec['steps'] = min(int(spec['steps']), 2)
+        if 'begin' in spec:
+          spec['begin'] = min(int(spec['begin']), 2)
+    if c.eval.get('monitor_every_steps', 0):
+      c.eval.monitor_every_steps = 2
   return c
 
 

@@ -36,7 +36,6 @@ from absl import logging
 from robustjax import losses
 from robustjax import models
 from robustjax.training import checkpoints
-from robustjax.training import controllers
 from robustjax.training import feed
 from robustjax.training import observe
 from robustjax.training import optim
@@ -64,7 +63,8 @@ def _as_config(config) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.as_configdict())
   elif isinstance(config, dict):
     config = ml_collections.ConfigDict(config)
-  return ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  # An unlocked copy, older spellings (eps_ramp_steps) read as today's.
+  return schema.fold_legacy(ml_collections.ConfigDict(config.to_dict()))
 
 
 def build_model(config, info):
@@ -312,7 +312,7 @@ def train_and_evaluate(config, workdir: str, *,
   model = build_model(config, info)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   terms = step_lib.resolve_terms(config)
-  controller = controllers.from_config(config.controller)
+  controller = step_lib.controller_from_config(config.controller)
 
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -344,6 +344,7 @@ def train_and_evaluate(config, workdir: str, *,
       model=model, terms=terms, tx=tx, schedule=schedule,
       nominal_weight=float(config.nominal_weight), controller=controller,
       controlled_term=config.controller.term,
+      controller_input=str(config.controller.get('loss', 'auto')),
       stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
 
   writer = observe.MetricWriter(workdir, enabled=is_lead, resume_step=start)
@@ -469,7 +470,7 @@ def restore(workdir: str, *, step: int | None = None):
   model = build_model(config, info)
   tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
   mesh = step_lib.make_mesh(jax.local_devices()[:1])
-  controller = controllers.from_config(config.controller)
+  controller = step_lib.controller_from_config(config.controller)
   abstract = jax.eval_shape(lambda: step_lib.init_state(
       model, tx, rng=jax.random.PRNGKey(0), input_shape=info.input_shape, mesh=mesh,
       controller=controller))
