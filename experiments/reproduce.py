@@ -83,6 +83,11 @@ def _methods(dataset: str) -> list[Method]:
       Method('soar', f'soar_{d}', label='SOAR (fine-tuned from standard)',
              init_from='standard'),
       Method('llr', f'llr_{d}', label='LLR'),
+      Method('fgsm', f'fgsm_{d}', label='FGSM-RS (Wong et al.)'),
+      Method('n_fgsm', f'n_fgsm_{d}', label='N-FGSM'),
+      Method('gradalign', f'gradalign_{d}', label='FGSM + GradAlign'),
+      Method('elle', f'elle_{d}', label='FGSM + ELLE'),
+      Method('elle_a', f'elle_a_{d}', label='FGSM + ELLE-A'),
       Method('lipschitz', f'lipschitz_{d}', label='stochastic Lipschitz + half-half L2,min',
              l2=True),
       Method('l2min', f'lipschitz_{d}', label='half-half L2,min alone (no Lipschitz)',
@@ -97,6 +102,8 @@ def _methods(dataset: str) -> list[Method]:
 SUITES = {
     'digits': dict(dataset='digits', linf=(0.05, 0.1, 0.15), l2=(0.5, 1.0),
                    radii=(0.0, 0.1, 0.2, 0.3, 0.5), num_examples=0),
+    'fashion_mnist': dict(dataset='fashion_mnist', linf=(0.05, 0.1, 0.15), l2=(0.5, 1.0),
+                          radii=(0.0, 0.25, 0.5), num_examples=1000),
     'mnist': dict(dataset='mnist', linf=(0.1, 0.2, 0.3), l2=(1.0, 2.0),
                   radii=(0.0, 0.5, 1.0, 1.58), num_examples=1000),
     'svhn': dict(dataset='svhn', linf=(4 / 255, 8 / 255), l2=(0.25, 0.5),
@@ -212,15 +219,20 @@ def _sum_flags(report: dict) -> dict[str, int]:
   return total
 
 
-def step_costs(methods: list[Method], runs_dir: str, *, steps: int) -> dict[str, float]:
-  """Median seconds per train step of each method's config, timed in this process."""
+def step_costs(methods: list[Method], runs_dir: str, *, steps: int,
+               kind: str = 'digits') -> dict[str, float]:
+  """Median seconds per train step of each method's config, timed in this process.
+
+  ``kind`` is the benchmark model (``train_throughput.build``): the digits MLP, or the
+  config's own model at 28x28x1, batch 128, for ``'fashion_mnist'``.
+  """
   from experiments.benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
   from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   mesh = step_lib.make_mesh()
   costs = {}
   for m in methods:
     config = load_config(m, 0, runs_dir, quick=False)
-    costs[m.name], _ = train_throughput.time_method(config, 'digits', steps, mesh)
+    costs[m.name], _ = train_throughput.time_method(config, kind, steps, mesh)
   return costs
 
 
@@ -552,7 +564,8 @@ def main(argv=None):
   if len(jobs) < seeds * len(methods):
     print(f'ran seeds {args.only_seeds}; run without --only_seeds to write the results')
     return None
-  costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps)
+  costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps,
+                     kind='fashion_mnist' if suite['dataset'] == 'fashion_mnist' else 'digits')
   table = aggregate(results, methods, suite, costs)
   # The study's wall time: every run's training and evaluation (also those finished by an
   # earlier, interrupted invocation) plus this invocation's cost timing.

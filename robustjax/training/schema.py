@@ -70,7 +70,10 @@ Schema (``config.<key>``)::
   eval.*                  eps, p, steps, restarts, step_size (0 = 2.5 eps / steps),
                           objective, batch_size, num_examples (0 = whole split), split,
                           attack ('pgd' | 'autoattack': the standard AutoAttack ensemble,
-                          steps/restarts/step_size/objective then unused)
+                          steps/restarts/step_size/objective then unused),
+                          monitor_every_steps (0 = off; else FGSM and PGD accuracy on the
+                          first monitor_examples examples every that many steps, and the
+                          catastrophic-overfitting flag: robustjax.training.monitor)
   distributed.*           initialize (jax.distributed.initialize), coordinator_address,
                           num_processes, process_id (0 / -1 = auto-detect)
 """
@@ -196,7 +199,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict({
       'eps': 0.1, 'p': math.inf, 'steps': 20, 'restarts': 1, 'step_size': 0.0,
       'objective': 'ce', 'batch_size': 256, 'num_examples': 0, 'split': 'test',
-      'attack': 'pgd'})
+      'attack': 'pgd', 'monitor_every_steps': 0, 'monitor_examples': 512})
   c.distributed = ml_collections.ConfigDict({
       'initialize': False, 'coordinator_address': '', 'num_processes': 0,
       'process_id': -1})
@@ -491,6 +494,8 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
   _check_number(config, 'eval.step_size', minimum=0)
   _check_number(config, 'eval.batch_size', minimum=1, integer=True)
   _check_number(config, 'eval.num_examples', minimum=0, integer=True)
+  _check_number(config, 'eval.monitor_every_steps', minimum=0, integer=True)
+  _check_number(config, 'eval.monitor_examples', minimum=1, integer=True)
   _choice(ev.objective, 'eval.objective', EVAL_OBJECTIVES)
   _choice(ev.get('attack', 'pgd'), 'eval.attack', EVAL_ATTACKS)
   _choice(ev.split, 'eval.split', ('test', 'train'))
