@@ -98,12 +98,12 @@ def test_gradalign_matches_the_cosine_of_dense_gradients():
   values, aux = registry.get('gradalign')(loss_fn, params, (x, Y), rng=KEY, eps=0.3)
   x_noisy = aux['x_noisy']
   assert float(jnp.max(jnp.abs(x_noisy - x))) <= 0.3 + 1e-6
-  grad_one = jax.grad(lambda v, y: loss_fn(params, v[None], y[None])[0])
-  for i in range(B):  # one example at a time: no batch interaction
-    g1 = np.asarray(grad_one(x[i], Y[i]), np.float64)
-    g2 = np.asarray(grad_one(x_noisy[i], Y[i]), np.float64)
-    cos = g1 @ g2 / (np.linalg.norm(g1) * np.linalg.norm(g2))
-    assert float(values[i]) == pytest.approx(1.0 - cos, abs=2e-5)
+  # One example at a time (vmapped single-example gradients): no batch interaction.
+  grad_one = jax.jit(jax.vmap(jax.grad(lambda v, y: loss_fn(params, v[None], y[None])[0])))
+  g1 = np.asarray(grad_one(x, Y), np.float64)
+  g2 = np.asarray(grad_one(x_noisy, Y), np.float64)
+  cos = np.sum(g1 * g2, -1) / (np.linalg.norm(g1, axis=-1) * np.linalg.norm(g2, axis=-1))
+  np.testing.assert_allclose(np.asarray(values), 1.0 - cos, atol=2e-5)
   assert float(jnp.max(values)) > 1e-3
 
 
@@ -118,7 +118,7 @@ def test_n_fgsm_point_lies_in_the_3eps_box_and_the_input_box_fgsm_in_the_ball():
   _, aux = registry.get('n_fgsm')(loss_fn, params, (x, y), rng=KEY, eps=eps)
   dist = jnp.max(jnp.abs(aux['x_adv'] - x), -1)
   assert float(jnp.max(dist)) <= 3 * eps + 1e-6
-  assert float(jnp.max(dist)) > eps  # not projected back to the eps-ball
+  assert float(jnp.max(dist)) > 1.5 * eps  # not projected back to the eps-ball
   assert float(jnp.min(aux['x_adv'])) >= 0.0 and float(jnp.max(aux['x_adv'])) <= 1.0
   for init in ('uniform', 'zero'):
     _, aux = registry.get('fgsm')(loss_fn, params, (x, y), rng=KEY, eps=eps, init=init)
@@ -303,8 +303,8 @@ def test_monitor_rows_and_final_flag_are_written(tmp_path):
   config.model.kwargs.widths = (16,)
   config.update({'batch_size': 16, 'num_train_steps': 4, 'checkpoint_every_steps': 4,
                  'log_every_steps': 2, 'nominal_weight': 0.0})
-  config.eval.update({'num_examples': 16, 'batch_size': 16, 'steps': 2,
-                      'monitor_every_steps': 2, 'monitor_examples': 32})
+  config.eval.update({'num_examples': 16, 'batch_size': 16, 'steps': 1,
+                      'monitor_every_steps': 2, 'monitor_examples': 16})
   config.regularizers.fgsm = schema.term('fgsm', eps=0.1)
   workdir = str(tmp_path / 'run')
   final = train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
