@@ -87,7 +87,6 @@ def _methods(dataset: str) -> list[Method]:
       Method('n_fgsm', f'n_fgsm_{d}', label='N-FGSM'),
       Method('gradalign', f'gradalign_{d}', label='FGSM + GradAlign'),
       Method('elle', f'elle_{d}', label='FGSM + ELLE'),
-      Method('elle_a', f'elle_a_{d}', label='FGSM + ELLE-A'),
       Method('lipschitz', f'lipschitz_{d}', label='stochastic Lipschitz + half-half L2,min',
              l2=True),
       Method('l2min', f'lipschitz_{d}', label='half-half L2,min alone (no Lipschitz)',
@@ -223,8 +222,8 @@ def step_costs(methods: list[Method], runs_dir: str, *, steps: int,
                kind: str = 'digits') -> dict[str, float]:
   """Median seconds per train step of each method's config, timed in this process.
 
-  ``kind`` is the benchmark model (``train_throughput.build``): the digits MLP, or the
-  config's own model at 28x28x1, batch 128, for ``'fashion_mnist'``.
+  ``kind`` is the benchmark model (``train_throughput.build``): the digits MLP, or
+  Wong & Kolter's small CNN at 28x28x1, batch 128, for ``'fashion_mnist'``.
   """
   from experiments.benchmarks import train_throughput  # pylint: disable=g-import-not-at-top
   from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top

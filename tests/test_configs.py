@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
                       if os.path.basename(p) != 'base.py')
 METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
-           'lipschitz', 'crt', 'smoothing')
+           'lipschitz', 'crt', 'smoothing', 'fgsm', 'n_fgsm', 'gradalign', 'elle', 'elle_a')
 
 
 def load(path):

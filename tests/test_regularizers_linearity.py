@@ -181,6 +181,9 @@ def test_bad_controller_settings_fail_in_validation_naming_the_field():
     schema.validate(config)
   config.controller.lam_min = 0.0
   schema.validate(config)
+  config.controller.loss = 'auto'  # ELLE-A reads the ELLE term's error, not a CE
+  with pytest.raises(ValueError, match='^config.controller.loss'):
+    schema.validate(config)
   with pytest.raises(ValueError, match='min_history'):
     controllers.elle_a(min_history=0)
 

@@ -315,7 +315,7 @@ def test_grad_clip_bounds_the_terms_update():
   schema.load_regularizers()
   penalty = registry.get('gradient_norm')
   for clip in (1e-3,):  # far below the gradient norm (~1): the clip binds
-    term = step_lib.Term('gn', 'gradient_norm', penalty, 'loss_fn', 50.0, {}, clip, 0, '',
+    term = step_lib.Term('gn', 'gradient_norm', penalty, 'loss_fn', 50.0, {}, clip, '',
                          1.0)
     fn = step_lib.make_train_step(model=model, terms=[term], tx=tx,
                                   schedule=lambda s: 1.0, nominal_weight=0.0)
@@ -355,7 +355,7 @@ def test_nominal_shared_with_penalty_clean_pass_is_identical_and_cheaper(names):
   hparams = {'scorpio': {'eps': 0.1, 'steps': 2, 'h': 0.5}, 'gradient_norm': {},
              'lipschitz': {'psi': 1.0, 'num_outputs': 2}}
   terms = [step_lib.Term(f't{i}', n, registry.get(n), registry.takes(n), 0.5 + i,
-                         hparams[n], 0.0, 0, '', 1.0) for i, n in enumerate(names)]
+                         hparams[n], 0.0, '', 1.0) for i, n in enumerate(names)]
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(8, 8, 1),
                               mesh=mesh)
   before = jax.tree.map(np.asarray, state.params)

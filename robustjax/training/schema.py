@@ -482,6 +482,9 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
     else:
       _check_elle_a(config)
     reads = ctl.get('loss', 'auto')
+    if ctl.name == 'elle_a' and reads in ('auto', 'nominal'):
+      _fail('controller.loss', f"ELLE-A is fed the ELLE term's linearity error, not "
+            f"{reads!r}; set it to the ELLE term's label ({ctl.term!r})")
     if reads not in ('auto', 'nominal') and reads not in config.regularizers:
       _fail('controller.loss', f"{reads!r} is not 'auto', 'nominal' or a regularizer "
             f'label; labels: {", ".join(map(repr, config.regularizers.keys())) or "(none)"}')

@@ -534,8 +534,16 @@ def restore(workdir: str, *, step: int | None = None):
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                          sharding=step_lib.replicated(mesh)),
                           abstract)
-  with contextlib.closing(checkpoints.manager(workdir, create=False)) as mngr:
-    state, _ = checkpoints.restore(mngr, abstract, step)
-  logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
-                                   if state.batch_stats else {})
-  return config, logits_fn, state.params
+  try:
+    with contextlib.closing(checkpoints.manager(workdir, create=False)) as mngr:
+      state, _ = checkpoints.restore(mngr, abstract, step)
+    params, batch_stats = state.params, state.batch_stats
+  except ValueError:
+    # A checkpoint whose controller state has another structure (runs without a
+    # controller written before EmptyState): evaluation needs params and stats only.
+    raw = checkpoints.restore_raw_state(workdir, step)
+    params = jax.tree.map(jnp.asarray, raw['params'])
+    batch_stats = jax.tree.map(jnp.asarray, raw.get('batch_stats', {}) or {})
+  logits_fn = models.logits_fn_for(model, {'batch_stats': batch_stats}
+                                   if batch_stats else {})
+  return config, logits_fn, params
