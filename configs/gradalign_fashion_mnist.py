@@ -4,7 +4,7 @@ CE at one FGSM step from x (zero start, step eps, Linf eps = 0.1; nominal weight
 lambda (1 - cos(grad l(x), grad l(x + eta))), eta ~ U([-eps, eps]^d), lambda = 0.2 (the
 paper's CIFAR-10 value at 8/255). FGSM and PGD accuracy are monitored every epoch on 512
 test images. Model, data and schedule: base.fashion_mnist() (Wong & Kolter's small CNN,
-batch 128, 10 epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST radius).
+batch 128, base.FASHION_EPOCHS epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST radius).
 
   python -m robustjax.main --config=configs/gradalign_fashion_mnist.py --workdir=/tmp/gradalign_fashion_mnist
 """

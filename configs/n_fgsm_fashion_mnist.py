@@ -4,7 +4,8 @@ The objective is the loss at x + eta + eps sign(grad l(x + eta)), eta ~ U([-2 ep
 eps]^d) (k = 2), Linf eps = 0.1, no projection back to the eps-ball (clipped to the
 pixel box only), nominal weight 0. FGSM and PGD accuracy are monitored every epoch on
 512 test images. Model, data and schedule: base.fashion_mnist() (Wong & Kolter's small
-CNN, batch 128, 10 epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST radius).
+CNN, batch 128, base.FASHION_EPOCHS epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST
+radius).
 
   python -m robustjax.main --config=configs/n_fgsm_fashion_mnist.py --workdir=/tmp/n_fgsm_fashion_mnist
 """

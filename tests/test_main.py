@@ -188,3 +188,20 @@ def test_changed_config_is_refused_in_one_line_and_extend_is_recorded(tmp_path,
   assert segment == {'segment': 1, 'start_step': 4, 'previous_num_train_steps': 4,
                      'num_train_steps': 6}
   assert json.loads((workdir / 'final_metrics.json').read_text())['step'] == 6
+
+
+def test_bad_data_file_is_one_line_naming_it_and_writes_nothing(tmp_path, monkeypatch):
+  data_dir = tmp_path / 'data'
+  data_dir.mkdir()
+  for stem in ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte',
+               't10k-labels-idx1-ubyte'):
+    (data_dir / stem).write_bytes(b'\x00\x00\x08\x01' + (1).to_bytes(4, 'big') + b'\x00')
+  (data_dir / 'train-labels-idx1-ubyte').write_bytes(b'\x00\x00\x08\x01')  # truncated
+  workdir = tmp_path / 'run'
+  code = run_cli(monkeypatch, f'--workdir={workdir}', *TINY,
+                 '--config.dataset.name=fashion_mnist', '--config.dataset.source=idx',
+                 f'--config.dataset.data_dir={data_dir}')
+  assert isinstance(code, str) and '\n' not in code, code
+  assert code.startswith(f'error: config.dataset: {data_dir / "train-images-idx3-ubyte"}: '
+                         'IDX magic number 0x00000801, expected 0x00000803'), code
+  assert not workdir.exists()

@@ -106,6 +106,43 @@ def test_cnn_matches_soar_architecture_on_cifar_shapes():
   assert params['Dense_0']['kernel'].shape == (8 * 8 * 64, 10)
 
 
+def _numpy_conv(x, kernel, bias, stride, pad):
+  """Direct convolution by loops over the kernel taps: ``x [B, H, W, C]``, HWIO kernel."""
+  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  kh, kw, _, out = kernel.shape
+  oh, ow = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+  y = np.zeros((x.shape[0], oh, ow, out)) + bias
+  for i in range(kh):
+    for j in range(kw):
+      patch = x[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :]
+      y += patch @ kernel[i, j]
+  return y
+
+
+@pytest.mark.parametrize('conv_impl', ['xla', 'patches'])
+def test_small_cnn_is_wong_kolters_small_model(conv_impl):
+  """28x28 -> 14x14 -> 7x7 by two 4x4 stride-2 convolutions with padding 1, dense 100."""
+  mean, std = 0.2860, 0.3530
+  model = models.create('small_cnn', num_classes=10, mean=(mean,), std=(std,),
+                        conv_impl=conv_impl)
+  params = models.init(model, jax.random.PRNGKey(0), (28, 28, 1))['params']
+  shapes = jax.tree_util.tree_map(np.shape, params)
+  assert shapes == {'Conv_0': {'kernel': (4, 4, 1, 16), 'bias': (16,)},
+                    'Conv_1': {'kernel': (4, 4, 16, 32), 'bias': (32,)},
+                    'Dense_0': {'kernel': (32 * 7 * 7, 100), 'bias': (100,)},
+                    'Dense_1': {'kernel': (100, 10), 'bias': (10,)}}
+  x = np.random.default_rng(0).random((3, 28, 28, 1))
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  h = np.maximum(_numpy_conv((x - mean) / std, p['Conv_0']['kernel'], p['Conv_0']['bias'],
+                             2, 1), 0)
+  h = np.maximum(_numpy_conv(h, p['Conv_1']['kernel'], p['Conv_1']['bias'], 2, 1), 0)
+  assert h.shape == (3, 7, 7, 32)
+  h = np.maximum(h.reshape(3, -1) @ p['Dense_0']['kernel'] + p['Dense_0']['bias'], 0)
+  expected = h @ p['Dense_1']['kernel'] + p['Dense_1']['bias']
+  np.testing.assert_allclose(model.apply({'params': params}, jnp.asarray(x, jnp.float32)),
+                             expected, rtol=1e-4, atol=1e-4)
+
+
 def test_default_depths():
   wrn = models.create('wrn28_10', num_classes=10)
   assert (wrn.depth, wrn.widen_factor) == (28, 10)

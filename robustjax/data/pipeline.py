@@ -30,6 +30,7 @@ from robustjax import _checks
 from robustjax.data.digits import NUM_TEST as DIGITS_NUM_TEST
 from robustjax.data.digits import NUM_TRAIN as DIGITS_NUM_TRAIN
 from robustjax.data.digits import digits as load_digits
+from robustjax.data import local
 from robustjax.data import synthetic
 from robustjax.data import tfds_source
 
@@ -124,14 +125,87 @@ def _synthetic(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return synthetic.spirals(n, num_classes=info.num_classes, noise=0.05, seed=seed)
 
 
-def open_split(name: str, split: str, data_dir: str | None = None):
+def _tfds_dir(data_dir: str | None) -> str:
+  import os  # pylint: disable=g-import-not-at-top
+  return os.path.abspath(os.path.expanduser(
+      data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'))
+
+
+def _tfds_prepared(name: str, data_dir: str | None) -> bool:
+  if name not in tfds_source.TFDS_NAMES:
+    return False
+  try:
+    for split in tfds_source.SPLITS:
+      tfds_source.TfdsSource(name, split, data_dir)
+  except tfds_source.DatasetNotFoundError:
+    return False
+  return True
+
+
+def resolve(name: str, source: str = 'auto', data_dir: str | None = None
+            ) -> local.Resolved:
+  """Where ``name`` is read from: ``Resolved(source, path)`` (see :mod:`.local`).
+
+  ``'auto'`` takes TFDS if the dataset is prepared under ``data_dir`` (or the TFDS
+  default), else the first local layout under ``data_dir``, else under the well-known
+  places (:data:`robustjax.data.local.WELL_KNOWN`). The digits are ``('embedded', '')``
+  and the 2-D sets ``('synthetic', '')`` whatever ``source`` says.
+
+  Raises:
+    ValueError: for an unknown name or source, or a source that cannot hold ``name``.
+    tfds_source.DatasetNotFoundError: nothing found (the message says where it looked
+      and how to prepare the data).
+  """
+  get_dataset_info(name)
+  _checks.check_choice(source, 'source', local.SOURCES)
+  if name == 'digits':
+    return local.Resolved('embedded', '')
+  if name in ('moons', 'spirals'):
+    return local.Resolved('synthetic', '')
+  if source in local.LOCAL_SOURCES and name not in local.LAYOUT_DATASETS[source]:
+    raise ValueError(f'source {source!r} cannot hold dataset {name!r}; it holds '
+                     f'{", ".join(map(repr, local.LAYOUT_DATASETS[source]))}')
+  if source == 'tfds' or (source == 'auto' and _tfds_prepared(name, data_dir)):
+    if name not in tfds_source.TFDS_NAMES:
+      raise ValueError(f"source 'tfds' has no dataset {name!r}; it has "
+                       f'{", ".join(map(repr, tfds_source.TFDS_NAMES))}')
+    return local.Resolved('tfds', _tfds_dir(data_dir))
+  found = local.find(name, source, data_dir)
+  if found is None:
+    message = f'dataset {name!r}: no local files found ({local.searched(name, source, data_dir)}).'
+    if name == 'fashion_mnist':
+      message += ('\nOn Debian/Ubuntu: apt-get install dataset-fashion-mnist (IDX files in '
+                  '/usr/share/datasets/fashion-mnist/).')
+    if source == 'auto' and name in tfds_source.TFDS_NAMES:
+      message = tfds_source.not_found_message(name, data_dir, None) + '\n' + message
+    raise tfds_source.DatasetNotFoundError(message)
+  return found
+
+
+def resolve_source(dataset_config) -> tuple[str, str]:
+  """``(source, path)`` that ``config.dataset`` reads (its name, source, data_dir).
+
+  What a run records in its ``config.json`` as ``dataset.resolved`` and what an
+  evaluation report can name; logged once per dataset and process.
+  """
+  name = dataset_config.name
+  resolved = resolve(name, dataset_config.get('source', 'auto') or 'auto',
+                     dataset_config.get('data_dir', '') or None)
+  local.log_once(name, resolved)
+  return tuple(resolved)
+
+
+def open_split(name: str, split: str, data_dir: str | None = None, *,
+               source: str = 'auto'):
   """Opens a split for random access: ``len(src)``, ``src.get(idx) -> (inputs, labels)``.
 
   ``inputs`` are float32 ``[n, *input_shape]`` in ``[0, 1]``, labels int32 ``[n]``.
+  ``source`` and ``data_dir`` say where the files are (:func:`resolve`).
 
   Raises:
-    ValueError: for an unknown name or split.
-    tfds_source.DatasetNotFoundError: for TFDS datasets that are not prepared.
+    ValueError: for an unknown name, split or source.
+    tfds_source.DatasetNotFoundError: the dataset is not found.
+    local.BadDataFileError: (a ValueError) a local file is not what its layout says.
   """
   get_dataset_info(name)
   if split not in ('train', 'test'):
@@ -140,19 +214,24 @@ def open_split(name: str, split: str, data_dir: str | None = None):
     return _ArraySource(*load_digits(split))
   if name in ('moons', 'spirals'):
     return _ArraySource(*_synthetic(name, split))
-  return _ImageSource(tfds_source.TfdsSource(name, split, data_dir))
+  resolved = resolve(name, source, data_dir)
+  local.log_once(name, resolved)
+  if resolved.source == 'tfds':
+    return _ImageSource(tfds_source.TfdsSource(name, split, data_dir))
+  return local.LocalSource(name, split, resolved.source, resolved.path)
 
 
 def load(name: str, split: str = 'test', *, data_dir: str | None = None,
-         num_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+         num_examples: int | None = None, source: str = 'auto'
+         ) -> tuple[np.ndarray, np.ndarray]:
   """Reads the first ``num_examples`` (default all) of a split into memory.
 
   Returns:
     ``(inputs [n, *input_shape] float32 in [0, 1], labels [n] int32)``.
   """
-  source = open_split(name, split, data_dir)
-  n = len(source) if num_examples is None else min(int(num_examples), len(source))
-  return source.get(np.arange(n))
+  opened = open_split(name, split, data_dir, source=source)
+  n = len(opened) if num_examples is None else min(int(num_examples), len(opened))
+  return opened.get(np.arange(n))
 
 
 # ------------------------------------------------------------------------ augmentation
@@ -233,7 +312,7 @@ def train_indices(num_examples: int, batch_size: int, seed: int, step: int) -> n
 def train_batches(name: str, *, batch_size: int, seed: int = 0, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1,
                   augment: bool | str = True, data_dir: str | None = None,
-                  num_steps: int | None = None
+                  num_steps: int | None = None, source: str = 'auto'
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields this host's share of the training batches ``start_step, start_step + 1, ...``.
 
@@ -247,8 +326,10 @@ def train_batches(name: str, *, batch_size: int, seed: int = 0, start_step: int 
     augment: True for the dataset's default (:attr:`DatasetInfo.augment`: 4-px
       reflect-pad crop + horizontal flip for CIFAR-10, none for SVHN/MNIST/digits),
       False for none, or one of 'none', 'crop', 'flip', 'crop_flip'.
-    data_dir: TFDS data directory (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    data_dir: TFDS data directory (None: $TFDS_DATA_DIR or ~/tensorflow_datasets) and
+      root of local files (:func:`resolve`).
     num_steps: stop after this many batches (None: never stop).
+    source: 'auto', 'tfds', 'idx', 'cifar_batches' or 'npz' (:func:`resolve`).
 
   Yields:
     ``(inputs [b, *input_shape] float32 in [0, 1], labels [b] int32)`` with
@@ -266,11 +347,11 @@ def train_batches(name: str, *, batch_size: int, seed: int = 0, start_step: int 
   if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) \
       or start_step < 0:
     raise ValueError(f'start_step must be an integer >= 0, got {start_step!r}')
-  source = open_split(name, 'train', data_dir)
-  if batch_size > len(source):
+  opened = open_split(name, 'train', data_dir, source=source)
+  if batch_size > len(opened):
     raise ValueError(f'batch_size ({batch_size}) must be <= the number of training '
-                     f'examples ({len(source)}) of {name!r}')
-  return _train_iterator(source, batch_size, local, seed, start_step, process_index, mode,
+                     f'examples ({len(opened)}) of {name!r}')
+  return _train_iterator(opened, batch_size, local, seed, start_step, process_index, mode,
                          num_steps)
 
 
@@ -295,7 +376,8 @@ def num_eval_batches(num_examples: int, batch_size: int) -> int:
 
 def eval_batches(name: str, *, batch_size: int, split: str = 'test',
                  process_index: int = 0, process_count: int = 1,
-                 data_dir: str | None = None, num_examples: int | None = None
+                 data_dir: str | None = None, num_examples: int | None = None,
+                 source: str = 'auto'
                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """Yields this host's share of a split in stored order, padded, with a validity mask.
 
@@ -305,8 +387,9 @@ def eval_batches(name: str, *, batch_size: int, split: str = 'test',
     split: 'test' (default) or 'train'.
     process_index: this host's index.
     process_count: number of hosts.
-    data_dir: TFDS data directory.
+    data_dir: TFDS data directory and root of local files.
     num_examples: evaluate only the first ``num_examples`` of the split (None: all).
+    source: where the data is read from (:func:`resolve`).
 
   Yields:
     ``(inputs [b, ...] float32, labels [b] int32, mask [b] bool)`` with
@@ -314,9 +397,9 @@ def eval_batches(name: str, *, batch_size: int, split: str = 'test',
   """
   info = get_dataset_info(name)
   local = _check_sharding(batch_size, process_index, process_count)
-  source = open_split(name, split, data_dir)
-  n = len(source) if num_examples is None else min(int(num_examples), len(source))
-  return _eval_iterator(source, n, batch_size, local, process_index, info.input_shape)
+  opened = open_split(name, split, data_dir, source=source)
+  n = len(opened) if num_examples is None else min(int(num_examples), len(opened))
+  return _eval_iterator(opened, n, batch_size, local, process_index, info.input_shape)
 
 
 def _eval_iterator(source, n, batch_size, local, process_index, input_shape):

@@ -358,7 +358,8 @@ def train_and_evaluate(config, workdir: str, *,
   schema.validate(config, num_devices=mesh.size, process_count=jax.process_count())
   if config.init_from and checkpoints.latest_step(config.init_from) is None:
     raise ValueError(f'config.init_from: no checkpoint in {config.init_from!r}')
-  feed.check_available(config.dataset)
+  source, path = feed.check_available(config.dataset)  # reads (and checks) the files
+  config_dict['dataset']['resolved'] = {'source': source, 'path': path}
   info = feed.info(config.dataset)
   model = build_model(config, info)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
