@@ -21,8 +21,8 @@ def get_config():
   c.optimizer.lr = 0.1
   c.optimizer.boundaries = (100 / 110, 105 / 110)
   c.nominal_weight = 2.0
-  c.regularizers.llr = base.term('llr', weight=1.0,
-                                 eps_ramp_steps=base.epochs(15, 'cifar10', 256),
+  ramp = {'eps': {'steps': base.epochs(15, 'cifar10', 256)}}
+  c.regularizers.llr = base.term('llr', weight=1.0, schedules=ramp,
                                  eps=8 / 255, p=base.INF, steps=10, lam=4.0, mu=0.3,
                                  step_size=0.1)
   return c

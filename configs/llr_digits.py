@@ -13,6 +13,7 @@ from configs import base
 def get_config():
   c = base.digits()
   c.nominal_weight = 2.0
-  c.regularizers.llr = base.term('llr', weight=1.0, eps_ramp_steps=200, eps=0.1,
-                                 p=base.INF, steps=5, lam=4.0, mu=3.0, step_size=0.1)
+  c.regularizers.llr = base.term('llr', weight=1.0, schedules={'eps': {'steps': 200}},
+                                 eps=0.1, p=base.INF, steps=5, lam=4.0, mu=3.0,
+                                 step_size=0.1)
   return c

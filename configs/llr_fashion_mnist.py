@@ -18,8 +18,7 @@ from configs import base
 def get_config():
   c = base.fashion_mnist()
   c.nominal_weight = 2.0
-  c.regularizers.llr = base.term('llr', weight=1.0,
-                                 eps_ramp_steps=max(c.num_train_steps * 15 // 110, 1),
-                                 eps=0.1, p=base.INF, steps=5, lam=4.0, mu=0.3,
-                                 step_size=0.1)
+  ramp = {'eps': {'steps': max(c.num_train_steps * 15 // 110, 1)}}
+  c.regularizers.llr = base.term('llr', weight=1.0, schedules=ramp, eps=0.1, p=base.INF,
+                                 steps=5, lam=4.0, mu=0.3, step_size=0.1)
   return c

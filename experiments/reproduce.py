@@ -89,6 +89,10 @@ def _suite_rows(dataset: str) -> list[Method]:
       Method('soar', f'soar_{d}', label='SOAR (fine-tuned from standard)',
              init_from='standard'),
       Method('llr', f'llr_{d}', label='LLR'),
+      Method('fgsm', f'fgsm_{d}', label='FGSM-RS (Wong et al.)'),
+      Method('n_fgsm', f'n_fgsm_{d}', label='N-FGSM'),
+      Method('gradalign', f'gradalign_{d}', label='FGSM + GradAlign'),
+      Method('elle', f'elle_{d}', label='FGSM + ELLE'),
       Method('lipschitz', f'lipschitz_{d}', label='stochastic Lipschitz + half-half L2,min',
              l2=True),
       Method('l2min', f'lipschitz_{d}', label='half-half L2,min alone (no Lipschitz)',
@@ -170,8 +174,12 @@ def load_config(method: Method, seed: int, runs_dir: str, quick: bool):
     if c.dataset.name != 'digits':  # training's own end-of-run PGD on a few images only
       c.eval.num_examples = 64
     for t in c.regularizers.values():
-      if 'eps_ramp_steps' in t:
-        t.eps_ramp_steps = min(int(t.eps_ramp_steps), 2)
+      for spec in t.get('schedules', {}).values():
+        spec['steps'] = min(int(spec['steps']), 2)
+        if 'begin' in spec:
+          spec['begin'] = min(int(spec['begin']), 2)
+    if c.eval.get('monitor_every_steps', 0):
+      c.eval.monitor_every_steps = 2
   return c
 
 

@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
                       if os.path.basename(p) != 'base.py')
 METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
-           'lipschitz', 'crt', 'smoothing')
+           'lipschitz', 'crt', 'smoothing', 'fgsm', 'n_fgsm', 'gradalign', 'elle', 'elle_a')
 
 
 def load(path):
@@ -174,7 +174,7 @@ def test_paper_values_are_kept():
   assert soar.regularizers.soar.weight == 0.5 and soar.init_from
   llr = load(os.path.join(ROOT, 'configs', 'llr_cifar.py')).get_config()
   assert (llr.regularizers.llr.hparams.lam, llr.regularizers.llr.hparams.mu) == (4.0, 0.3)
-  assert llr.nominal_weight == 2.0 and llr.regularizers.llr.eps_ramp_steps > 0
+  assert llr.nominal_weight == 2.0 and llr.regularizers.llr.schedules.eps.steps > 0
   assert math.isclose(llr.eval.eps, 8 / 255)
 
 

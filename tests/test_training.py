@@ -315,7 +315,7 @@ def test_grad_clip_bounds_the_terms_update():
   schema.load_regularizers()
   penalty = registry.get('gradient_norm')
   for clip in (1e-3,):  # far below the gradient norm (~1): the clip binds
-    term = step_lib.Term('gn', 'gradient_norm', penalty, 'loss_fn', 50.0, {}, clip, 0, '',
+    term = step_lib.Term('gn', 'gradient_norm', penalty, 'loss_fn', 50.0, {}, clip, '',
                          1.0)
     fn = step_lib.make_train_step(model=model, terms=[term], tx=tx,
                                   schedule=lambda s: 1.0, nominal_weight=0.0)
@@ -355,7 +355,7 @@ def test_nominal_shared_with_penalty_clean_pass_is_identical_and_cheaper(names):
   hparams = {'scorpio': {'eps': 0.1, 'steps': 2, 'h': 0.5}, 'gradient_norm': {},
              'lipschitz': {'psi': 1.0, 'num_outputs': 2}}
   terms = [step_lib.Term(f't{i}', n, registry.get(n), registry.takes(n), 0.5 + i,
-                         hparams[n], 0.0, 0, '', 1.0) for i, n in enumerate(names)]
+                         hparams[n], 0.0, '', 1.0) for i, n in enumerate(names)]
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(8, 8, 1),
                               mesh=mesh)
   before = jax.tree.map(np.asarray, state.params)
@@ -385,13 +385,14 @@ def test_eps_ramp_and_adaptive_psi_follow_their_formulas():
   assert float(step_lib.ramp(jnp.int32(50), 200)) == pytest.approx(0.25)
   assert float(step_lib.ramp(jnp.int32(500), 200)) == 1.0
   assert float(step_lib.ramp(jnp.int32(3), 0)) == 1.0
-  from robustjax.training import controllers  # pylint: disable=g-import-not-at-top
-  ctl = controllers.adaptive_psi(target_loss=1.0, k0=2.0, k=0.5, eps_better=1.0,
-                                 eps_worse=0.01)
+  from robustjax.regularizers import controllers  # pylint: disable=g-import-not-at-top
+  ctl = controllers.adaptive_psi(target_loss=1.0, initial_psi=2.0, gain=0.5,
+                                 eps_better=1.0, eps_worse=0.01)
   state = ctl.init()
-  assert float(ctl.value(state)) == pytest.approx(2.0)
-  state = ctl.update(state, jnp.float32(np.exp(-0.4)))  # better: integral += 0.4
-  assert float(ctl.value(state)) == pytest.approx(2.0 * np.exp(0.5 * 0.4), rel=1e-5)
+  assert float(state.output) == pytest.approx(2.0)
+  psi, state = ctl.update(jnp.float32(np.exp(-0.4)), state)  # better: integral += 0.4
+  assert float(state.output) == float(psi)
+  assert float(psi) == pytest.approx(2.0 * np.exp(0.5 * 0.4), rel=1e-5)
 
 
 def test_controller_scales_the_term_and_is_checkpointed(tmp_path):
@@ -515,7 +516,8 @@ def shrink(config):
     for key in ('steps', 'num_iters', 'bisection_steps', 'inner_steps'):
       if key in t.hparams:
         t.hparams[key] = 1
-    t.eps_ramp_steps = min(t.eps_ramp_steps, 1)
+    for spec in t.schedules.values():
+      spec['steps'] = min(spec['steps'], 1)
   return config
 
 

@@ -18,6 +18,7 @@ behaviour before the two were shared.
   python experiments/benchmarks/train_throughput.py [--models=digits,cifar] [--steps=30] [--cifar_steps=3]
   python experiments/benchmarks/train_throughput.py --models=fashion_mnist [--fashion_steps=10]
   python experiments/benchmarks/train_throughput.py --models=cifar --methods=standard,gradnorm --unshared
+  python experiments/benchmarks/train_throughput.py --models=digits,fashion_mnist --methods=standard,llr,at,fgsm,n_fgsm,gradalign,elle,elle_a --steps=40 --fashion_steps=40
   python experiments/benchmarks/train_throughput.py --models=cifar --conv_impl=xla  # before conv.py
 """
 
@@ -37,12 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from robustjax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from robustjax.training import controllers  # pylint: disable=g-import-not-at-top,wrong-import-position
 from robustjax.training import optim  # pylint: disable=g-import-not-at-top,wrong-import-position
 from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METHODS = ('standard', 'at', 'trades', 'gradnorm', 'cure', 'scorpio', 'soar', 'llr',
-           'lipschitz', 'crt')
+           'lipschitz', 'crt', 'fgsm', 'n_fgsm', 'gradalign', 'elle', 'elle_a')
 
 
 def load_config(name):
@@ -78,11 +78,13 @@ def time_method(config, kind, steps, mesh, share_nominal=True, conv_impl='auto')
   model, shape, batch = build(config, kind, conv_impl)
   batch = batch - batch % mesh.size
   tx, schedule = optim.make_optimizer(config.optimizer, 1000)
-  controller = controllers.from_config(config.controller)
+  controller = step_lib.controller_from_config(config.controller)
   train_step = step_lib.jit_train_step(step_lib.make_train_step(
       model=model, terms=step_lib.resolve_terms(config), tx=tx, schedule=schedule,
       nominal_weight=float(config.nominal_weight), controller=controller,
-      controlled_term=config.controller.term, share_nominal=share_nominal), mesh)
+      controlled_term=config.controller.term,
+      controller_input=str(config.controller.get('loss', 'auto')),
+      share_nominal=share_nominal), mesh)
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=shape,
                               mesh=mesh, controller=controller)
   rng = np.random.default_rng(0)

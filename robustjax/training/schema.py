@@ -42,11 +42,13 @@ Schema (``config.<key>``)::
       weight              weight of the batch mean of the penalty values
       hparams             free-form keyword hyperparameters of the penalty
       grad_clip           clip the L2 norm of this term's parameter gradient (SOAR: 30)
-      eps_ramp_steps      hparams.eps grows linearly from 0 over that many steps (LLR)
       schedules.<hparam>  a ramp of any numeric hparam to its configured value:
                           {'steps': N, 'kind': 'linear'|'cosine', 'init': start value
                           (default 0), 'begin': steps held at init (default 0)},
-                          e.g. schedules={'h': {'steps': 500, 'init': 0.1}} (CURE's h)
+                          e.g. schedules={'h': {'steps': 500, 'init': 0.1}} (CURE's h),
+                          schedules={'eps': {'steps': N}} (LLR's linear eps ramp from 0)
+      eps_ramp_steps      (older configs) the same as schedules={'eps': {'steps': N}};
+                          read and folded into schedules (:func:`fold_legacy`)
       aux_loss            name of a per-example entry of the penalty's aux added to the
                           objective (SOAR's loss at the start point x'), outside any
                           grad_clip; '' = none
@@ -54,19 +56,24 @@ Schema (``config.<key>``)::
       inputs_from         label of another (unclipped) term whose aux['x_adv'] this term
                           is evaluated at instead of the clean batch ('' = clean), e.g.
                           Woods et al.'s eq. 9 on the half-adversarial L2,min batch
-  controller.name         'none' | 'adaptive_psi' (Woods et al. eq. 15)
+  controller.name         'none' | 'adaptive_psi' (Woods et al. eq. 15) | 'elle_a' (ELLE-A)
   controller.term         the label of the regularizer it scales (its hparams.psi if the
                           penalty has one, i.e. eq. 9 only; otherwise its weight)
   controller.loss         the L_train of eq. 15: 'auto' (the classification loss of the
                           trained batch: nominal CE and adversarial terms, by weight),
                           'nominal' or a term label
-  controller.*            target_loss, k0, k, eps_better, eps_worse (eq. 15)
+  controller.*            target_loss, k0, k, eps_better, eps_worse (eq. 15);
+                          lam_max, lam_min, decay, sensitivity, min_history (ELLE-A,
+                          fed the ELLE term's error: controller.loss = its label)
   bn.stop_gradient_stats  cut the params-gradient through clean-batch BN statistics
   init_from               a workdir whose latest params (and BN stats) start this run
   eval.*                  eps, p, steps, restarts, step_size (0 = 2.5 eps / steps),
                           objective, batch_size, num_examples (0 = whole split), split,
                           attack ('pgd' | 'autoattack': the standard AutoAttack ensemble,
-                          steps/restarts/step_size/objective then unused)
+                          steps/restarts/step_size/objective then unused),
+                          monitor_every_steps (0 = off; else FGSM and PGD accuracy on the
+                          first monitor_examples examples every that many steps, and the
+                          catastrophic-overfitting flag: robustjax.training.monitor)
   distributed.*           initialize (jax.distributed.initialize), coordinator_address,
                           num_processes, process_id (0 / -1 = auto-detect)
 """
@@ -83,7 +90,7 @@ import ml_collections
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
-CONTROLLERS = ('none', 'adaptive_psi')
+CONTROLLERS = ('none', 'adaptive_psi', 'elle_a')  # regularizers.controllers.NAMES
 SCHEDULE_KINDS = ('linear', 'cosine')  # training.step.schedule_value
 EVAL_OBJECTIVES = ('ce', 'margin')
 EVAL_ATTACKS = ('pgd', 'autoattack')
@@ -92,19 +99,69 @@ DATA_SOURCES = ('auto', 'tfds', 'idx', 'cifar_batches', 'npz')  # robustjax.data
 FREE_FORM = ('model.kwargs', 'hparams')  # subtrees whose keys are not checked here
 
 
+LEGACY_EPS_RAMP = 'eps_ramp_steps'  # older spelling of schedules={'eps': {'steps': N}}
+
+
+def _folded_schedules(schedules, eps_ramp_steps, field: str) -> dict:
+  """``schedules`` as plain dicts with a legacy ``eps_ramp_steps`` folded in."""
+  out = {k: dict(v) for k, v in dict(schedules or {}).items()}
+  if isinstance(eps_ramp_steps, bool) or not isinstance(eps_ramp_steps, (int, float)):
+    _fail(f'{field}.{LEGACY_EPS_RAMP}', f'must be a number, got {eps_ramp_steps!r}')
+  if eps_ramp_steps < 0:
+    _fail(f'{field}.{LEGACY_EPS_RAMP}', f'must be >= 0, got {eps_ramp_steps!r}')
+  if eps_ramp_steps:
+    if 'eps' in out:
+      _fail(f'{field}.schedules.eps', 'eps already ramps through eps_ramp_steps; use '
+            'one of the two')
+    out['eps'] = {'steps': int(eps_ramp_steps)}
+  return out
+
+
 def term(name: str, *, weight: float = 1.0, grad_clip: float = 0.0,
-         eps_ramp_steps: int = 0, aux_loss: str = '', aux_loss_weight: float = 1.0,
+         aux_loss: str = '', aux_loss_weight: float = 1.0,
          schedules: dict | None = None, inputs_from: str = '',
-         **hparams: Any) -> ml_collections.ConfigDict:
-  """One regularizer term of the objective: ``weight * mean(penalty(...))``."""
+         eps_ramp_steps: int = 0, **hparams: Any) -> ml_collections.ConfigDict:
+  """One regularizer term of the objective: ``weight * mean(penalty(...))``.
+
+  ``eps_ramp_steps=N`` (older configs) is read as ``schedules={'eps': {'steps': N}}``:
+  the same linear ramp of ε from 0 over N steps.
+  """
   return ml_collections.ConfigDict({
       'name': name, 'weight': float(weight), 'grad_clip': float(grad_clip),
-      'eps_ramp_steps': int(eps_ramp_steps), 'aux_loss': aux_loss,
-      'aux_loss_weight': float(aux_loss_weight),
+      'aux_loss': aux_loss, 'aux_loss_weight': float(aux_loss_weight),
       'schedules': ml_collections.ConfigDict(
-          {k: dict(v) for k, v in dict(schedules or {}).items()}),
+          _folded_schedules(schedules, eps_ramp_steps, f'regularizers.<{name}>')),
       'inputs_from': inputs_from,
       'hparams': ml_collections.ConfigDict(hparams)})
+
+
+def term_schedules(t) -> dict:
+  """A term's schedules ``{hparam: spec}``, a legacy ``eps_ramp_steps`` included."""
+  return _folded_schedules(t.get('schedules', {}) or {}, t.get(LEGACY_EPS_RAMP, 0) or 0,
+                           'regularizers.<term>')
+
+
+def fold_legacy(config):
+  """Rewrites older spellings in place (a ConfigDict or a plain dict) and returns it.
+
+  A term's ``eps_ramp_steps: N`` becomes ``schedules.eps = {'steps': N}`` (removed when
+  0), so an old config, or the ``config.json`` of an old run, reads as the same run.
+  """
+  regularizers = config.get('regularizers', {}) if hasattr(config, 'get') else {}
+  for label in list(regularizers.keys()):
+    t = regularizers[label]
+    if not hasattr(t, 'keys') or LEGACY_EPS_RAMP not in t:
+      continue
+    folded = _folded_schedules(t.get('schedules', {}) or {}, t[LEGACY_EPS_RAMP] or 0,
+                               f'regularizers.{label}')
+    if isinstance(t, ml_collections.ConfigDict):
+      with t.unlocked():
+        del t[LEGACY_EPS_RAMP]
+        t.schedules = ml_collections.ConfigDict(folded)
+    else:
+      del t[LEGACY_EPS_RAMP]
+      t['schedules'] = folded
+  return config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -133,21 +190,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.regularizers = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict({
       'name': 'none', 'term': '', 'loss': 'auto', 'target_loss': 1.0, 'k0': 220.0,
-      'k': 0.02, 'eps_better': 1.0, 'eps_worse': 0.01})
+      'k': 0.02, 'eps_better': 1.0, 'eps_worse': 0.01,
+      'lam_max': 4000.0, 'lam_min': 0.0, 'decay': 0.99, 'sensitivity': 2.0,
+      'min_history': 3})
   c.bn = ml_collections.ConfigDict({'stop_gradient_stats': False})
   c.init_from = ''
 
   c.eval = ml_collections.ConfigDict({
       'eps': 0.1, 'p': math.inf, 'steps': 20, 'restarts': 1, 'step_size': 0.0,
       'objective': 'ce', 'batch_size': 256, 'num_examples': 0, 'split': 'test',
-      'attack': 'pgd'})
+      'attack': 'pgd', 'monitor_every_steps': 0, 'monitor_examples': 512})
   c.distributed = ml_collections.ConfigDict({
       'initialize': False, 'coordinator_address': '', 'num_processes': 0,
       'process_id': -1})
   return c
 
 
-TERM_KEYS = tuple(term('x').keys())
+TERM_KEYS = tuple(term('x').keys()) + (LEGACY_EPS_RAMP,)
 
 
 def _fail(field: str, message: str):
@@ -235,7 +294,7 @@ def validate_terms(config) -> None:
         _fail(f'{field}.{key}', 'is required')
     _choice(t['name'], f'{field}.name', regularizers.names())
     _check_number(config, f'{field}.weight')
-    for key, minimum in (('grad_clip', 0), ('eps_ramp_steps', 0), ('aux_loss_weight', None)):
+    for key, minimum in (('grad_clip', 0), (LEGACY_EPS_RAMP, 0), ('aux_loss_weight', None)):
       if key in t:
         _check_number(config, f'{field}.{key}', minimum=minimum)
     hparams = dict(t.get('hparams', {}) or {})
@@ -248,8 +307,8 @@ def validate_terms(config) -> None:
         _fail(f'{field}.hparams.{key}', f'must be >= 0, got {value!r}')
       if key == 'p' and isinstance(value, (int, float)) and not value >= 1:
         _fail(f'{field}.hparams.p', f'must be in [1, inf], got {value!r}')
-    if t.get('eps_ramp_steps', 0) and 'eps' not in hparams:
-      _fail(f'{field}.eps_ramp_steps', 'needs hparams.eps to ramp')
+    if t.get(LEGACY_EPS_RAMP, 0) and 'eps' not in hparams:
+      _fail(f'{field}.{LEGACY_EPS_RAMP}', 'needs hparams.eps to ramp')
     _validate_schedules(config, label, t, hparams)
     source = t.get('inputs_from', '') or ''
     if source:
@@ -275,7 +334,7 @@ def _validate_schedules(config, label: str, t, hparams: dict) -> None:
     value = hparams[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       _fail(field, f'hparams.{name} must be a number to be scheduled, got {value!r}')
-    if name == 'eps' and t.get('eps_ramp_steps', 0):
+    if name == 'eps' and t.get(LEGACY_EPS_RAMP, 0):
       _fail(field, 'eps already ramps through eps_ramp_steps; use one of the two')
     if not isinstance(spec, (ml_collections.ConfigDict, dict)):
       _fail(field, f"must be a group {{'steps': N, ...}}, got {spec!r}")
@@ -291,6 +350,20 @@ def _validate_schedules(config, label: str, t, hparams: dict) -> None:
     if 'init' in spec:
       _check_number(config, f'{field}.init')
     _choice(spec.get('kind', 'linear'), f'{field}.kind', SCHEDULE_KINDS)
+
+
+def _check_elle_a(config) -> None:
+  """``controller.*`` of ELLE-A: numbers in range (the controller's own checks)."""
+  from robustjax.regularizers import controllers  # pylint: disable=g-import-not-at-top
+  for key in ('lam_max', 'lam_min', 'decay', 'sensitivity'):
+    _check_number(config, f'controller.{key}', minimum=0)
+  _check_number(config, 'controller.min_history', minimum=1, integer=True)
+  ctl = config.controller
+  try:
+    controllers.elle_a(lam_max=ctl.lam_max, lam_min=ctl.lam_min, decay=ctl.decay,
+                       sensitivity=ctl.sensitivity, min_history=int(ctl.min_history))
+  except ValueError as e:
+    _fail('controller', str(e))
 
 
 def _check_model_kwargs(name: str, kwargs: dict, models) -> None:
@@ -405,8 +478,14 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
     if ctl.term not in config.regularizers:
       _fail('controller.term', f'{ctl.term!r} is not a regularizer label; labels: '
             f'{", ".join(map(repr, config.regularizers.keys())) or "(none)"}')
-    _check_number(config, 'controller.target_loss', minimum=0, strict=True)
+    if ctl.name == 'adaptive_psi':
+      _check_number(config, 'controller.target_loss', minimum=0, strict=True)
+    else:
+      _check_elle_a(config)
     reads = ctl.get('loss', 'auto')
+    if ctl.name == 'elle_a' and reads in ('auto', 'nominal'):
+      _fail('controller.loss', f"ELLE-A is fed the ELLE term's linearity error, not "
+            f"{reads!r}; set it to the ELLE term's label ({ctl.term!r})")
     if reads not in ('auto', 'nominal') and reads not in config.regularizers:
       _fail('controller.loss', f"{reads!r} is not 'auto', 'nominal' or a regularizer "
             f'label; labels: {", ".join(map(repr, config.regularizers.keys())) or "(none)"}')
@@ -419,6 +498,8 @@ def validate(config, *, num_devices: int = 1, process_count: int = 1,
   _check_number(config, 'eval.step_size', minimum=0)
   _check_number(config, 'eval.batch_size', minimum=1, integer=True)
   _check_number(config, 'eval.num_examples', minimum=0, integer=True)
+  _check_number(config, 'eval.monitor_every_steps', minimum=0, integer=True)
+  _check_number(config, 'eval.monitor_examples', minimum=1, integer=True)
   _choice(ev.objective, 'eval.objective', EVAL_OBJECTIVES)
   _choice(ev.get('attack', 'pgd'), 'eval.attack', EVAL_ATTACKS)
   _choice(ev.split, 'eval.split', ('test', 'train'))

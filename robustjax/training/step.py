@@ -6,7 +6,7 @@ with ``grad_clip`` gets its own backward pass so its parameter gradient can be c
 (SOAR's ``ℓ(x')``) gets a separate, unclipped gradient, so the step is
 ``∇ℓ(x') + clip(∇λR)`` as SOAR's appendix C prescribes. Any hyperparameter of a term
 can follow a schedule (``schedules``: a linear or cosine ramp over steps, e.g. CURE's h,
-LLR's ε). An adaptive controller (Woods et al. eq. 15) sets the ``psi`` hyperparameter
+LLR's ε). An adaptive controller (Woods et al. eq. 15, ELLE-A) sets the ``psi`` hyperparameter
 of its term when the penalty has one (the Lipschitz penalty: ψ scales eq. 9 only, never
 the output zeroing of eq. 12), otherwise the term's weight; it is fed the classification
 loss of the batch being trained (see :func:`controller_loss`). A term with
@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from robustjax import losses
 from robustjax import models
-from robustjax.training import controllers as controllers_lib
+from robustjax.regularizers import controllers as controllers_lib
 
 
 class TrainState(NamedTuple):
@@ -45,7 +45,7 @@ class TrainState(NamedTuple):
   params: Any  # model parameters
   batch_stats: Any  # BatchNorm running averages ({} without BatchNorm)
   opt_state: Any  # optax state
-  controller: Any  # adaptive-weight controller state (controllers.ControllerState)
+  controller: Any  # controller state (regularizers.controllers; EmptyState without one)
   rng: jax.Array  # [2] uint32 base key; the key of step s is fold_in(rng, s)
 
 
@@ -58,7 +58,6 @@ class Term(NamedTuple):
   weight: float
   hparams: dict
   grad_clip: float  # 0 = no per-term clipping
-  eps_ramp_steps: int  # 0 = no ramp
   aux_loss: str  # '' = none
   aux_loss_weight: float
   schedules: tuple = ()  # ((hparam, (kind, steps, init, begin)), ...), see schedule_value
@@ -68,7 +67,7 @@ class Term(NamedTuple):
 SCHEDULE_KINDS = ('linear', 'cosine')
 # Penalties whose values are the classification loss of (part of) the trained batch: the
 # adaptive controller's "auto" input averages them with the nominal CE (Woods eq. 15).
-CLASSIFICATION_TERMS = ('adversarial', 'adversarial_l2min')
+CLASSIFICATION_TERMS = ('adversarial', 'adversarial_l2min', 'fgsm', 'n_fgsm')
 
 
 def resolve_terms(config) -> tuple[Term, ...]:
@@ -83,10 +82,9 @@ def resolve_terms(config) -> tuple[Term, ...]:
     schedules = tuple(sorted(
         (name, (str(spec.get('kind', 'linear')), int(spec['steps']),
                 float(spec.get('init', 0.0)), int(spec.get('begin', 0))))
-        for name, spec in dict(t.get('schedules', {}) or {}).items()))
+        for name, spec in schema.term_schedules(t).items()))
     terms.append(Term(label, t['name'], penalty, penalty.takes, float(t['weight']),
-                      hparams, float(t.get('grad_clip', 0.0)),
-                      int(t.get('eps_ramp_steps', 0)), t.get('aux_loss', ''),
+                      hparams, float(t.get('grad_clip', 0.0)), t.get('aux_loss', ''),
                       float(t.get('aux_loss_weight', 1.0)), schedules,
                       str(t.get('inputs_from', '') or '')))
   return tuple(terms)
@@ -96,7 +94,7 @@ def ramp(step: jax.Array, ramp_steps: int) -> jax.Array:
   """Linear ramp from 0 at step 0 to 1 at ``ramp_steps`` (LLR's ε schedule)."""
   if not ramp_steps:
     return jnp.ones([], jnp.float32)
-  return jnp.clip(step.astype(jnp.float32) / ramp_steps, 0.0, 1.0)
+  return schedule_value(step, 1.0, steps=ramp_steps)
 
 
 def schedule_value(step: jax.Array, final, *, kind: str = 'linear', steps: int,
@@ -128,10 +126,8 @@ def schedule_value(step: jax.Array, final, *, kind: str = 'linear', steps: int,
 
 
 def scheduled_hparams(t: Term, step: jax.Array) -> dict:
-  """The term's hyperparameters at ``step``: its schedules and ε ramp applied."""
+  """The term's hyperparameters at ``step``: its schedules applied."""
   hparams = dict(t.hparams)
-  if t.eps_ramp_steps:
-    hparams['eps'] = hparams['eps'] * ramp(step, t.eps_ramp_steps)
   for name, (kind, steps, init, begin) in t.schedules:
     hparams[name] = schedule_value(step, hparams[name], kind=kind, steps=steps,
                                    init=init, begin=begin)
@@ -169,6 +165,22 @@ def controller_loss(metrics: Mapping[str, jax.Array], terms: Sequence[Term], *,
   if not parts or total <= 0:
     return metrics['nominal']
   return sum(w * v for w, v in parts) / total
+
+
+def controller_from_config(ctl) -> controllers_lib.Controller | None:
+  """The controller named by ``config.controller`` (None for ``'none'``)."""
+  settings = {
+      'adaptive_psi': lambda: dict(target_loss=float(ctl.target_loss),
+                                   initial_psi=float(ctl.k0), gain=float(ctl.k),
+                                   eps_better=float(ctl.eps_better),
+                                   eps_worse=float(ctl.eps_worse)),
+      'elle_a': lambda: dict(lam_max=float(ctl.lam_max), lam_min=float(ctl.lam_min),
+                             decay=float(ctl.decay), sensitivity=float(ctl.sensitivity),
+                             min_history=int(ctl.min_history)),
+  }
+  if ctl.name not in settings:
+    return controllers_lib.create(ctl.name)
+  return controllers_lib.create(ctl.name, **settings[ctl.name]())
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -320,8 +332,8 @@ def _evaluation_order(indexed):
 def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransformation,
                     schedule: optax.Schedule, nominal_weight: float,
                     controller: controllers_lib.Controller | None = None,
-                    controlled_term: str = '', stop_gradient_stats: bool = False,
-                    share_nominal: bool = True):
+                    controlled_term: str = '', controller_input: str = 'auto',
+                    stop_gradient_stats: bool = False, share_nominal: bool = True):
   """Builds ``train_step(state, batch) -> (state, metrics)`` (not yet jitted).
 
   Args:
@@ -330,8 +342,11 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     tx: optax transformation.
     schedule: learning-rate schedule (for the ``lr`` metric).
     nominal_weight: weight of the clean cross-entropy.
-    controller: adaptive weight controller of ``controlled_term`` (Woods eq. 15); it
-      is fed :func:`controller_loss` with its ``reads`` field (default ``'auto'``).
+    controller: a :class:`robustjax.regularizers.controllers.Controller` of
+      ``controlled_term`` (Woods eq. 15, ELLE-A): its ``state.output`` is read before
+      the step and ``update(controller_loss(...), state)`` is called after it.
+    controller_input: what the controller is fed (:func:`controller_loss`):
+      ``'auto'``, ``'nominal'`` or a term label (ELLE-A: the ELLE term's mean error).
     controlled_term: label of the term the controller's ψ scales: its ``psi``
       hyperparameter (multiplied by the configured ``psi``, default 1) when the penalty
       has one, otherwise its weight.
@@ -356,12 +371,11 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
   common = dict(model=model, nominal_weight=nominal_weight,
                 controlled=controlled_term if controller is not None else '',
                 stop_gradient_stats=stop_gradient_stats, share_nominal=share_nominal)
-  reads = getattr(controller, 'reads', 'auto') if controller is not None else 'auto'
+  reads = controller_input
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    psi = (controller.value(state.controller) if controller is not None
-           else jnp.ones([], jnp.float32))
+    psi = jnp.asarray(state.controller.output, jnp.float32)
     args = (state.batch_stats, batch, rng, state.step, psi)
     main = jax.value_and_grad(_objective, has_aux=True)
     (loss, (batch_stats, metrics)), grads = main(
@@ -389,7 +403,7 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
     if controller is not None:
       ctl_loss = controller_loss(metrics, terms, nominal_weight=nominal_weight,
                                  reads=reads)
-      ctl_state = controller.update(ctl_state, ctl_loss)
+      _, ctl_state = controller.update(ctl_loss, ctl_state)
       metrics['controller_loss'] = ctl_loss
     metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                    lr=jnp.asarray(schedule(state.step), jnp.float32), psi=psi)
@@ -426,7 +440,7 @@ def init_state(model, tx, *, rng: jax.Array, input_shape: Sequence[int], mesh: M
     if params is not None:
       p = params
       bs = batch_stats if batch_stats is not None else bs
-    ctl = controller.init() if controller is not None else controllers_lib.empty_state()
+    ctl = (controller if controller is not None else controllers_lib.empty()).init()
     return TrainState(jnp.zeros([], jnp.int32), p, bs, tx.init(p), ctl, run_key)
 
   return jax.jit(init_fn, out_shardings=replicated(mesh))()

@@ -37,8 +37,8 @@ from robustjax import losses
 from robustjax import metrics
 from robustjax import models
 from robustjax.training import checkpoints
-from robustjax.training import controllers
 from robustjax.training import feed
+from robustjax.training import monitor as monitor_lib
 from robustjax.training import observe
 from robustjax.training import optim
 from robustjax.training import schema
@@ -65,7 +65,8 @@ def _as_config(config) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.as_configdict())
   elif isinstance(config, dict):
     config = ml_collections.ConfigDict(config)
-  return ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  # An unlocked copy, older spellings (eps_ramp_steps) read as today's.
+  return schema.fold_legacy(ml_collections.ConfigDict(config.to_dict()))
 
 
 def build_model(config, info):
@@ -249,6 +250,53 @@ def _init_from(config, state, mesh):
   return params, stats
 
 
+class _Watch:
+  """The catastrophic-overfitting monitor of a run (:mod:`robustjax.training.monitor`)."""
+
+  def __init__(self, config, model, workdir: str, start: int):
+    ev = config.eval
+    self.every = int(ev.monitor_every_steps)
+    self.x, self.y = feed.eval_arrays(config.dataset, split=ev.split,
+                                      num_examples=int(ev.get('monitor_examples', 512)))
+    self.fn = monitor_lib.make_monitor(model, eps=float(ev.eps), p=float(ev.p),
+                                       steps=int(ev.steps), step_size=float(ev.step_size))
+    self.key = jax.random.PRNGKey(config.seed)
+    self.history = [r for r in monitor_lib.read_history(workdir) if r['step'] <= start]
+    self.flagged = monitor_lib.catastrophic_overfitting(self.history)[
+        'catastrophic_overfitting']
+
+  def measure(self, step: int, state, writer) -> None:
+    row = monitor_lib.measure(self.fn, state.params, state.batch_stats, self.x, self.y,
+                              jax.random.fold_in(self.key, step))
+    writer.write(step, row, prefix=monitor_lib.SPLIT)
+    self.history.append({'step': step, **row})
+    logging.info('step %d monitor (%d examples): clean %.4f fgsm %.4f pgd %.4f '
+                 '(fgsm - pgd %.4f)', step, len(self.y), row['clean_accuracy'],
+                 row['fgsm_accuracy'], row['pgd_accuracy'], row['single_minus_multi_step'])
+    verdict = monitor_lib.catastrophic_overfitting(self.history)
+    if verdict['catastrophic_overfitting'] and not self.flagged:
+      self.flagged = True
+      logging.warning('catastrophic overfitting at step %d: PGD accuracy %.4f, best %.4f '
+                      'at step %d, FGSM accuracy %.4f (%s)', step, row['pgd_accuracy'],
+                      verdict['best_pgd_accuracy'], verdict['best_pgd_step'],
+                      row['fgsm_accuracy'], verdict['rule'])
+
+
+def _monitor_summary(workdir: str) -> dict:
+  """The last monitor row and the catastrophic-overfitting verdict, for final metrics."""
+  history = monitor_lib.read_history(workdir)
+  if not history:
+    return {}
+  last = history[-1]
+  verdict = monitor_lib.catastrophic_overfitting(history)
+  return {'monitor_step': last['step'], 'monitor_fgsm_accuracy': last['fgsm_accuracy'],
+          'monitor_pgd_accuracy': last['pgd_accuracy'],
+          'single_minus_multi_step': last['single_minus_multi_step'],
+          'catastrophic_overfitting': verdict['catastrophic_overfitting'],
+          'catastrophic_overfitting_step': verdict['catastrophic_overfitting_step'],
+          'catastrophic_overfitting_rule': verdict['rule']}
+
+
 def _extension_note(config, claim, start: int) -> str:
   """What extending a run does to its learning rate at the restored step."""
   total = int(config.num_train_steps)
@@ -272,8 +320,11 @@ def _finished(workdir: str, step: int, attack: str) -> dict | None:
 
 
 def _final_line(final: dict) -> str:
-  return (f'final: clean_accuracy={final["clean_accuracy"]:.4f} '
+  line = (f'final: clean_accuracy={final["clean_accuracy"]:.4f} '
           f'robust_accuracy={final["robust_accuracy"]:.4f} ({final["eval_attack"]})')
+  if final.get('catastrophic_overfitting'):
+    line += f'; catastrophic overfitting at step {final["catastrophic_overfitting_step"]}'
+  return line
 
 
 def train_and_evaluate(config, workdir: str, *,
@@ -319,7 +370,7 @@ def train_and_evaluate(config, workdir: str, *,
   model = build_model(config, info)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   terms = step_lib.resolve_terms(config)
-  controller = controllers.from_config(config.controller)
+  controller = step_lib.controller_from_config(config.controller)
 
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -351,9 +402,12 @@ def train_and_evaluate(config, workdir: str, *,
       model=model, terms=terms, tx=tx, schedule=schedule,
       nominal_weight=float(config.nominal_weight), controller=controller,
       controlled_term=config.controller.term,
+      controller_input=str(config.controller.get('loss', 'auto')),
       stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
 
   writer = observe.MetricWriter(workdir, enabled=is_lead, resume_step=start)
+  watch = _Watch(config, model, workdir, start) if config.eval.get(
+      'monitor_every_steps', 0) and start < total else None
   progress = observe.Progress(start=start, total=total, enabled=is_lead)
   pending: list[tuple[int, Any]] = []
   last_good = mngr.latest_step()
@@ -393,6 +447,8 @@ def train_and_evaluate(config, workdir: str, *,
           writer.write(done, mean)
           progress.update(done, mean)
           log_buffer = []
+        if watch is not None and (done % watch.every == 0 or done == total):
+          watch.measure(done, state, writer)
         if is_ckpt or preemption.requested:
           if preemption.requested:
             preemption_count += 1
@@ -452,6 +508,8 @@ def train_and_evaluate(config, workdir: str, *,
 
   final = {**results, 'step': step, 'preemption_count': preemption_count,
            'eval_eps': ev.eps, 'eval_p': ev.p, 'eval_attack': attack}
+  if ev.get('monitor_every_steps', 0):
+    final.update(_monitor_summary(workdir))
   writer.write_eval(step, {k: results[k] for k in ('clean_accuracy', 'robust_accuracy')},
                     attack=attack, eps=ev.eps, p=ev.p)
   writer.close()
@@ -479,15 +537,23 @@ def restore(workdir: str, *, step: int | None = None):
   model = build_model(config, info)
   tx, _ = optim.make_optimizer(config.optimizer, config.num_train_steps)
   mesh = step_lib.make_mesh(jax.local_devices()[:1])
-  controller = controllers.from_config(config.controller)
+  controller = step_lib.controller_from_config(config.controller)
   abstract = jax.eval_shape(lambda: step_lib.init_state(
       model, tx, rng=jax.random.PRNGKey(0), input_shape=info.input_shape, mesh=mesh,
       controller=controller))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                          sharding=step_lib.replicated(mesh)),
                           abstract)
-  with contextlib.closing(checkpoints.manager(workdir, create=False)) as mngr:
-    state, _ = checkpoints.restore(mngr, abstract, step)
-  logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
-                                   if state.batch_stats else {})
-  return config, logits_fn, state.params
+  try:
+    with contextlib.closing(checkpoints.manager(workdir, create=False)) as mngr:
+      state, _ = checkpoints.restore(mngr, abstract, step)
+    params, batch_stats = state.params, state.batch_stats
+  except ValueError:
+    # A checkpoint whose controller state has another structure (runs without a
+    # controller written before EmptyState): evaluation needs params and stats only.
+    raw = checkpoints.restore_raw_state(workdir, step)
+    params = jax.tree.map(jnp.asarray, raw['params'])
+    batch_stats = jax.tree.map(jnp.asarray, raw.get('batch_stats', {}) or {})
+  logits_fn = models.logits_fn_for(model, {'batch_stats': batch_stats}
+                                   if batch_stats else {})
+  return config, logits_fn, params

@@ -118,7 +118,8 @@ def saved_config(workdir: str) -> dict | None:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return None
-  config = read_json(path)
+  from robustjax.training import schema  # pylint: disable=g-import-not-at-top
+  config = schema.fold_legacy(read_json(path))  # an older run's eps_ramp_steps
   for segment in segments(workdir):
     config[EXTENDABLE_FIELD] = segment[EXTENDABLE_FIELD]
   return config

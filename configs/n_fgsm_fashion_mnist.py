@@ -1,0 +1,21 @@
+"""N-FGSM (de Jorge et al. 2022) on Fashion-MNIST.
+
+The objective is the loss at x + eta + eps sign(grad l(x + eta)), eta ~ U([-2 eps, 2
+eps]^d) (k = 2), Linf eps = 0.1, no projection back to the eps-ball (clipped to the
+pixel box only), nominal weight 0. FGSM and PGD accuracy are monitored every epoch on
+512 test images. Model, data and schedule: base.fashion_mnist() (Wong & Kolter's small
+CNN, batch 128, base.FASHION_EPOCHS epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST
+radius).
+
+  python -m robustjax.main --config=configs/n_fgsm_fashion_mnist.py --workdir=/tmp/n_fgsm_fashion_mnist
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.fashion_mnist()
+  c.nominal_weight = 0.0
+  c.regularizers.n_fgsm = base.term('n_fgsm', weight=1.0, eps=0.1, noise=2.0, p=base.INF)
+  c.eval.monitor_every_steps = base.epochs(1, 'fashion_mnist', c.batch_size)
+  return c
