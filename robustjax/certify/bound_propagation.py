@@ -35,6 +35,7 @@ CROWN's matrices ``[B, S, ...]`` are built one chunk of examples at a time
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, NamedTuple, Sequence
@@ -695,9 +696,19 @@ def certified_radius(network: Sequence[Layer], inputs: Array, labels: Array, *,
 def certify(network: Sequence[Layer], inputs: Array, labels: Array, eps, *,
             p: float = math.inf, method: str = 'crown', bounds=(0.0, 1.0),
             chunk_size: int = 64) -> MarginBounds:
-  """Jitted :func:`margin_lower_bounds`: the certificate at radius ``eps`` per example."""
+  """Jitted :func:`margin_lower_bounds`: the certificate at radius ``eps`` per example.
+
+  One compilation per network structure, input shape and setting (the weights are
+  arguments, so new weights of the same shapes reuse it).
+  """
   network, p, bounds, chunk_size = check_inputs(network, inputs, labels, eps, p, method,
                                                 bounds, chunk_size)
-  fn = jax.jit(lambda net, x, y, e: _margin_bounds(net, x, y, e, p=p, method=method,
-                                                   bounds=bounds, chunk_size=chunk_size))
-  return fn(network, inputs, labels, jnp.asarray(eps, inputs.dtype))
+  bounds = None if bounds is None else tuple(float(b) for b in bounds)
+  return _certify_jit(network, inputs, labels, jnp.asarray(eps, inputs.dtype), p=p,
+                      method=method, bounds=bounds, chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=('p', 'method', 'bounds', 'chunk_size'))
+def _certify_jit(network, inputs, labels, eps, *, p, method, bounds, chunk_size):
+  return _margin_bounds(network, inputs, labels, eps, p=p, method=method, bounds=bounds,
+                        chunk_size=chunk_size)
