@@ -1,5 +1,14 @@
-"""Certificates: curvature bounds and CRC for smooth MLPs; randomized smoothing for any model."""
+"""Certificates: bound propagation (IBP, CROWN), curvature bounds and CRC for smooth nets;
+randomized smoothing for any model."""
 
+from robustjax.certify import bound_propagation
+from robustjax.certify.bound_propagation import Layer
+from robustjax.certify.bound_propagation import MarginBounds
+from robustjax.certify.bound_propagation import certified_radius as bound_certified_radius
+from robustjax.certify.bound_propagation import certify as certify_bounds
+from robustjax.certify.bound_propagation import margin_lower_bounds
+from robustjax.certify.bound_propagation import network_from_flax
+from robustjax.certify.bound_propagation import network_from_module
 from robustjax.certify.bounds import ACTIVATION_CONSTANTS
 from robustjax.certify.bounds import ActivationConstants
 from robustjax.certify.bounds import CurvatureBound

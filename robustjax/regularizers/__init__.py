@@ -13,6 +13,9 @@ from robustjax.regularizers.controllers import AdaptivePsiState
 from robustjax.regularizers.controllers import adaptive_psi
 from robustjax.regularizers.controllers import adaptive_psi_init
 from robustjax.regularizers.controllers import adaptive_psi_update
+from robustjax.regularizers.certified import bound_cross_entropy
+from robustjax.regularizers.certified import crown_ibp
+from robustjax.regularizers.certified import ibp
 from robustjax.regularizers.crt import crt
 from robustjax.regularizers.crt import curvature_attack
 from robustjax.regularizers.cure import cure
