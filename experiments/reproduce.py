@@ -43,6 +43,8 @@ if ROOT not in sys.path:
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from robustjax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 INF = math.inf
 
 
@@ -71,7 +73,8 @@ def _without_regularizers(c):
   c.eval.p, c.eval.eps = INF, 0.1
 
 
-def _methods(dataset: str) -> list[Method]:
+def _suite_rows(dataset: str) -> list[Method]:
+  """Every row of a suite, whether or not its config exists for the dataset."""
   d = dataset if dataset != 'cifar10' else 'cifar'
   rows = [
       Method('standard', f'standard_{d}', label='standard'),
@@ -91,7 +94,22 @@ def _methods(dataset: str) -> list[Method]:
       Method('softplus', f'crt_{d}', label='standard softplus MLP', l2=True, certify=True,
              change=_without_regularizers),
   ]
-  return [m for m in rows if os.path.exists(os.path.join(ROOT, 'configs', f'{m.config}.py'))]
+  return rows
+
+
+def _has_config(method: Method) -> bool:
+  return os.path.exists(os.path.join(ROOT, 'configs', f'{method.config}.py'))
+
+
+def _methods(dataset: str) -> list[Method]:
+  """The rows of a suite that have a config for the dataset."""
+  return [m for m in _suite_rows(dataset) if _has_config(m)]
+
+
+def missing_rows(dataset: str) -> list[str]:
+  """``'name (configs/<config>.py)'`` for each row of the suite without a config."""
+  return [f'{m.name} (configs/{m.config}.py)' for m in _suite_rows(dataset)
+          if not _has_config(m)]
 
 
 SUITES = {
@@ -145,10 +163,7 @@ def _read_json(path: str) -> dict:
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1, default=float)
-  os.replace(tmp, path)
+  workdir_lib.atomic_write(path, json.dumps(obj, indent=1, default=float))
 
 
 def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
@@ -400,6 +415,12 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
       'training-time check). A PGD-20 number well above the AutoAttack one is a masking '
       'warning. Accuracies in %; eps in pixel units of [0, 1].',
       '',
+  ]
+  missing = missing_rows(suite['dataset'])
+  if missing:
+    lines += [f'Rows of the suite without a config for {suite["dataset"]} (not run): '
+              f'{", ".join(missing)}.', '']
+  lines += [
       '## Linf',
       '',
   ]
@@ -443,9 +464,7 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
             '(RobustBench) | clean (robustjax) | AutoAttack (robustjax) |',
             '| --- | --- | --- | --- | --- | --- | --- |']
   lines += [f'| {m} | {src} | {c} | {r} | {aa} | | |' for m, src, c, r, aa in PAPER_CIFAR10]
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines) + '\n')
-  os.replace(path + '.tmp', path)
+  workdir_lib.atomic_write(path, '\n'.join(lines) + '\n')
 
 
 README_BEGIN = '<!-- reproduce:digits begin -->'
@@ -475,9 +494,7 @@ def write_readme_summary(readme: str, table: dict, suite: dict, seeds: int) -> b
   lines.append(README_END)
   head, rest = text.split(README_BEGIN, 1)
   tail = rest.split(README_END, 1)[1]
-  with open(readme + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(head + '\n'.join(lines) + tail)
-  os.replace(readme + '.tmp', readme)
+  workdir_lib.atomic_write(readme, head + '\n'.join(lines) + tail)
   return True
 
 
@@ -487,7 +504,7 @@ def main(argv=None):
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--out', required=True, help='directory for runs and results.json')
   parser.add_argument('--quick', action='store_true',
-                      help='one seed, a few steps, 24 test points: a smoke test, not a result')
+                      help='one seed, a few steps, 16 test points: a smoke test, not a result')
   parser.add_argument('--methods', default='', help='comma-separated subset of the suite')
   parser.add_argument('--results', default=None,
                       help='RESULTS.md path (default: the repository\'s for full runs)')
@@ -504,6 +521,10 @@ def main(argv=None):
   if args.quick:  # one radius of each kind: the smoke test covers code paths, not curves
     suite = dict(suite, linf=suite['linf'][1:2], l2=suite['l2'][:1], radii=suite['radii'][:2])
   methods = _methods(suite['dataset'])
+  missing = missing_rows(suite['dataset'])
+  if missing:
+    print(f'suite {args.suite}: {len(missing)} of {len(methods) + len(missing)} rows have '
+          f'no config and are left out: {", ".join(missing)}', flush=True)
   if args.methods:
     wanted = args.methods.split(',')
     unknown = sorted(set(wanted) - {m.name for m in methods})
@@ -556,7 +577,7 @@ def main(argv=None):
       time.time() - start - spent)
   summary = {'suite': args.suite, 'seeds': seeds, 'quick': args.quick, 'wall_s': wall,
              'step_seconds': costs, 'table': table, 'jax': jax.__version__,
-             'runs': results}
+             'runs': results, 'missing_rows': missing}
   _write_json(os.path.join(args.out, 'results.json'), summary)
   results_md = args.results if args.results is not None else (
       '' if args.quick else os.path.join(ROOT, 'RESULTS.md'))

@@ -21,7 +21,6 @@ Exit status:
 
 import difflib
 import importlib.util
-import logging as std_logging
 import os
 import sys
 
@@ -29,6 +28,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from robustjax import _cli
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's code for a process ended by SIGTERM
 
@@ -53,55 +54,38 @@ _EXTEND = flags.DEFINE_bool(
     'extend', False, 'Continue the finished or running run in --workdir to a higher '
     '--config.num_train_steps (the only change to its config that is accepted); the '
     'extension is recorded as config.segment-<n>.json beside config.json.')
+_cli.define_cache_flag(flags)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _module_of(record: std_logging.LogRecord) -> str:
-  """The name of the module that logged ``record``.
-
-  Python loggers are named after their module (``jax._src.xla_bridge``). absl's records
-  all come from the logger ``absl``: their module is the one in ``sys.modules`` whose
-  file is the record's ``pathname`` (an exact file match, not a substring of the path:
-  the virtual environment may live inside a clone called ``robustjax``).
-  """
-  if record.name != 'absl':
-    return record.name
-  path = record.pathname
-  if path not in _MODULE_OF_FILE:
-    for name, module in list(sys.modules.items()):
-      if getattr(module, '__file__', None) == path:
-        spec = getattr(module, '__spec__', None)
-        if name == '__main__' and spec is not None:
-          name = spec.name
-        _MODULE_OF_FILE[path] = name
-        break
-  return _MODULE_OF_FILE.get(path, '')
-
-
-_MODULE_OF_FILE: dict[str, str] = {}
-
-
-def _show_record(record: std_logging.LogRecord) -> bool:
-  """Warnings and errors from anywhere, info lines from robustjax's own modules only
-  (not orbax's per-save chatter, nor JAX's 'Unable to initialize backend' probes)."""
-  if record.levelno >= std_logging.WARNING:
-    return True
-  module = _module_of(record)
-  return module == 'robustjax' or module.startswith('robustjax.')
+def _config():
+  """The parsed ``--config``; a file that cannot be loaded ends in one ``error:`` line."""
+  config = _CONFIG.value
+  try:
+    config.keys()  # a file that failed to load is a stand-in raising on any access
+    return config
+  except OSError as e:
+    path = next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')), '')
+    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    _cli.exit_with_error(f'--config: cannot load {path!r}: {reason}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_show_record)
+  logging.get_absl_handler().addFilter(_cli.show_record)
+  config = _config()
+  _cli.enable_compilation_cache(flags.FLAGS.compilation_cache_dir,
+                                explicit=flags.FLAGS['compilation_cache_dir'].present)
   from robustjax import training  # pylint: disable=g-import-not-at-top
   try:
-    final = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                        extend=_EXTEND.value)
+    final = training.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
   except ValueError as e:
     if not str(e).startswith(('config.', 'workdir:')):
       raise
-    sys.exit(f'error: {e}')
+    _cli.exit_with_error(e)
+  except training.NonFiniteError as e:  # the message names the term and the step
+    _cli.exit_with_error(e)
   if final.get('preempted'):
     sys.exit(EXIT_PREEMPTED)
 
@@ -159,7 +143,7 @@ def run():
     line = _explain_override(sys.argv)
     if line is None:
       raise
-    sys.exit(f'error: {line}')
+    _cli.exit_with_error(line)
 
 
 if __name__ == '__main__':

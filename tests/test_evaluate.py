@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from robustjax import evaluate
+from robustjax import evaluation
+from robustjax.evaluation import classifiers
 from robustjax import metrics
 from robustjax.training import feed
 from robustjax.training import schema
@@ -55,7 +57,7 @@ def _snapshot(workdir):
   out = {}
   for root, dirs, files in os.walk(workdir):
     rel = os.path.relpath(root, workdir)
-    if rel.split(os.sep)[0] == evaluate.EVAL_DIR:
+    if rel.split(os.sep)[0] == evaluation.EVAL_DIR:
       dirs[:] = []
       continue
     for f in files:
@@ -109,7 +111,7 @@ def _padded_batches(x, y):
 
 
 def _out(workdir, tag):
-  return os.path.join(workdir, evaluate.EVAL_DIR, tag)
+  return os.path.join(workdir, evaluation.EVAL_DIR, tag)
 
 
 def _stable(report):
@@ -142,20 +144,20 @@ def test_report_files_and_numbers_agree_with_metrics(run_dir, full):
     assert key in full['environment']
   assert full['timing']['units'] == len(ATTACKS) * 2 * 3  # 2 nonzero eps x 3 batches
 
-  # The restored model evaluate used (the same function object: compiled attacks reused).
-  _, logits_fn, params = evaluate._restore(workdir, 60)  # pylint: disable=protected-access
+  # The restored model, evaluated by metrics on the same batches and keys.
+  _, logits_fn, params = train.restore(workdir, step=60)
   x, y = _data(workdir)
   clean = float(metrics.accuracy(logits_fn, params, x, y))
   assert full['clean_accuracy'] == pytest.approx(clean, abs=1e-9)
   batches = _padded_batches(x, y)
   curve = metrics.accuracy_vs_eps(logits_fn, params, batches,
-                                  rng=evaluate.attack_key(3, 'pgd'), eps_list=EPS,
+                                  rng=evaluation.attack_key(3, 'pgd'), eps_list=EPS,
                                   p=np.inf, steps=20, restarts=1, objective='ce')
   np.testing.assert_allclose(full['robust_accuracy']['pgd'], curve['accuracy'], atol=1e-9)
   assert full['results'][0]['robust_accuracy']['pgd'] == pytest.approx(clean)
   if HAS_AUTOATTACK:  # AutoAttack's attacks share one key per batch; real rows only
     want = metrics.robust_accuracy(logits_fn, params, batches,
-                                   rng=evaluate.attack_key(3, 'autoattack'), eps=0.1,
+                                   rng=evaluation.attack_key(3, 'autoattack'), eps=0.1,
                                    p=np.inf, attack='autoattack', attacks=['apgd-ce'])
     assert full['results'][2]['robust_accuracy']['apgd-ce'] == pytest.approx(want,
                                                                              abs=1e-9)
@@ -182,8 +184,8 @@ def test_worst_case_is_the_per_example_and_over_attacks(run_dir, full):
     assert row['worst_case'] == pytest.approx(worst[i].mean())
     assert row['worst_case'] <= min(row['robust_accuracy'].values())
     broken_by = per['broken_by'][i]
-    np.testing.assert_array_equal(broken_by == evaluate.ROBUST, worst[i])
-    np.testing.assert_array_equal(broken_by == evaluate.CLEAN_MISCLASSIFIED,
+    np.testing.assert_array_equal(broken_by == evaluation.ROBUST, worst[i])
+    np.testing.assert_array_equal(broken_by == evaluation.CLEAN_MISCLASSIFIED,
                                   ~per['clean_correct'])
     for k in np.flatnonzero(broken_by >= 0):  # the first listed attack that broke it
       first = ATTACKS[int(np.argmin(per['robust'][i, :, k]))]
@@ -196,7 +198,7 @@ def test_worst_case_and_broken_by_from_disagreeing_attacks():
   import ml_collections
   rng = np.random.default_rng(0)
   n, names = 10, ['pgd', 'autoattack']
-  settings = evaluate.Settings(
+  settings = evaluation.Settings(
       workdir='/w', checkpoint_step=1, split='test', num_examples=n, norm='inf',
       eps=(0.0, 0.1), attacks=tuple(names), version='standard', batch_size=8, seed=0,
       certify='', sigma=0.0, num_samples=0, num_selection=0, alpha=0.0)
@@ -216,8 +218,9 @@ def test_worst_case_and_broken_by_from_disagreeing_attacks():
                                       'model': {'name': 'mlp', 'kwargs': {}},
                                       'regularizers': {}})
   subs = {'pgd': ['pgd'], 'autoattack': ['apgd-ce', 'apgd-t', 'fab-t', 'square']}
-  report, per = evaluate._assemble(settings, 't', config, n, labels, labels, clean,
-                                   results, 2, subs)
+  predictions = np.where(clean, labels, (labels + 1) % 3)
+  report, per = evaluation.assemble(settings, 't', config, n, labels, predictions,
+                                    results, 2, subs)
   assert (robust['pgd'] != robust['autoattack']).any()  # the plant is informative
   worst = robust['pgd'] & robust['autoattack']
   np.testing.assert_array_equal(per['worst_robust'][1], worst)
@@ -229,9 +232,9 @@ def test_worst_case_and_broken_by_from_disagreeing_attacks():
   for k in range(n):
     got = per['broken_by'][1, k]
     if not clean[k]:
-      assert got == evaluate.CLEAN_MISCLASSIFIED
+      assert got == evaluation.CLEAN_MISCLASSIFIED
     elif worst[k]:
-      assert got == evaluate.ROBUST
+      assert got == evaluation.ROBUST
     elif not robust['pgd'][k]:
       assert names_flat[got] == 'pgd'
     else:
@@ -260,7 +263,7 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(run_dir, full):
 
   with pytest.raises(_Killed):
     evaluate.run(workdir, tag='resumed', on_unit=kill_after_two, **COMMON)
-  assert not any(os.path.exists(os.path.join(out, f)) for f in evaluate.REPORT_FILES)
+  assert not any(os.path.exists(os.path.join(out, f)) for f in evaluation.REPORT_FILES)
   units = [f for f in os.listdir(os.path.join(out, 'partial')) if f.endswith('.npz')]
   assert sorted(units) == sorted(seen)
 
@@ -281,6 +284,49 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(run_dir, full):
   assert _stable(again) == _stable(full)
 
 
+def test_resuming_is_refused_for_a_retrained_model(run_dir, full, tmp_path):
+  """The same step of a run retrained with another seed: the finished units of the old
+  model must not be mixed into the new one's report."""
+  import shutil
+  workdir, _ = run_dir
+  config = train.load_config(workdir)
+  config.seed = 1
+  other = str(tmp_path / 'retrained')
+  train.train_and_evaluate(config, other)
+  shutil.copytree(_out(workdir, 'full'), _out(other, 'full'))
+  for name in evaluation.REPORT_FILES:  # as if killed before the report was written
+    if os.path.exists(os.path.join(_out(other, 'full'), name)):
+      os.remove(os.path.join(_out(other, 'full'), name))
+  with pytest.raises(ValueError, match=r'^--tag: evaluation in .* was made for other '
+                     r'parameters \(checkpoint retrained\?\); use a new --tag') as e:
+    evaluate.run(other, tag='full', **COMMON)
+  assert '\n' not in str(e.value)
+  assert not os.path.exists(os.path.join(_out(other, 'full'), 'report.json'))
+
+
+def test_resume_identity_names_changed_data_and_version():
+  import ml_collections
+  config = ml_collections.ConfigDict({'dataset': {'name': 'digits'}})
+  params = {'w': np.arange(6.0).reshape(2, 3)}
+  base = evaluation.identity(params, config, 'test', np.arange(40))
+  store = evaluation.UnitStore('/nonexistent/eval/t')
+  mismatch = evaluation.units.identity_mismatch
+  assert mismatch(base, evaluation.identity(params, config, 'test', np.arange(40)),
+                  'D') is None
+  assert 'other parameters' in mismatch(
+      base, evaluation.identity({'w': params['w'] + 1e-7}, config, 'test', np.arange(40)),
+      'D')
+  assert 'other data (split changed)' in mismatch(
+      base, evaluation.identity(params, config, 'train', np.arange(40)), 'D')
+  assert 'indices_sha256 changed' in mismatch(
+      base, evaluation.identity(params, config, 'test', np.arange(1, 41)), 'D')
+  npz = ml_collections.ConfigDict({'dataset': {'name': 'digits', 'source': 'npz'}})
+  assert 'source changed' in mismatch(
+      base, evaluation.identity(params, npz, 'test', np.arange(40)), 'D')
+  assert 'made with robustjax 0.0.0' in mismatch(dict(base, robustjax='0.0.0'), base, 'D')
+  del store
+
+
 def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monkeypatch):
   """A stand-in attack whose outcome is its key's coin flips: an interrupted and
   resumed evaluation keys every batch as the documented schedule says."""
@@ -298,7 +344,7 @@ def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monk
 
     return fn
 
-  monkeypatch.setattr(evaluate, '_pgd_fn', coin_attack)
+  monkeypatch.setattr(classifiers, 'pgd_fn', coin_attack)
   workdir, _ = run_dir
   kwargs = dict(COMMON, attacks=['pgd'], eps=[0.05, 0.1], tag='coins')
 
@@ -312,7 +358,7 @@ def test_batch_b_is_attacked_with_fold_in_key_b_whatever_the_order(run_dir, monk
   os.remove(os.path.join(_out(workdir, 'coins'), 'partial', 'attack.pgd.eps0.05.b00000.npz'))
   evaluate.run(workdir, **kwargs)
   per = _npz(os.path.join(_out(workdir, 'coins'), 'per_example.npz'))
-  key = evaluate.attack_key(3, 'pgd')
+  key = evaluation.attack_key(3, 'pgd')
   coins = np.concatenate([np.asarray(jax.random.bernoulli(jax.random.fold_in(key, b), 0.5,
                                                           (BATCH,)))
                           for b in range(3)])[:N]
@@ -389,6 +435,7 @@ def _cli(cache, *args):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4',
              **{k.upper(): str(v) for k, v in cache.items()})
+  args += (f'--compilation_cache_dir={cache["jax_compilation_cache_dir"]}',)
   return subprocess.run([sys.executable, '-m', 'robustjax.evaluate', *args], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -404,7 +451,7 @@ def test_cli_bad_flag_is_one_line_and_good_flags_print_the_table(run_dir, full,
   good = _cli(compilation_cache, f'--workdir={workdir}', '--eps=0,0.05,0.1', f'--attacks={",".join(ATTACKS)}',
               f'--num_examples={N}', f'--batch_size={BATCH}', '--seed=3', '--tag=cli')
   assert good.returncode == 0, good.stderr[-2000:]
-  assert evaluate.format_table(full) in good.stdout
+  assert evaluation.format_table(full) in good.stdout
   with open(os.path.join(_out(workdir, 'cli'), 'report.json'), encoding='utf-8') as f:
     assert _stable(json.load(f)) == json.loads(json.dumps(_stable(full)))
   assert _snapshot(workdir) == snapshot
@@ -469,9 +516,10 @@ def test_certified_points_broken_by_an_attack_are_reported_as_violations(run_dir
 def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   workdir, _ = run_dir
   # n0 = n = PREDICT's samples: one compiled vote counter serves all three.
-  report = evaluate.run(workdir, certify='smoothing', sigma=0.25,
-                        num_samples=evaluate.SMOOTHING_PREDICT_SAMPLES,
-                        num_selection=evaluate.SMOOTHING_PREDICT_SAMPLES, radii=[0.0, 0.25], attacks=['pgd'],
+  # sigma 0.75: noise large enough that the smoothed classifier and the model disagree.
+  report = evaluate.run(workdir, certify='smoothing', sigma=0.75,
+                        num_samples=evaluation.SMOOTHING_PREDICT_SAMPLES,
+                        num_selection=evaluation.SMOOTHING_PREDICT_SAMPLES, radii=[0.0, 0.25], attacks=['pgd'],
                         num_examples=BATCH, batch_size=BATCH, progress=False,
                         tag='smoothing')
   cert = report['certification']
@@ -486,6 +534,33 @@ def test_smoothing_certified_curve_never_counts_abstentions(run_dir):
   assert cert['total_violations'] == 0
   for row in cert['curve']:
     assert row['certified_accuracy'] <= row['empirical_accuracy']
+
+  # One classifier per table: the smoothed one. Its clean accuracy is PREDICT's at x
+  # (1000 samples, key fold_in(attack_key(seed, 'predict:clean'), batch)), abstentions
+  # wrong; a point it gets wrong at x is non-robust at every radius, in the tables, in
+  # broken_by and in the violation check.
+  from robustjax.certify import smoothing
+  from robustjax.training import step as step_lib
+  assert 'smoothed classifier' in report['classifier'] == cert['classifier']
+  _, logits_fn, params = train.restore(workdir, step=60)
+  x, y = _data(workdir)
+  x, y = x[:BATCH], y[:BATCH]
+  oracle = np.asarray(smoothing.predict(
+      logits_fn, params, x, sigma=0.75, num_samples=evaluation.SMOOTHING_PREDICT_SAMPLES,
+      alpha=0.001, rng=jax.random.fold_in(evaluation.attack_key(0, 'predict:clean'), 0),
+      mesh=step_lib.make_mesh(jax.local_devices()[:1])))
+  smoothed_ok = oracle == y
+  model_ok = np.asarray(metrics.correct(logits_fn, params, x, y))
+  assert (smoothed_ok != model_ok).any()  # the two classifiers differ on these points
+  np.testing.assert_array_equal(per['clean_correct'], smoothed_ok)
+  assert report['clean_accuracy'] == pytest.approx(smoothed_ok.mean())
+  assert report['model_clean_accuracy'] == pytest.approx(model_ok.mean())
+  assert not per['robust'][:, :, ~smoothed_ok].any()
+  assert not per['empirical'][:, ~smoothed_ok].any()
+  assert (per['broken_by'][:, ~smoothed_ok] == evaluation.CLEAN_MISCLASSIFIED).all()
+  for i, row in enumerate(report['results']):
+    assert row['worst_case'] <= report['clean_accuracy']
+    assert sum(row['broken_by'].values()) == int((smoothed_ok & ~per['worst_robust'][i]).sum())
 
 
 def test_training_files_are_untouched(run_dir, full):

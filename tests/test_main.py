@@ -12,6 +12,7 @@ import sys
 import pytest
 from absl import flags
 
+from robustjax import _cli
 from robustjax import main as cli
 from robustjax.training import checkpoints
 from robustjax.training import feed
@@ -80,6 +81,36 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, overr
   assert not workdir.exists()
 
 
+def test_a_config_file_that_does_not_exist_is_one_error_line(tmp_path, monkeypatch):
+  workdir = tmp_path / 'run'
+  monkeypatch.setattr(sys, 'argv', ['robustjax.main', '--config=configs/nonexistent.py',
+                                    f'--workdir={workdir}'])
+  try:
+    with pytest.raises(SystemExit) as info:
+      cli.run()
+  finally:
+    _forget_flags()
+  code = info.value.code
+  assert isinstance(code, str) and code.startswith('error: --config: ') and '\n' not in code
+  assert 'configs/nonexistent.py' in code and 'No such file' in code, code
+  assert not workdir.exists()
+
+
+def test_a_non_finite_loss_ends_in_one_error_line_naming_term_and_step(tmp_path,
+                                                                      monkeypatch):
+  original = feed.train_batches
+
+  def nan_from_step_2(*args, start_step, **kwargs):
+    for step, (x, y) in enumerate(original(*args, start_step=start_step, **kwargs),
+                                  start_step):
+      yield (x * float('nan') if step == 2 else x), y
+
+  monkeypatch.setattr(feed, 'train_batches', nan_from_step_2)
+  code = run_cli(monkeypatch, f'--workdir={tmp_path / "run"}', *TINY)
+  assert isinstance(code, str) and '\n' not in code, code  # printed, exit status 1
+  assert code.startswith('error: non-finite ') and 'at step 2' in code, code
+
+
 def test_records_are_kept_by_module_not_by_path():
   """In a clone called robustjax, every path contains 'robustjax': orbax's per-save INFO
   lines and JAX's backend probe must still be dropped, robustjax's own lines kept."""
@@ -94,10 +125,10 @@ def test_records_are_kept_by_module_not_by_path():
   ours = record('absl', train.__file__)
   warning = record('absl', f'{clone}/orbax/checkpoint/checkpoint_manager.py',
                    level=std_logging.WARNING)
-  assert not cli._show_record(orbax)  # pylint: disable=protected-access
-  assert not cli._show_record(probe)  # pylint: disable=protected-access
-  assert cli._show_record(ours)  # pylint: disable=protected-access
-  assert cli._show_record(warning)  # pylint: disable=protected-access
+  assert not _cli.show_record(orbax)  # pylint: disable=protected-access
+  assert not _cli.show_record(probe)  # pylint: disable=protected-access
+  assert _cli.show_record(ours)  # pylint: disable=protected-access
+  assert _cli.show_record(warning)  # pylint: disable=protected-access
 
 
 def test_quickstart_in_a_clone_called_robustjax_prints_a_few_lines(tmp_path):

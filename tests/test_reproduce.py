@@ -70,3 +70,15 @@ def test_unknown_method_is_refused(tmp_path, capsys):
     reproduce.main(['--suite=digits', '--methods=standard,lrr', f'--out={tmp_path}'])
   assert "unknown ['lrr']" in capsys.readouterr().err
   assert not os.listdir(tmp_path)
+
+
+def test_a_suite_names_the_rows_it_lacks_a_config_for():
+  for dataset in ('digits', 'mnist', 'svhn', 'cifar10'):
+    rows = reproduce._suite_rows(dataset)  # pylint: disable=protected-access
+    ran = {m.name for m in reproduce._methods(dataset)}  # pylint: disable=protected-access
+    missing = reproduce.missing_rows(dataset)
+    want = [f'{m.name} (configs/{m.config}.py)' for m in rows
+            if not os.path.exists(os.path.join(reproduce.ROOT, 'configs', f'{m.config}.py'))]
+    assert missing == want
+    assert ran | {w.split(' ')[0] for w in want} == {m.name for m in rows}
+  assert not reproduce.missing_rows('digits')

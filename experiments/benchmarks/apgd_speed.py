@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,32 +28,12 @@ from robustjax import attacks
 from robustjax import losses
 from robustjax import models
 
+try:
+  from experiments.benchmarks import timing
+except ImportError:  # run as a script from the repository root
+  import timing  # pylint: disable=g-import-not-at-top
+
 BATCH, SHAPE, CLASSES, EPS = 128, (32, 32, 3), 10, 8 / 255
-
-
-def _timed(fn, *args):
-  start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start
-
-
-def paired(fn_a, args_a, fn_b, args_b, *, repeats, calls_b=1):
-  """Median of ``time(a) / (calls_b * time(b))`` over interleaved pairs, and median time(a)."""
-  jax.block_until_ready(fn_a(*args_a))
-  jax.block_until_ready(fn_b(*args_b))
-  ratios, times_a = [], []
-  for _ in range(repeats):
-    t_a = _timed(fn_a, *args_a)
-    t_b = sum(_timed(fn_b, *args_b) for _ in range(calls_b))
-    ratios.append(t_a / t_b)
-    times_a.append(t_a)
-  return statistics.median(ratios), statistics.median(times_a)
-
-
-def compiled(fn, *args):
-  start = time.perf_counter()
-  out = jax.jit(fn).lower(*args).compile()
-  return out, time.perf_counter() - start
 
 
 def row(model, variant, ratio, seconds, compile_s):
@@ -66,16 +44,16 @@ def row(model, variant, ratio, seconds, compile_s):
 
 def bench(name, logits_fn, params, x, y, *, steps, repeats, unrolls):
   loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
-  grad_fn, t_compile = compiled(jax.grad(loss, argnums=1), params, x, y)
+  grad_fn, t_compile = timing.compiled(jax.grad(loss, argnums=1), params, x, y)
   jax.block_until_ready(grad_fn(params, x, y))
-  t_grad = statistics.median(_timed(grad_fn, params, x, y) for _ in range(repeats))
+  t_grad = timing.median_time(grad_fn, params, x, y, repeats=repeats)
   row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
   key = jax.random.PRNGKey(0)
   for unroll in unrolls:
     attack = lambda p, xx, yy, k, u=unroll: attacks.apgd(
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
-    fn, t_compile = compiled(attack, params, x, y, key)
-    ratio, t_attack = paired(fn, (params, x, y, key), grad_fn, (params, x, y),
+    fn, t_compile = timing.compiled(attack, params, x, y, key)
+    ratio, t_attack, _ = timing.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
                              repeats=repeats, calls_b=steps + 1)
     row(name, f'apgd unroll={unroll}: iter/grad', ratio, t_attack, t_compile)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +29,11 @@ import numpy as np
 
 from robustjax import attacks
 from robustjax import losses
+
+try:
+  from experiments.benchmarks import timing
+except ImportError:  # run as a script from the repository root
+  import timing  # pylint: disable=g-import-not-at-top
 
 BATCH, SHAPE, CLASSES, EPS = 128, (32, 32, 3), 10, 8 / 255
 
@@ -75,43 +78,6 @@ def cnn(params, x):
   return jnp.reshape(x, (x.shape[0], -1)) @ w + b
 
 
-def _timed(fn, *args):
-  start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start
-
-
-def median_time(fn, *args, repeats):
-  """Median seconds of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  return statistics.median(_timed(fn, *args) for _ in range(repeats))
-
-
-def paired(fn_a, args_a, fn_b, args_b, *, repeats, calls_b=1):
-  """Median of ``time(a) / (calls_b * time(b))`` over interleaved pairs, and median times.
-
-  Interleaving keeps the ratio honest on a shared machine whose load drifts; ``b`` is
-  called ``calls_b`` times back to back per pair (its reported time is per call).
-  """
-  jax.block_until_ready(fn_a(*args_a))
-  jax.block_until_ready(fn_b(*args_b))
-  ratios, times_a, times_b = [], [], []
-  for _ in range(repeats):
-    t_a = _timed(fn_a, *args_a)
-    t_b = sum(_timed(fn_b, *args_b) for _ in range(calls_b))
-    ratios.append(t_a / t_b)
-    times_a.append(t_a)
-    times_b.append(t_b / calls_b)
-  return (statistics.median(ratios), statistics.median(times_a),
-          statistics.median(times_b))
-
-
-def compiled(fn, *args):
-  start = time.perf_counter()
-  out = jax.jit(fn).lower(*args).compile()
-  return out, time.perf_counter() - start
-
-
 def foolbox_attack(logits_fn, params, steps):
   """``(x, y) -> x_adv`` with foolbox 3's LinfPGD on the same JAX model, or None."""
   try:
@@ -134,17 +100,17 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
                 compile_steps=()):
   """Prints the gradient unit, PGD per-step ratios per unroll, and foolbox's ratio."""
   loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
-  grad_fn, t_compile = compiled(jax.grad(loss, argnums=1), params, x, y)
-  t_grad = median_time(grad_fn, params, x, y, repeats=repeats)
+  grad_fn, t_compile = timing.compiled(jax.grad(loss, argnums=1), params, x, y)
+  t_grad = timing.median_time(grad_fn, params, x, y, repeats=repeats)
   print_row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
   key = jax.random.PRNGKey(0)
   best = None
   for unroll in unrolls:
     attack = lambda p, xx, yy, k, u=unroll: attacks.pgd(
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=steps, unroll=u)
-    fn, t_compile = compiled(attack, params, x, y, key)
+    fn, t_compile = timing.compiled(attack, params, x, y, key)
     # PGD-`steps` against `steps` back-to-back gradients, interleaved.
-    ratio, t_attack, _ = paired(fn, (params, x, y, key), grad_fn, (params, x, y),
+    ratio, t_attack, _ = timing.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
                                 repeats=repeats, calls_b=steps)
     if best is None or t_attack < best[0] or unroll == 'auto':
       best = (-math.inf if unroll == 'auto' else t_attack, fn)  # foolbox meets the default
@@ -152,13 +118,13 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, with_
   for more_steps in compile_steps:
     attack = lambda p, xx, yy, k, n=more_steps: attacks.pgd(
         logits_fn, p, (xx, yy), rng=k, eps=EPS, p=math.inf, steps=n, unroll=True)
-    _, t_compile = compiled(attack, params, x, y, key)
+    _, t_compile = timing.compiled(attack, params, x, y, key)
     print(f'{name:5} | {f"compile only: unroll=True, {more_steps} steps":34} | '
           f'{"":7} | {"":8} | {t_compile:9.2f}', flush=True)
   if with_foolbox:
     fb_attack = foolbox_attack(logits_fn, params, steps)
     if fb_attack is not None:
-      ratio, t_fb, _ = paired(fb_attack, (x, y), best[1], (params, x, y, key),
+      ratio, t_fb, _ = timing.paired(fb_attack, (x, y), best[1], (params, x, y, key),
                               repeats=repeats)
       label = 'auto' if 'auto' in unrolls else 'fastest'
       print_row(name, f'foolbox LinfPGD / robustjax {label}', ratio, t_fb)

@@ -33,8 +33,10 @@ from robustjax import losses
 
 try:
   from experiments.benchmarks import attack_speed as common
+  from experiments.benchmarks import timing
 except ImportError:  # run as a script from the repository root
   import attack_speed as common  # pylint: disable=g-import-not-at-top
+  import timing  # pylint: disable=g-import-not-at-top
 
 
 def _row(model, variant, ratio, seconds, compile_s=None):
@@ -44,13 +46,13 @@ def _row(model, variant, ratio, seconds, compile_s=None):
 
 def _gradient(logits_fn, params, x, y):
   loss = lambda p, xx, yy: jnp.sum(losses.cross_entropy(logits_fn(p, xx), yy))
-  return common.compiled(jax.grad(loss, argnums=1), params, x, y)
+  return timing.compiled(jax.grad(loss, argnums=1), params, x, y)
 
 
 def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, jac_batch):
   key = jax.random.PRNGKey(0)
   grad_fn, t_compile = _gradient(logits_fn, params, x, y)
-  t_grad = common.median_time(grad_fn, params, x, y, repeats=repeats)
+  t_grad = timing.median_time(grad_fn, params, x, y, repeats=repeats)
   _row(name, 'one input gradient (unit)', 1.0, t_grad, t_compile)
   runs = [('fab-t (1 target)', attacks.fab_targeted, dict(num_targets=1), u) for u in unrolls]
   runs.append(('fab (untargeted, K=10)', attacks.fab, {}, 'auto'))
@@ -58,8 +60,8 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, jac_b
     run = lambda p, xx, yy, k, a=attack, e=extra, u=unroll: a(
         logits_fn, p, (xx, yy), rng=k, eps=common.EPS, p=math.inf, steps=steps, unroll=u,
         **e)
-    fn, t_compile = common.compiled(run, params, x, y, key)
-    ratio, t_attack, _ = common.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
+    fn, t_compile = timing.compiled(run, params, x, y, key)
+    ratio, t_attack, _ = timing.paired(fn, (params, x, y, key), grad_fn, (params, x, y),
                                        repeats=repeats, calls_b=steps)
     _row(name, f'{label} unroll={unroll}: step / grad', ratio, t_attack, t_compile)
 
@@ -75,8 +77,8 @@ def bench_model(name, logits_fn, params, x, y, *, steps, repeats, unrolls, jac_b
     return jax.vmap(jax.jacfwd(one))(xx)
 
   for label, jac in (('vmap(vjp) over K classes', jac_vjp), ('jacfwd per example', jac_fwd)):
-    fn, t_compile = common.compiled(jac, params, xs)
-    ratio, t_jac, _ = common.paired(fn, (params, xs), small_grad, (params, xs, ys),
+    fn, t_compile = timing.compiled(jac, params, xs)
+    ratio, t_jac, _ = timing.paired(fn, (params, xs), small_grad, (params, xs, ys),
                                     repeats=repeats)
     _row(name, f'Jacobian, batch {jac_batch}: {label}', ratio, t_jac, t_compile)
 

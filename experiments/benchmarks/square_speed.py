@@ -26,13 +26,17 @@ import argparse
 import importlib
 import math
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from robustjax import models
+
+try:
+  from experiments.benchmarks import timing
+except ImportError:  # run as a script from the repository root
+  import timing  # pylint: disable=g-import-not-at-top
 
 square_lib = importlib.import_module('robustjax.attacks.square')
 
@@ -42,12 +46,6 @@ BATCH, EPS = 128, 0.5 / 255
 def _parse_layout(text):
   chunk, sync, mode = text.split(':')
   return int(chunk), int(sync), mode == 'u'
-
-
-def _timed(fn):
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  return time.perf_counter() - start, out
 
 
 def main():
@@ -71,7 +69,7 @@ def main():
 
   forward = jax.jit(logits_fn)
   forward_s = statistics.median(
-      _timed(lambda: forward(params, x))[0] for _ in range(max(args.repeats, 5) * 4))
+      timing.timed(lambda: forward(params, x))[0] for _ in range(max(args.repeats, 5) * 4))
   print(f'backend {jax.default_backend()}, model {args.model} {shape}, batch {BATCH}, '
         f'L{args.norm}, {args.queries} iterations')
   print(f'bare forward pass: {forward_s * 1e3:.2f} ms = {BATCH / forward_s:,.0f} queries/s')
@@ -84,14 +82,14 @@ def main():
     def run(layout=layout):
       return square_lib._square(logits_fn, params, (x, y), rng=jax.random.PRNGKey(1),
                                 eps=EPS, p=norm, queries=args.queries, chunking=layout)
-    first, _ = _timed(run)
+    first, _ = timing.timed(run)
     runs[layout] = (run, first)
 
   times = {layout: [] for layout in layouts}
   results = {}
   for _ in range(args.repeats):  # interleaved, so load drift hits every layout alike
     for layout in layouts:
-      seconds, results[layout] = _timed(runs[layout][0])
+      seconds, results[layout] = timing.timed(runs[layout][0])
       times[layout].append(seconds)
   for layout in layouts:
     result = results[layout]

@@ -126,6 +126,17 @@ def _check_classes(names: Sequence[str], num_classes: int) -> None:
           f'\'square\'] for a {num_classes}-class model)')
 
 
+def check_inputs(names: Sequence[str], *, num_classes: int,
+                 input_shape: Sequence[int]) -> None:
+  """Raises unless the attacks ``names`` can run on inputs ``[B, ...]`` of a K-class model
+  (APGD-DLR needs K >= 3, APGD-T K >= 4; Square needs inputs of rank 2 to 4)."""
+  _check_classes(names, num_classes)
+  if 'square' in names and len(input_shape) not in (2, 3, 4):
+    raise ValueError(f'attack \'square\' needs images [B, H, W, C] ([B, H, W] or [B, D] '
+                     f'are viewed as one-channel images), got inputs of shape '
+                     f'{tuple(input_shape)}; pass attacks= without \'square\'')
+
+
 def bucket_size(count: int, batch_size: int) -> int:
   """Padded size for ``count`` still-robust points: next power of two >= 8, <= B."""
   size = max(_MIN_BUCKET, 1 << max(count - 1, 0).bit_length())
@@ -283,11 +294,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
   batch_size = inputs.shape[0]
   _checks.check_radius(eps, batch_size)
   _checks.check_in_bounds(inputs, bounds)
-  _check_classes(names, num_classes)
-  if 'square' in names and jnp.ndim(inputs) not in (2, 3, 4):
-    raise ValueError(f'attack \'square\' needs images [B, H, W, C] ([B, H, W] or [B, D] '
-                     f'are viewed as one-channel images), got inputs of shape '
-                     f'{tuple(jnp.shape(inputs))}; pass attacks= without \'square\'')
+  check_inputs(names, num_classes=num_classes, input_shape=jnp.shape(inputs))
   cfgs = settings(version, p)
   stochastic = apgd_lib.accepts_rng(logits_fn)
   unroll = apgd_lib.resolve_unroll('auto', logits_fn, params, inputs, stochastic)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey
 
 
 def _per_example(values: Array, x: Array) -> Array:
@@ -33,7 +33,7 @@ def _per_example(values: Array, x: Array) -> Array:
 def contrastive_explanations(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                              rng: PRNGKey, eps, steps: int = 20, p: float = 2.0,
                              step_size=None, init: str = 'uniform',
-                             bounds: Bounds | None = (0.0, 1.0)) -> dict[str, Array]:
+                             bounds: Bounds | None = DEFAULT_BOUNDS) -> dict[str, Array]:
   """Pertinent positive / negative perturbations (SCORPIO eq. 13-14), ``[B, ...]`` each.
 
   Args:
@@ -89,7 +89,7 @@ def adversarial_explanation(logits_fn: LogitsFn, params: Params, inputs: Array,
                             targets: Labels, *, rho: float, steps: int = 450,
                             learning_rate: float = 0.01, momentum: float = 0.9,
                             eta: float = 0.55, positive: bool = True,
-                            bounds: Bounds | None = (0.0, 1.0),
+                            bounds: Bounds | None = DEFAULT_BOUNDS,
                             unroll: int | bool = 1) -> dict[str, Array]:
   """Woods' adversarial explanation of class ``targets`` at RMSE ``rho``.
 

@@ -18,6 +18,7 @@ from robustjax.metrics.robustness import accuracy_vs_eps
 from robustjax.metrics.robustness import as_batches
 from robustjax.metrics.robustness import correct
 from robustjax.metrics.robustness import iter_batches
+from robustjax.metrics.robustness import pad_batches
 from robustjax.metrics.robustness import robust_accuracy
 from robustjax.metrics.robustness import robust_correct
 from robustjax.metrics.robustness import scorpio_attack_accuracies

@@ -32,7 +32,7 @@ import numpy as np
 from robustjax import _checks
 from robustjax import attacks
 from robustjax.metrics import robustness
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 GOALS = ('adv', 'btr')
 METHODS = ('bisection', 'ticktock')
@@ -82,7 +82,7 @@ def ara_from_distances(distances: Any, *, naive_accuracy: float) -> float:
 def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                        goal: str = 'adv', max_rmse: float = 0.25, search_steps: int = 10,
                        steps: int = 20, rng: PRNGKey | None = None,
-                       bounds: Bounds | None = (0.0, 1.0),
+                       bounds: Bounds | None = DEFAULT_BOUNDS,
                        method: str = 'bisection', inner: str = 'auto') -> Array:
   """Per-example RMSE distance ``[B]`` to the goal.
 
@@ -142,7 +142,7 @@ def min_norm_distances(logits_fn: LogitsFn, params: Params, batch: Batch, *,
 
 def ara(logits_fn: LogitsFn, params: Params, batches, *, goal: str = 'adv',
         max_rmse: float = 0.25, search_steps: int = 10, steps: int = 20,
-        rng: PRNGKey | None = None, bounds: Bounds | None = (0.0, 1.0),
+        rng: PRNGKey | None = None, bounds: Bounds | None = DEFAULT_BOUNDS,
         method: str = 'bisection', inner: str = 'auto',
         naive: float | None = None) -> dict[str, Any]:
   """Attack ARA (``goal='adv'``) or BTR ARA (``goal='btr'``) over batches.

@@ -21,7 +21,7 @@ from robustjax import attacks
 from robustjax import curvature
 from robustjax import losses
 from robustjax.metrics import robustness
-from robustjax.types import Array, Batch, Bounds, LogitsFn, LossFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, LossFn, Params, PRNGKey
 
 
 def classification_margin(logits_fn: LogitsFn, params: Params, inputs: Array,
@@ -32,7 +32,7 @@ def classification_margin(logits_fn: LogitsFn, params: Params, inputs: Array,
 
 def simba_vs_pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                  pgd_eps, p: float, pgd_steps: int, simba_eps, simba_steps: int,
-                 restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
+                 restarts: int = 1, bounds: Bounds | None = DEFAULT_BOUNDS,
                  tolerance: float = 1e-3) -> dict[str, Array]:
   """Per-example margins after PGD (margin objective) and after SimBA (SCORPIO fig. 4).
 
@@ -81,7 +81,7 @@ def mean_confidence(logits_fn: LogitsFn, params: Params, inputs: Array, *,
 
 def local_linearity(loss_fn: LossFn, params: Params, inputs: Array, labels: Array, *,
                     rng: PRNGKey, eps, p: float, steps: int = 50, step_size=0.1,
-                    step_rule: str = 'adam', bounds: Bounds | None = (0.0, 1.0),
+                    step_rule: str = 'adam', bounds: Bounds | None = DEFAULT_BOUNDS,
                     unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """LLR's ``γ(ε, x)``: the largest linearisation error in the ball, ``[B]``.
 
@@ -109,7 +109,7 @@ def local_linearity(loss_fn: LossFn, params: Params, inputs: Array, labels: Arra
 def transfer_accuracy(source_logits_fn: LogitsFn, source_params: Params,
                       target_logits_fn: LogitsFn, target_params: Params, batches, *,
                       rng: PRNGKey, eps, p: float, steps: int, restarts: int = 1,
-                      objective: str = 'ce', bounds: Bounds | None = (0.0, 1.0)) -> float:
+                      objective: str = 'ce', bounds: Bounds | None = DEFAULT_BOUNDS) -> float:
   """Accuracy of the target model on PGD points crafted against the source model.
 
   Much lower white-box than transfer accuracy is expected; a target that resists

@@ -27,7 +27,7 @@ from robustjax import attacks
 from robustjax import attacks as attacks_lib
 from robustjax.attacks.autoattack import check_attacks as _check_autoattack_attacks
 from robustjax.attacks.autoattack import check_norm as _check_autoattack_norm
-from robustjax.types import Array, Bounds, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey
 
 ATTACKS = ('pgd', 'fgsm', 'multi_targeted', 'autoattack')
 _STEP_ATTACKS = ('pgd', 'multi_targeted')  # attacks that need ``steps``
@@ -134,13 +134,11 @@ def _robust_fn(logits_fn, **attack_kwargs):
 
   ``eps`` is an argument, so one compilation serves every radius of a curve.
   """
-  run = _attack_fn(logits_fn, **attack_kwargs)
 
   @jax.jit
   def robust(params, inputs, labels, rng, eps):
-    x_adv = run(params, inputs, labels, rng, eps)
-    return (correct(logits_fn, params, inputs, labels)
-            & correct(logits_fn, params, x_adv, labels))
+    return robust_correct(logits_fn, params, (inputs, labels), rng=rng, eps=eps,
+                          **attack_kwargs)
 
   return robust
 
@@ -148,9 +146,15 @@ def _robust_fn(logits_fn, **attack_kwargs):
 def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, eps,
                    p: float, steps: int | None = None, restarts: int = 1,
                    objective: str = 'ce', step_size=None,
-                   bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
-                   version: str = 'standard', attacks: Sequence[str] | None = None) -> Array:
+                   bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
+                   version: str = 'standard', attacks: Sequence[str] | None = None,
+                   with_points: bool = False):
   """Per example ``[B]`` bool: correct at ``x`` and at the attack's point in the eps-ball.
+
+  The one per-batch evaluator of robust accuracy: the metrics here, training's final
+  evaluation (:func:`robustjax.training.evaluate`) and :mod:`robustjax.evaluation`'s PGD
+  call it. The PGD family is ``jax.jit``-able (``eps`` may be traced); AutoAttack is a
+  host-level loop.
 
   Args:
     logits_fn: ``(params, inputs [B, ...]) -> logits [B, K]``.
@@ -166,27 +170,50 @@ def robust_correct(logits_fn: LogitsFn, params: Params, batch, *, rng: PRNGKey, 
       ``objective`` and ``step_size`` are then unused).
     version, attacks: AutoAttack's version and custom attack list (``attack='autoattack'``
       only).
+    with_points: also return the attack's points ``[B, ...]``.
+
+  Returns:
+    ``[B]`` bool, or ``([B] bool, points [B, ...])`` with ``with_points``.
   """
   inputs, labels = batch[0], batch[1]
   _checks.check_in_bounds(inputs, _checks.check_bounds(bounds))
   _check_steps(attack, steps)
   if attack == 'autoattack':
     if np.ndim(eps) == 0 and float(eps) == 0.0:
-      return correct(logits_fn, params, inputs, labels)
-    return attacks_lib.autoattack(logits_fn, params, (inputs, labels), rng=rng, eps=eps,
-                                  p=p, version=version, attacks=attacks_list(attacks),
-                                  bounds=bounds).robust
-  run = _attack_fn(logits_fn, attack=attack, p=p, steps=steps, restarts=restarts,
-                   objective=objective, step_size=step_size, bounds=bounds)
-  x_adv = run(params, inputs, labels, rng, eps)
-  return correct(logits_fn, params, inputs, labels) & correct(logits_fn, params, x_adv,
-                                                             labels)
+      ok, points = correct(logits_fn, params, inputs, labels), inputs
+    else:
+      result = attacks_lib.autoattack(logits_fn, params, (inputs, labels), rng=rng,
+                                      eps=eps, p=p, version=version,
+                                      attacks=attacks_list(attacks), bounds=bounds)
+      ok, points = result.robust, result.inputs
+  else:
+    run = _attack_fn(logits_fn, attack=attack, p=p, steps=steps, restarts=restarts,
+                     objective=objective, step_size=step_size, bounds=bounds)
+    points = run(params, inputs, labels, rng, eps)
+    ok = (correct(logits_fn, params, inputs, labels)
+          & correct(logits_fn, params, points, labels))
+  return (ok, points) if with_points else ok
+
+
+def pad_batches(inputs, labels, batch_size: int
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Arrays ``[N, ...]``, ``[N]`` as batches of ``batch_size``, the last zero-padded, with
+  a validity mask: the layout of :func:`robustjax.data.eval_batches`."""
+  inputs, labels = np.asarray(inputs), np.asarray(labels)
+  for start in range(0, len(labels), batch_size):
+    x, y = inputs[start:start + batch_size], labels[start:start + batch_size]
+    mask = np.zeros(batch_size, bool)
+    mask[:len(y)] = True
+    if len(y) < batch_size:
+      x = np.concatenate([x, np.zeros((batch_size - len(y),) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(batch_size - len(y), y.dtype)])
+    yield x, y, mask
 
 
 def robust_accuracy(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey, eps,
                     p: float, steps: int | None = None, restarts: int = 1,
                     objective: str = 'ce', step_size=None,
-                    bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
+                    bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
                     version: str = 'standard',
                     attacks: Sequence[str] | None = None) -> float:
   """Fraction of (unmasked) examples that stay correct under an attack of radius eps.
@@ -265,9 +292,9 @@ def _autoattack_fn(logits_fn, *, p, bounds, version, attacks):
   _check_autoattack_norm(p, names)
 
   def robust(params, inputs, labels, rng, eps):
-    return attacks_lib.autoattack(logits_fn, params, (inputs, labels), rng=rng, eps=eps,
-                                  p=p, version=version, attacks=attacks,
-                                  bounds=bounds).robust
+    return robust_correct(logits_fn, params, (inputs, labels), rng=rng, eps=eps, p=p,
+                          bounds=bounds, attack='autoattack', version=version,
+                          attacks=attacks)
 
   robust.host_level = True
   return robust
@@ -299,7 +326,7 @@ def _robust_mean(logits_fn, robust, batches, params, rng, eps) -> float:
 def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKey,
                     eps_list: Iterable[float], p: float, steps: int | None = None,
                     restarts: int = 1, objective: str = 'ce', step_size=None,
-                    bounds: Bounds | None = (0.0, 1.0), attack: str = 'pgd',
+                    bounds: Bounds | None = DEFAULT_BOUNDS, attack: str = 'pgd',
                     version: str = 'standard',
                     attacks: Sequence[str] | None = None) -> dict[str, np.ndarray]:
   """Robust accuracy at each radius of ``eps_list`` (the curves of Woods Fig. 3).
@@ -323,7 +350,7 @@ def accuracy_vs_eps(logits_fn: LogitsFn, params: Params, batches, *, rng: PRNGKe
 
 def scorpio_attack_accuracies(logits_fn: LogitsFn, params: Params, batches, *,
                               rng: PRNGKey, eps, p: float, steps: int, restarts: int = 1,
-                              step_size=None, bounds: Bounds | None = (0.0, 1.0)
+                              step_size=None, bounds: Bounds | None = DEFAULT_BOUNDS
                               ) -> dict[str, float]:
   """Clean accuracy and accuracy under SCORPIO's four PGD attacks (eq. 12, Table 2).
 

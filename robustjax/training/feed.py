@@ -44,3 +44,20 @@ def eval_arrays(dataset, *, split: str = 'test', num_examples: int = 0
   """The first ``num_examples`` (0 = all) of a split: float32 inputs and int32 labels."""
   return data.load(dataset.name, split, data_dir=dataset.data_dir or None,
                    num_examples=num_examples or None)
+
+
+def eval_batches(dataset, *, split: str = 'test', batch_size: int, num_examples: int = 0
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """The first ``num_examples`` (0 = all) of a split in batches of ``batch_size``, the
+  last padded: ``(inputs [B, ...], labels [B], mask [B])``, padded rows masked out
+  (:func:`robustjax.data.eval_batches`)."""
+  return data.eval_batches(dataset.name, batch_size=batch_size, split=split,
+                           data_dir=dataset.data_dir or None,
+                           num_examples=num_examples or None)
+
+
+def num_eval_examples(dataset, *, split: str = 'test', num_examples: int = 0) -> int:
+  """How many examples :func:`eval_batches` yields (``num_examples``, 0 = all, at most
+  the split's size)."""
+  size = len(data.open_split(dataset.name, split, dataset.data_dir or None))
+  return min(int(num_examples), size) if num_examples else size

@@ -50,10 +50,7 @@ def _rewrite_jsonl(path: str, keep: Callable[[dict], bool]) -> int:
       else:
         dropped += 1
   if dropped:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(rows)
-    os.replace(tmp, path)
+    workdir_lib.atomic_write(path, ''.join(rows))
   return dropped
 
 
@@ -93,10 +90,7 @@ def _rewrite_events(paths: list[str], keep: Callable[[Any], bool]) -> int:
         kept.append(record)
     if len(kept) != len(records) or os.path.getsize(path) != sum(map(len, records)):
       dropped += len(records) - len(kept)
-      tmp = path + '.tmp'
-      with open(tmp, 'wb') as f:
-        f.write(b''.join(kept))
-      os.replace(tmp, path)
+      workdir_lib.atomic_write(path, b''.join(kept))
   return dropped
 
 

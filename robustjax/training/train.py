@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from robustjax import losses
+from robustjax import metrics
 from robustjax import models
 from robustjax.training import checkpoints
 from robustjax.training import controllers
@@ -145,77 +146,82 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _eval_fn(logits_fn, *, eps, p, steps, restarts, step_size, objective):
-  from robustjax import attacks  # pylint: disable=g-import-not-at-top
+  """``(params, x, y, mask, key) -> (clean count, robust count)`` over the unmasked rows."""
 
   def fn(params, x, y, mask, key):
-    clean_ok = jnp.argmax(logits_fn(params, x), -1) == y
+    clean_ok = metrics.correct(logits_fn, params, x, y)
     if eps > 0 and steps > 0:
-      kwargs = dict(rng=key, eps=eps, p=p, steps=steps, restarts=restarts,
-                    objective=objective)
-      if step_size:
-        kwargs['step_size'] = step_size
-      x_adv = attacks.pgd(logits_fn, params, (x, y), **kwargs)
-      robust_ok = clean_ok & (jnp.argmax(logits_fn(params, x_adv), -1) == y)
+      robust_ok = metrics.robust_correct(logits_fn, params, (x, y), rng=key, eps=eps, p=p,
+                                         steps=steps, restarts=restarts,
+                                         objective=objective, step_size=step_size or None)
     else:
       robust_ok = clean_ok
-    return jnp.sum(clean_ok * mask), jnp.sum(robust_ok * mask)
+    return jnp.sum(clean_ok & mask), jnp.sum(robust_ok & mask)
 
   return fn
 
 
-def evaluate(logits_fn, params, images: np.ndarray, labels: np.ndarray, *, eps: float,
-             p: float = math.inf, steps: int = 20, restarts: int = 1,
-             step_size: float = 0.0, objective: str = 'ce', batch_size: int = 256,
-             seed: int = 0, mesh=None, attack: str = 'pgd') -> dict:
+def evaluate(logits_fn, params, images: np.ndarray | None = None,
+             labels: np.ndarray | None = None, *, eps: float, p: float = math.inf,
+             steps: int = 20, restarts: int = 1, step_size: float = 0.0,
+             objective: str = 'ce', batch_size: int = 256, seed: int = 0, mesh=None,
+             attack: str = 'pgd', batches=None) -> dict:
   """Clean and robust accuracy of ``logits_fn`` on ``images [N, ...]``, ``labels [N]``.
 
   Robust accuracy counts an example when it is classified correctly both clean and at
-  the attack's point: ``attack='pgd'`` (``restarts`` random starts, the worst kept per
-  example) or ``'autoattack'`` (:func:`robustjax.attacks.autoattack`, standard version:
-  APGD-CE, APGD-T, FAB-T, Square; ``steps``, ``restarts``, ``step_size`` and
-  ``objective`` are then unused). AutoAttack gathers the still-robust points on the
-  host between its attacks, so it runs per batch on the real (unpadded) rows outside
-  the sharded jit, with batch ``i`` attacked under ``fold_in(PRNGKey(seed), i)``.
+  the attack's point (:func:`robustjax.metrics.robust_correct`): ``attack='pgd'``
+  (``restarts`` random starts, the worst kept per example) or ``'autoattack'``
+  (:func:`robustjax.attacks.autoattack`, standard version: APGD-CE, APGD-T, FAB-T,
+  Square; ``steps``, ``restarts``, ``step_size`` and ``objective`` are then unused).
+  AutoAttack gathers the still-robust points on the host between its attacks, so it
+  runs per batch on the real (unmasked) rows outside the sharded jit. Batch ``i`` is
+  attacked under ``fold_in(PRNGKey(seed), i)``.
+
+  Args:
+    batches: instead of ``images`` and ``labels``, batches ``(inputs [B, ...], labels
+      [B], mask [B])`` of :func:`robustjax.data.eval_batches` (``B = batch_size``
+      rounded up to a multiple of the mesh's devices).
 
   Returns:
     ``{'clean_accuracy', 'robust_accuracy', 'num_examples'}``.
   """
-  from robustjax import attacks as attacks_lib  # pylint: disable=g-import-not-at-top
   if attack not in ('pgd', 'autoattack'):
     raise ValueError(f"unknown attack {attack!r}; valid choices: 'pgd', 'autoattack'")
   mesh = step_lib.make_mesh() if mesh is None else mesh
-  n = len(labels)
-  batch_size = int(math.ceil(min(batch_size, max(n, 1)) / mesh.size) * mesh.size)
+  if batches is None:
+    n = len(labels)
+    batch_size = eval_batch_size(batch_size, n, mesh.size)
+    batches = metrics.pad_batches(images, labels, batch_size)
   rep, shard = step_lib.replicated(mesh), step_lib.batch_sharded(mesh)
   ensemble = attack == 'autoattack' and eps > 0
   fn = jax.jit(_eval_fn(logits_fn, eps=0.0 if ensemble else eps, p=p, steps=steps,
                         restarts=restarts, step_size=step_size, objective=objective),
                in_shardings=(rep, shard, shard, shard, rep), out_shardings=rep)
   clean = robust = 0.0
+  total = 0
   key = jax.random.PRNGKey(seed)
-  for i, start in enumerate(range(0, n, batch_size)):
-    x = images[start:start + batch_size]
-    y = labels[start:start + batch_size]
-    mask = np.ones(len(y), np.float32)
-    pad = batch_size - len(y)
-    if pad:
-      x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
-      y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
-      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+  for i, (x, y, mask) in enumerate(batches):
+    total += int(np.sum(mask))
     arrays = [jax.make_array_from_callback(a.shape, shard, lambda idx, a=a: a[idx])
               for a in (x, y, mask)]
     c, r = fn(params, *arrays, jax.random.fold_in(key, i))
     clean += float(fetch(c))
     if ensemble:
-      real = len(y) - pad
-      result = attacks_lib.autoattack(
-          logits_fn, params, (jnp.asarray(x[:real]), jnp.asarray(y[:real])),
-          rng=jax.random.fold_in(key, i), eps=eps, p=p)
-      robust += float(np.sum(np.asarray(result.robust)))
+      ok = metrics.robust_correct(logits_fn, params,
+                                  (jnp.asarray(x[mask]), jnp.asarray(y[mask])),
+                                  rng=jax.random.fold_in(key, i), eps=eps, p=p,
+                                  attack='autoattack')
+      robust += float(np.sum(np.asarray(ok)))
     else:
       robust += float(fetch(r))
-  return {'clean_accuracy': clean / max(n, 1), 'robust_accuracy': robust / max(n, 1),
-          'num_examples': n}
+  return {'clean_accuracy': clean / max(total, 1), 'robust_accuracy': robust / max(total, 1),
+          'num_examples': total}
+
+
+def eval_batch_size(requested: int, num_examples: int, num_devices: int) -> int:
+  """An evaluation batch: ``requested``, at most the number of examples, rounded up to a
+  multiple of the devices."""
+  return int(math.ceil(min(requested, max(num_examples, 1)) / num_devices) * num_devices)
 
 
 def _describe_attack(ev) -> str:
@@ -423,14 +429,17 @@ def train_and_evaluate(config, workdir: str, *,
       preemption.interrupt_evaluation()
       if preemption.requested:  # arrived after the loop's last look at the flag
         raise _EvaluationInterrupted()
-      images, labels = feed.eval_arrays(config.dataset, split=ev.split,
+      num_eval = feed.num_eval_examples(config.dataset, split=ev.split,
                                         num_examples=ev.num_examples)
+      batches = feed.eval_batches(
+          config.dataset, split=ev.split, num_examples=ev.num_examples,
+          batch_size=eval_batch_size(ev.batch_size, num_eval, mesh.size))
       logits_fn = models.logits_fn_for(model, {'batch_stats': state.batch_stats}
                                        if state.batch_stats else {})
-      results = evaluate(logits_fn, state.params, images, labels, eps=ev.eps, p=ev.p,
-                         steps=ev.steps, restarts=ev.restarts, step_size=ev.step_size,
-                         objective=ev.objective, batch_size=ev.batch_size,
-                         seed=config.seed, mesh=mesh, attack=ev.get('attack', 'pgd'))
+      results = evaluate(logits_fn, state.params, eps=ev.eps, p=ev.p, steps=ev.steps,
+                         restarts=ev.restarts, step_size=ev.step_size,
+                         objective=ev.objective, seed=config.seed, mesh=mesh,
+                         attack=ev.get('attack', 'pgd'), batches=batches)
       preemption.interrupt_evaluation(False)
     except _EvaluationInterrupted:
       preemption.interrupt_evaluation(False)

@@ -77,13 +77,23 @@ def from_json(obj: Any) -> Any:
   return obj
 
 
+def atomic_write(path: str, data: bytes | str) -> None:
+  """Writes ``data`` to ``path`` atomically: a process-unique temporary file, flushed
+  to disk, then renamed over ``path`` (a reader sees the old file or the new one)."""
+  if isinstance(data, str):
+    data = data.encode('utf-8')
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` as standard JSON (no ``Infinity``/``NaN`` tokens), atomically."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(to_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
-    f.write('\n')
-  os.replace(tmp, path)
+  atomic_write(path, json.dumps(to_json(obj), indent=2, sort_keys=True,
+                                allow_nan=False) + '\n')
 
 
 def read_json(path: str) -> Any:
