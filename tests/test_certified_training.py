@@ -58,12 +58,17 @@ def test_crown_ibp_mixes_two_sound_bounds():
   np.testing.assert_allclose(aux['margins'], mixed, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['ibp', 'crown_ibp'])
-def test_gradients_are_finite_and_lower_the_bound_loss(name):
+@pytest.mark.parametrize('name,p', [('ibp', math.inf), ('crown_ibp', math.inf),
+                                    ('crown_ibp', 2.0)])
+def test_gradients_are_finite_and_lower_the_bound_loss(name, p):
   logits_fn, params, x, y = _toy()
   term = registry.get(name)
   kw = {'beta': 1.0} if name == 'crown_ibp' else {}
-  loss = lambda p: jnp.mean(term(logits_fn, p, (x, y), rng=None, eps=0.1, kappa=0.0,
+  eps0 = jax.grad(lambda q: jnp.mean(term(logits_fn, q, (x, y), rng=None, eps=0.0, p=p,
+                                          kappa=0.0, **kw)[0]))(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(eps0))  # ε ramp's start
+  eps = 0.1 if p == math.inf else 0.5
+  loss = lambda q: jnp.mean(term(logits_fn, q, (x, y), rng=None, eps=eps, p=p, kappa=0.0,
                                  **kw)[0])
   step = jax.jit(jax.value_and_grad(loss))
   opt = optax.adam(1e-2)

@@ -420,3 +420,24 @@ def test_conv_crc_is_a_certificate_pgd_cannot_break():
   assert np.all(jnp.argmax(bp.apply(net, x_adv), -1) == y)
   with pytest.raises(ValueError, match='smooth activation'):
     crc_conv(net[:1] + (bp.activation('relu'),) + net[2:], x, y)
+
+
+def test_a_ball_local_curvature_bound_claims_nothing_beyond_its_ball():
+  """f is linear on B(0, 0.3) (curvature 0 there, the bound given) and bends down beyond
+  t = 0.32: the boundary is 0.4675 away. With the bound taken as global, the dual
+  radius (0.484) over-claims; restricted to the ball it is min(0.3, ...)."""
+  from robustjax.certify.crc import pair_certificate
+
+  def margin_fn(x):
+    t = x[:, 0]
+    return 1.0 - 2.0 * t - 3.0 * jnp.maximum(t - 0.32, 0.0) ** 2
+
+  x0 = jnp.zeros((1, 2))
+  kw = dict(bisection_steps=24, newton_steps=4, cg_steps=4, tol=1e-3)
+  t = jnp.linspace(0.0, 3.0, 30001)
+  true = float(t[jnp.argmax(margin_fn(jnp.stack([t, 0 * t], -1)) <= 0)])
+  unsound, _, _ = pair_certificate(margin_fn, x0, jnp.zeros(1), **kw)
+  assert float(unsound[0]) > true  # what the ball restriction prevents
+  radius, _, _ = pair_certificate(margin_fn, x0, jnp.zeros(1), ball_radius=jnp.array([0.3]),
+                                  **kw)
+  assert 0.29 < float(radius[0]) <= 0.3 + 1e-6

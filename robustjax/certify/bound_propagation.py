@@ -510,7 +510,8 @@ def _concretize(lam: Array, bias: Array, x0: Array, lower: Array, upper: Array,
   if p == 2.0:
     e = jnp.reshape(jnp.asarray(eps, lam.dtype), (-1, 1)) if jnp.ndim(eps) else eps
     ball = (jnp.einsum('nsd,nd->ns', lam, jnp.reshape(x0, (n, -1)))
-            - e * jnp.sqrt(jnp.sum(lam * lam, axis=-1)) + bias)
+            # (the clip keeps the gradient finite on the zero row t = y)
+            - e * jnp.sqrt(jnp.maximum(jnp.sum(lam * lam, axis=-1), 1e-30)) + bias)
     return jnp.maximum(box, ball)
   return box
 
