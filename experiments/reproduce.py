@@ -101,7 +101,7 @@ def _suite_rows(dataset: str) -> list[Method]:
       Method('softplus', f'crt_{d}', label='standard softplus MLP', l2=True, certify=True,
              change=_without_regularizers),
   ]
-  return rows
+  return rows + _certified_training_rows(dataset)
 
 
 def _has_config(method: Method) -> bool:
@@ -231,6 +231,8 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
     cert = evaluate.run(workdir, certify='crc', radii=list(suite['radii']),
                         attacks=['autoattack'], tag='reproduce-crc', **common)
     out['crc'] = cert['certification']
+  if method.name in BOUND_ROWS:
+    out['bounds'] = bound_certificates(workdir, method, suite, quick=quick)
   config, logits_fn, params = training.restore(workdir)
   if 'clean_examples' in suite:  # clean accuracy on more test images than the attacks
     out['clean_subset'] = out['clean']
@@ -326,6 +328,8 @@ def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict
                     for i in range(len(radii))]
     if m.name in costs and 'standard' in costs:
       row['step_cost'] = costs[m.name] / costs['standard']
+    if 'bounds' in runs[0]:
+      row.update(aggregate_bounds(runs))
     table[m.name] = row
   return table
 
@@ -512,6 +516,7 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
               '| --- ' * (len(radii) + 1) + '|']
     for m, row in crc_rows.items():
       lines.append(f'| {row["label"]} | ' + ' | '.join(_fmt(c) for c in row['crc']) + ' |')
+  lines += [''] + bounds_section(table, suite)
   lines += ['', '## Figures', '']
   lines += [f'![{os.path.basename(p)}]({rel(p)})' for p in figures]
   lines += ['', '## Do the papers\' orderings hold here?', '']
@@ -571,6 +576,10 @@ def main(argv=None):
                       help='comma-separated seeds to run in this process (e.g. to share the '
                            'work between processes or machines); the results are written '
                            'only when every seed is done')
+  parser.add_argument('--section', default='', choices=('', 'bounds'),
+                      help='bounds: run only the CRT-paper rows (crt, softplus, ibp, '
+                           'crown_ibp), their certificates, and replace only that section '
+                           'of RESULTS.md')
   parser.add_argument('--cost_steps', type=int, default=20,
                       help='timed train steps per method for the cost column')
   args = parser.parse_args(argv)
@@ -591,6 +600,8 @@ def main(argv=None):
       parser.error(f'--methods: unknown {unknown}; valid: {[m.name for m in methods]}')
     methods = [m for m in methods if m.name in wanted or
                any(o.init_from == m.name for o in methods if o.name in wanted)]
+  if args.section == 'bounds':
+    methods = [m for m in methods if m.name in BOUND_ROWS]
   seeds = 1 if args.quick else args.seeds
   runs_dir = os.path.join(args.out, 'runs')
   os.makedirs(runs_dir, exist_ok=True)
@@ -608,13 +619,15 @@ def main(argv=None):
   for i, (m, seed) in enumerate(jobs):
     workdir = os.path.join(runs_dir, m.name, f'seed{seed}')
     t0 = time.time()
-    cached = _done(os.path.join(workdir, 'reproduce.json'))
+    run_eval = bounds_study_run if args.section == 'bounds' else evaluate_run
+    cached = _done(os.path.join(workdir, 'reproduce_bounds.json' if args.section
+                                else 'reproduce.json'))
     train_seconds = 0.0
     if not _done(os.path.join(workdir, 'final_metrics.json')):
       training.train_and_evaluate(load_config(m, seed, runs_dir, args.quick), workdir)
       train_seconds = time.time() - t0
     results.setdefault(m.name, []).append(
-        evaluate_run(workdir, m, suite, quick=args.quick, train_seconds=train_seconds))
+        run_eval(workdir, m, suite, quick=args.quick, train_seconds=train_seconds))
     took = time.time() - t0
     if not cached:
       spent += took
@@ -628,6 +641,8 @@ def main(argv=None):
   if len(jobs) < seeds * len(methods):
     print(f'ran seeds {args.only_seeds}; run without --only_seeds to write the results')
     return None
+  if args.section == 'bounds':
+    return write_bounds_results(args, suite, results, methods)
   kind = 'fashion_mnist' if suite['dataset'] == 'fashion_mnist' else 'digits'
   costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps,
                      kind=kind)
@@ -653,6 +668,220 @@ def main(argv=None):
       print('updated the digits summary in README.md')
   print(f'done in {wall / 60:.1f} min; summary in {os.path.join(args.out, "results.json")}')
   return summary
+
+
+
+# ------------------------------------------------ certified training and bound propagation
+# Singla & Feizi's comparisons (ICML 2020): CRT against CROWN-IBP and IBP in certified
+# accuracy at the paper's L2 radius; CRC against CROWN in mean certificate; CRC with
+# global against local curvature bounds.
+
+BOUND_ROWS = ('crt', 'softplus', 'ibp', 'crown_ibp')
+# The paper's radius: rho = 1.58 on MNIST (28x28); on the 8x8 digits the L2 radius CRT
+# trains at (configs/crt_digits.py), about 1.58 scaled by 8/28.
+PAPER_RADIUS = {'digits': 0.5, 'mnist': 1.58}
+BOUNDS_BEGIN = '<!-- reproduce:bounds begin -->'
+BOUNDS_END = '<!-- reproduce:bounds end -->'
+LOCAL_CRC_EXAMPLES = 64  # examples of the (costlier) local-CRC search
+
+
+def _certified_l2(eps: float):
+  """IBP / CROWN-IBP training of CRT's softplus MLP at L2 ``eps`` (pixel space)."""
+
+  def change(c):
+    crt = importlib.import_module('configs.crt_' + c.dataset.name).get_config()
+    c.model.kwargs = dict(crt.model.kwargs)
+    for t in c.regularizers.values():
+      t.hparams.p = 2.0
+      t.hparams.eps = eps
+      t.hparams.activation = c.model.kwargs['activation']
+    c.eval.p, c.eval.eps = 2.0, eps
+
+  return change
+
+
+def _certified_training_rows(dataset: str) -> list[Method]:
+  """Rows 'ibp' and 'crown_ibp': the certified-training baselines of the CRT paper, on
+  CRT's softplus MLP at the paper's L2 radius (so CRC applies to them too)."""
+  d = dataset if dataset != 'cifar10' else 'cifar'
+  eps = PAPER_RADIUS.get(dataset, 0.5)
+  return [Method('ibp', f'ibp_{d}', label=f'IBP (L2 {eps:g}, softplus MLP)', l2=True,
+                 certify=True, change=_certified_l2(eps)),
+          Method('crown_ibp', f'crown_ibp_{d}', label=f'CROWN-IBP (L2 {eps:g}, softplus '
+                 'MLP)', l2=True, certify=True, change=_certified_l2(eps))]
+
+
+def bound_certificates(workdir: str, method: Method, suite: dict, *, quick: bool) -> dict:
+  """IBP and CROWN certified curves (L2, the suite's radii, with PGD's cross-check) and
+  the mean CRC radius with global and with local curvature bounds."""
+  from robustjax import evaluate  # pylint: disable=g-import-not-at-top
+  from robustjax import training  # pylint: disable=g-import-not-at-top
+  from robustjax.certify import bounds as bounds_lib  # pylint: disable=g-import-not-at-top
+  from robustjax import certify as crc_lib  # pylint: disable=g-import-not-at-top
+  from robustjax.training import feed  # pylint: disable=g-import-not-at-top
+  n = 16 if quick else suite['num_examples']
+  radii = sorted(set(suite['radii']) | {PAPER_RADIUS.get(suite['dataset'], 0.5)})
+  out = {}
+  for name in ('ibp', 'crown'):
+    rep = evaluate.run(workdir, certify=name, norm='2', radii=radii, attacks=['pgd'],
+                       tag=f'reproduce-{name}', num_examples=n, progress=False, seed=0)
+    out[name] = rep['certification']
+  config, _, params = training.restore(workdir)
+  k = min(n or LOCAL_CRC_EXAMPLES, LOCAL_CRC_EXAMPLES)
+  x, y = feed.eval_arrays(config.dataset, split='test', num_examples=k)
+  activation = dict(config.model.kwargs)['activation']
+  layers = bounds_lib.mlp_layers(params)
+  steps = dict(bisection_steps=4, newton_steps=2, cg_steps=3) if quick else {}
+  glob = crc_lib.crc_mlp(layers, x, y, activation=activation, **steps)
+  local = crc_lib.crc_mlp_local(layers, x, y, activation=activation,
+                                radius_steps=2 if quick else 5, **steps)
+  correct = np.asarray(glob.radius) > 0
+  out['crc_global_mean'] = float(np.mean(np.asarray(glob.radius)))
+  out['crc_local_mean'] = float(np.mean(np.asarray(local.radius)))
+  out['crc_local_examples'] = int(k)
+  out['crc_local_improved'] = int(np.sum(np.asarray(local.radius) >
+                                         np.asarray(glob.radius) * (1 + 1e-6)))
+  out['crc_correct'] = int(correct.sum())
+  return out
+
+
+def aggregate_bounds(all_runs: list[dict]) -> dict:
+  """``{'bounds': ..., 'crc_mean_radius': ...}``: mean ± std over seeds of one row's
+  bound-propagation measurements and of its CRC mean certificate."""
+  out = {}
+  if 'crc' in all_runs[0]:
+    out['crc_mean_radius'] = _mean_std([r['crc']['mean_certified_radius'] for r in all_runs])
+  runs = [r['bounds'] for r in all_runs]
+  row = {'radii': runs[0]['crown']['radii']}
+  for name in ('ibp', 'crown'):
+    row[name] = [_mean_std([r[name]['certified_accuracy'][i] for r in runs])
+                 for i in range(len(row['radii']))]
+    row[f'{name}_mean_radius'] = _mean_std([r[name]['mean_certified_radius'] for r in runs])
+    row[f'{name}_violations'] = sum(int(r[name]['total_violations']) for r in runs)
+  for key in ('crc_global_mean', 'crc_local_mean'):
+    row[key] = _mean_std([r[key] for r in runs])
+  row['crc_local_examples'] = runs[0]['crc_local_examples']
+  row['crc_local_improved'] = sum(r['crc_local_improved'] for r in runs)
+  out['bounds'] = row
+  return out
+
+
+def bounds_study_run(workdir: str, method: Method, suite: dict, *, quick: bool,
+                     train_seconds: float = 0.0) -> dict:
+  """``--section=bounds``: clean accuracy, CRC (AutoAttack cross-check) and
+  :func:`bound_certificates` of one run, cached in ``workdir/reproduce_bounds.json``."""
+  from robustjax import evaluate  # pylint: disable=g-import-not-at-top
+  cache = os.path.join(workdir, 'reproduce_bounds.json')
+  if _done(cache):
+    return _read_json(cache)
+  start = time.time()
+  n = 16 if quick else suite['num_examples']
+  radii = sorted(set(suite['radii']) | {PAPER_RADIUS.get(suite['dataset'], 0.5)})
+  cert = evaluate.run(workdir, certify='crc', radii=radii, attacks=['autoattack'],
+                      tag='reproduce-crc-bounds', num_examples=n, progress=False,
+                      version='standard', seed=0)
+  out = {'clean': cert['clean_accuracy'], 'crc': cert['certification'],
+         'bounds': bound_certificates(workdir, method, suite, quick=quick)}
+  out['seconds'] = time.time() - start + train_seconds
+  _write_json(cache, out)
+  return out
+
+
+def bounds_table(results: dict[str, list[dict]], methods: list[Method]) -> dict:
+  """The rows of :func:`bounds_section` from :func:`bounds_study_run` results."""
+  table = {}
+  for m in methods:
+    runs = results.get(m.name, [])
+    if runs:
+      row = {'label': m.label, 'seeds': len(runs),
+             'clean': _mean_std([r['clean'] for r in runs]),
+             'crc_radii': runs[0]['crc']['radii'],
+             'crc': [_mean_std([r['crc']['certified_accuracy'][i] for r in runs])
+                     for i in range(len(runs[0]['crc']['radii']))]}
+      row.update(aggregate_bounds(runs))
+      table[m.name] = row
+  return table
+
+
+def bounds_section(table: dict, suite: dict) -> list[str]:
+  """RESULTS.md's block for the CRT paper's comparisons (between its markers)."""
+  rows = {m: r for m, r in table.items() if 'bounds' in r}
+  if not rows:
+    return []
+  rho = PAPER_RADIUS.get(suite['dataset'], 0.5)
+  radii = next(iter(rows.values()))['bounds']['radii']
+  i = radii.index(rho)
+  crc_at = lambda r: (_fmt(r['crc'][r['crc_radii'].index(rho)])
+                      if 'crc' in r and rho in r.get('crc_radii', []) else '-')
+  lines = [BOUNDS_BEGIN, f'## CRT vs CROWN-IBP vs IBP (certified accuracy, L2 rho = {rho:g})',
+           '',
+           'Singla & Feizi\'s table "Certified Robust accuracy comparison" on '
+           f'{suite["dataset"]}: every row is the same softplus MLP (configs/crt_'
+           f'{suite["dataset"]}.py); IBP and CROWN-IBP trained at L2 {rho:g} with their '
+           'papers\' schedules (configs/ibp_*.py, crown_ibp_*.py). Certified accuracy '
+           '(%) by each certificate, against every other class (CRC: exact curvature '
+           'bounds; IBP/CROWN: the L2 ball intersected with [0, 1]); certificates are '
+           'cross-checked against AutoAttack (CRC) or PGD-20 (IBP, CROWN) at the same '
+           'radii: violations must be 0.', '',
+           '| method | clean | CRC | CROWN | IBP | violations (CROWN, IBP) |',
+           '| --- | --- | --- | --- | --- | --- |']
+  for r in rows.values():
+    b = r['bounds']
+    lines.append(f'| {r["label"]} | {_fmt(r["clean"])} | {crc_at(r)} | '
+                 f'{_fmt(b["crown"][i])} | {_fmt(b["ibp"][i])} | {b["crown_violations"]}, '
+                 f'{b["ibp_violations"]} |')
+  lines += ['', '## CRC vs CROWN: mean certified L2 radius', '',
+            'Mean over the test points of the certified radius (0 where misclassified); '
+            f'CROWN\'s is the largest radius certified by bisection up to {1.25 * max(radii):g} '
+            '(1.25x the largest radius asked for), CRC\'s is unbounded.', '',
+            '| method | CRC (global) | CROWN | IBP |', '| --- | --- | --- | --- |']
+  for r in rows.values():
+    b = r['bounds']
+    crc_mean = (_fmt(r['crc_mean_radius'], 1.0, 4) if 'crc_mean_radius' in r
+                else _fmt(b['crc_global_mean'], 1.0, 4) + ' *')
+    lines.append(f'| {r["label"]} | {crc_mean} | {_fmt(b["crown_mean_radius"], 1.0, 4)} | '
+                 f'{_fmt(b["ibp_mean_radius"], 1.0, 4)} |')
+  n_local = next(iter(rows.values()))['bounds']['crc_local_examples']
+  lines += ['', f'(* on the first {n_local} test points.)', '',
+            '## CRC with global vs local curvature bounds', '',
+            f'Mean certified L2 radius on the first {n_local} test points. Local: the '
+            'activations\' second-derivative ranges over CROWN\'s pre-activation intervals '
+            'of the ball, the certificate claimed inside that ball only, the radius '
+            'searched by bisection (robustjax.certify.crc_mlp_local).', '',
+            '| method | CRC global | CRC local | points improved |', '| --- | --- | --- | --- |']
+  for r in rows.values():
+    b = r['bounds']
+    lines.append(f'| {r["label"]} | {_fmt(b["crc_global_mean"], 1.0, 4)} | '
+                 f'{_fmt(b["crc_local_mean"], 1.0, 4)} | {b["crc_local_improved"]} |')
+  lines.append(BOUNDS_END)
+  return lines
+
+
+def write_bounds_results(args, suite: dict, results: dict, methods: list[Method]) -> dict:
+  """``--section=bounds``: ``OUT/results_bounds.json`` and RESULTS.md's bounds block."""
+  table = bounds_table(results, methods)
+  summary = {'suite': args.suite, 'seeds': 1 if args.quick else args.seeds,
+             'table': table, 'runs': results}
+  _write_json(os.path.join(args.out, 'results_bounds.json'), summary)
+  results_md = args.results if args.results is not None else (
+      '' if args.quick else os.path.join(ROOT, 'RESULTS.md'))
+  if results_md:
+    update_bounds_section(results_md, table, suite)
+    print(f'wrote the bounds section of {results_md}')
+  print('\n'.join(bounds_section(table, suite)))
+  return summary
+
+
+def update_bounds_section(path: str, table: dict, suite: dict) -> None:
+  """Replaces RESULTS.md's bounds block (or appends it) and leaves the rest as it is."""
+  text = open(path, encoding='utf-8').read() if os.path.exists(path) else ''
+  block = '\n'.join(bounds_section(table, suite))
+  if BOUNDS_BEGIN in text and BOUNDS_END in text:
+    head, rest = text.split(BOUNDS_BEGIN, 1)
+    text = head + block + rest.split(BOUNDS_END, 1)[1]
+  else:
+    text = text.rstrip('\n') + '\n\n' + block + '\n'
+  workdir_lib.atomic_write(path, text)
 
 
 if __name__ == '__main__':

@@ -29,10 +29,13 @@ With ``--compilation_cache_dir`` (default ``$ROBUSTJAX_CACHE/jax`` or
 ``~/.cache/robustjax/jax``; empty turns it off) a repeated evaluation of the same model
 compiles nothing.
 
-Certification (``--certify``; L2 only): ``crc`` runs the curvature-based certificate
+Certification (``--certify``): ``crc`` (L2) runs the curvature-based certificate
 (Singla & Feizi 2020, "Second-Order Provable Defenses against Adversarial Attacks") on
 smooth MLPs (:func:`robustjax.certify.crc_mlp`, every target class, exact curvature
-bounds); ``smoothing`` runs randomized smoothing's CERTIFY (Cohen, Rosenfeld & Kolter
+bounds); ``ibp`` and ``crown`` (``--norm=inf``, the default, or ``2``) bound every
+margin over the ball ∩ box by interval bound propagation (Gowal et al. 2018) or CROWN
+(Zhang et al. 2018) on MLPs and the small CNN, with a certified radius per example by
+bisection (:func:`robustjax.certify.bound_certified_radius`); ``smoothing`` (L2) runs randomized smoothing's CERTIFY (Cohen, Rosenfeld & Kolter
 2019, "Certified Adversarial Robustness via Randomized Smoothing"). The
 certified-accuracy curve at ``--radii`` is reported next to the empirical robust
 accuracy of the same classifier under the requested attacks (default PGD-20 and
@@ -141,7 +144,8 @@ def _define_flags():
   flags.DEFINE_integer('seed', 0, 'Seed of the attacks and certificates.')
   flags.DEFINE_string('certify', '', f'{" or ".join(evaluation.CERTIFICATES)}: certified '
                       'accuracy at --radii.')
-  flags.DEFINE_list('radii', None, 'L2 radii of the certified curve (with --certify).')
+  flags.DEFINE_list('radii', None, 'Radii of the certified curve (with --certify), in '
+                    '--norm (L2, or Linf for ibp/crown).')
   flags.DEFINE_float('sigma', 0.25, 'Randomized smoothing noise level.')
   flags.DEFINE_integer('num_samples', 100_000, 'Smoothing: Monte-Carlo samples (n).')
   flags.DEFINE_integer('num_selection', 100, 'Smoothing: selection samples (n0).')

@@ -15,7 +15,10 @@ import warnings
 from robustjax.certify.crc import NotCertifiedWarning
 from robustjax.certify.crc import certified_accuracy
 from robustjax.certify.crc import crc
+from robustjax.certify.crc import conv_margin_curvature_bound
+from robustjax.certify.crc import crc_conv
 from robustjax.certify.crc import crc_mlp
+from robustjax.certify.crc import crc_mlp_local
 from robustjax.regularizers import registry
 from robustjax.regularizers.crt import crt
 from robustjax.regularizers.crt import curvature_attack
@@ -333,3 +336,108 @@ def test_modes_that_are_not_certificates_are_flagged_and_never_counted():
     assert not np.any(result.certified)
     assert np.all(result.radius > 0)  # radii are kept for research ...
     np.testing.assert_array_equal(certified_accuracy(result, radii), [0.0, 0.0])  # ... not counted
+
+
+@pytest.mark.parametrize('activation', ['softplus', 'tanh'])
+def test_local_derivative_ranges_contain_the_derivatives_on_the_interval(activation):
+  l = jnp.linspace(-4.0, 3.0, 50)
+  u = l + jnp.linspace(0.01, 5.0, 50)
+  grid = l[:, None] + (u - l)[:, None] * jnp.linspace(0, 1, 801)[None]
+  fn = bounds._ACTIVATION_FNS[activation]
+  d1 = jax.vmap(jax.vmap(jax.grad(fn)))(grid)
+  d2 = jax.vmap(jax.vmap(jax.grad(jax.grad(fn))))(grid)
+  r = bounds.local_derivative_ranges(activation, l, u)
+  assert np.all(np.abs(d1) <= r.d1[:, None]) and np.all(d2 >= r.d2_low[:, None])
+  assert np.all(d2 <= r.d2_high[:, None])
+  np.testing.assert_allclose(r.d2_high, d2.max(1), atol=1e-4)  # tight (grid max)
+  np.testing.assert_allclose(r.d2_low, d2.min(1), atol=1e-4)
+  g = bounds.ACTIVATION_CONSTANTS[activation]
+  assert np.all(r.d2_high <= g.d2_high + 1e-5) and np.all(r.d2_low >= g.d2_low - 1e-5)
+
+
+@pytest.mark.parametrize('activation', ['softplus', 'tanh'])
+def test_local_crc_beats_global_and_stays_below_the_brute_force_distance(activation):
+  layers = _layers(jax.random.PRNGKey(12), (2, 8, 3), scale=2.0)
+  x = jax.random.uniform(jax.random.PRNGKey(13), (6, 2), minval=-1.0, maxval=1.0)
+  y = jnp.argmax(bounds.mlp_apply(layers, x, activation=activation), -1)
+  steps = dict(bisection_steps=20)
+  glob = crc_mlp(layers, x, y, activation=activation, **steps)
+  local = crc_mlp_local(layers, x, y, activation=activation, radius_steps=3, **steps)
+  brute = _brute_force_distance(layers, activation, x, y)
+  assert np.all(local.certified)
+  assert np.all(local.radius >= glob.radius - 1e-7)
+  # Where primal = dual the global radius is already the distance; elsewhere local helps.
+  assert np.any(local.radius > 1.01 * glob.radius), (local.radius, glob.radius)
+  assert np.all(local.radius <= brute + 1e-6), (local.radius, brute)
+
+
+def _conv_tanh_net(key, channels=2):
+  from robustjax.certify import bound_propagation as bp
+  k = jax.random.split(key, 3)
+  return (bp.conv(0.8 * jax.random.normal(k[0], (3, 3, 1, channels)),
+                  0.2 * jax.random.normal(k[1], (channels,)), strides=(2, 2),
+                  padding=((1, 1), (1, 1))),
+          bp.activation('tanh'), bp.flatten(),
+          bp.dense(jax.random.normal(k[2], (4 * channels, 3)), jnp.zeros(3)))
+
+
+@pytest.mark.parametrize('mode', ['gram', 'norm'])
+def test_conv_crc_hessian_bound_holds_against_the_dense_hessian(mode):
+  from robustjax.certify import bound_propagation as bp
+  net = _conv_tanh_net(jax.random.PRNGKey(3))
+  n = 24
+  x = 2.0 * jax.random.normal(jax.random.PRNGKey(4), (n, 4, 4, 1))
+  y = jax.random.randint(jax.random.PRNGKey(5), (n,), 0, 3)
+  t = (y + jax.random.randint(jax.random.PRNGKey(6), (n,), 1, 3)) % 3
+  bound = conv_margin_curvature_bound(net, y, t, (4, 4, 1), mode=mode)
+
+  def margin(xi, yi, ti):
+    z = bp.apply(net, xi[None])[0]
+    return z[yi] - z[ti]
+
+  hess = jax.vmap(jax.hessian(margin))(x, y, t).reshape(n, 16, 16)
+  eig = jnp.linalg.eigvalsh(hess)
+  assert np.all(eig[:, 0] >= bound.lower - 1e-5)
+  assert np.all(eig[:, -1] <= bound.upper + 1e-5)
+  if mode == 'gram':  # exact eigenvalues of P and N: never looser than the norm bound
+    loose = conv_margin_curvature_bound(net, y, t, (4, 4, 1), mode='norm')
+    assert np.all(bound.upper <= loose.upper + 1e-5)
+    assert np.all(bound.lower >= loose.lower - 1e-5)
+    assert np.mean(bound.upper) < np.mean(loose.upper)
+
+
+def test_conv_crc_is_a_certificate_pgd_cannot_break():
+  from robustjax import attacks
+  from robustjax.certify import bound_propagation as bp
+  net = _conv_tanh_net(jax.random.PRNGKey(7), channels=3)
+  x = jax.random.uniform(jax.random.PRNGKey(8), (6, 4, 4, 1))
+  y = jnp.argmax(bp.apply(net, x), -1)
+  res = crc_conv(net, x, y, bisection_steps=16)
+  assert np.all(res.certified) and np.all(res.radius > 0)
+  x_adv = attacks.pgd(lambda p, v: bp.apply(p, v), net, (x, y), rng=jax.random.PRNGKey(0),
+                      eps=0.999 * res.radius, p=2.0, steps=50, objective='margin',
+                      bounds=None, restarts=2)
+  assert np.all(jnp.argmax(bp.apply(net, x_adv), -1) == y)
+  with pytest.raises(ValueError, match='smooth activation'):
+    crc_conv(net[:1] + (bp.activation('relu'),) + net[2:], x, y)
+
+
+def test_a_ball_local_curvature_bound_claims_nothing_beyond_its_ball():
+  """f is linear on B(0, 0.3) (curvature 0 there, the bound given) and bends down beyond
+  t = 0.32: the boundary is 0.4675 away. With the bound taken as global, the dual
+  radius (0.484) over-claims; restricted to the ball it is min(0.3, ...)."""
+  from robustjax.certify.crc import pair_certificate
+
+  def margin_fn(x):
+    t = x[:, 0]
+    return 1.0 - 2.0 * t - 3.0 * jnp.maximum(t - 0.32, 0.0) ** 2
+
+  x0 = jnp.zeros((1, 2))
+  kw = dict(bisection_steps=24, newton_steps=4, cg_steps=4, tol=1e-3)
+  t = jnp.linspace(0.0, 3.0, 30001)
+  true = float(t[jnp.argmax(margin_fn(jnp.stack([t, 0 * t], -1)) <= 0)])
+  unsound, _, _ = pair_certificate(margin_fn, x0, jnp.zeros(1), **kw)
+  assert float(unsound[0]) > true  # what the ball restriction prevents
+  radius, _, _ = pair_certificate(margin_fn, x0, jnp.zeros(1), ball_radius=jnp.array([0.3]),
+                                  **kw)
+  assert 0.29 < float(radius[0]) <= 0.3 + 1e-6

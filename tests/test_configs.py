@@ -213,13 +213,39 @@ PAPER_ROWS = {
         'regularizers.llr.hparams.eps': 8 / 255, 'regularizers.llr.hparams.steps': 10,
         'nominal_weight': 2.0, 'batch_size': 256, 'optimizer.weight_decay': 2e-4,
     },
-    # Singla & Feizi 2020, CRT table: 2x[1024], softplus, gamma = 0.01, rho = 1.58.
+    # Singla & Feizi 2020, CRT table: Lx[1024] has L linear layers (2x: 784-1024-10),
+    # softplus, gamma = 0.01 / 0.05 / 0.07, rho = 1.58.
     'crt_mnist': {
-        'dataset.name': 'mnist', 'model.kwargs.widths': (1024, 1024),
+        'dataset.name': 'mnist', 'model.kwargs.widths': (1024,),
         'model.kwargs.activation': 'softplus',
         'regularizers.crt.hparams.activation': 'softplus',
         'regularizers.crt.hparams.gamma': 0.01, 'regularizers.crt.hparams.eps': 1.58,
         'eval.p': 2.0, 'eval.eps': 1.58,
+    },
+    'crt_mnist_3x1024': {
+        'model.kwargs.widths': (1024, 1024), 'model.kwargs.activation': 'softplus',
+        'regularizers.crt.hparams.gamma': 0.05, 'regularizers.crt.hparams.eps': 1.58,
+    },
+    'crt_mnist_4x1024': {
+        'model.kwargs.widths': (1024, 1024, 1024), 'model.kwargs.activation': 'softplus',
+        'regularizers.crt.hparams.gamma': 0.07, 'regularizers.crt.hparams.eps': 1.58,
+    },
+    # Gowal et al. 2018: kappa 1 -> 0.5 while eps ramps from 0; Zhang et al. 2020
+    # (CROWN-IBP): kappa 1 -> 0 and beta 1 -> 0 over the ramp; Fashion-MNIST eps 0.1.
+    'ibp_fashion_mnist': {
+        'model.name': 'small_cnn', 'regularizers.ibp.hparams.eps': 0.1,
+        'regularizers.ibp.hparams.kappa': 0.5, 'regularizers.ibp.schedules.kappa.init': 1.0,
+        'regularizers.ibp.schedules.eps.init': 0.0, 'nominal_weight': 0.0,
+        'eval.eps': 0.1, 'eval.p': math.inf,
+    },
+    'crown_ibp_fashion_mnist': {
+        'model.name': 'small_cnn', 'regularizers.crown_ibp.hparams.eps': 0.1,
+        'regularizers.crown_ibp.hparams.kappa': 0.0,
+        'regularizers.crown_ibp.hparams.beta': 0.0,
+        'regularizers.crown_ibp.schedules.kappa.init': 1.0,
+        'regularizers.crown_ibp.schedules.beta.init': 1.0,
+        'regularizers.crown_ibp.schedules.eps.init': 0.0, 'nominal_weight': 0.0,
+        'eval.eps': 0.1, 'eval.p': math.inf,
     },
     # SOAR sec. 5 and app. C: lambda 0.5, clip 10 / 30, PGD1 start; PGD-20 evaluation at
     # eps 8/255 with steps of 2/255.

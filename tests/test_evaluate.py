@@ -9,11 +9,13 @@ padded) with PGD-20 and, where the AutoAttack module is there, a single APGD att
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -388,7 +390,8 @@ def test_same_tag_with_other_flags_is_refused_naming_them(run_dir, full):
     (dict(version='fast'), '^--version: unknown AutoAttack version'),
     (dict(split='valid'), '^--split: '),
     (dict(tag='../x'), '^--tag: '),
-    (dict(certify='ibp'), '^--certify: unknown method'),
+    (dict(certify='lp'), '^--certify: unknown method'),
+    (dict(certify='crown', norm='1'), '^--norm: --certify=crown certifies the norms inf, 2'),
     (dict(certify='smoothing', sigma=0.0), '^--sigma: must be > 0'),
     (dict(certify='smoothing', alpha=1.5), '^--alpha: '),
     (dict(certify='crc', norm='inf'), '^--norm: certificates here are L2'),
@@ -486,6 +489,39 @@ def test_crc_certified_curve_is_below_the_empirical_one(run_dir):
   want = np.asarray(certified_accuracy(result, np.asarray(radii)))
   np.testing.assert_allclose(cert['certified_accuracy'], want, atol=1e-6)
   assert cert['curve'][0]['certified_accuracy'] <= report['clean_accuracy']
+
+
+@pytest.mark.parametrize('method,norm', [('ibp', 'inf'), ('crown', '2')])
+def test_bound_certified_curve_is_below_the_empirical_one(run_dir, method, norm):
+  from robustjax import models
+  from robustjax.certify import bound_propagation as bp
+  workdir, _ = run_dir
+  radii = [0.0, 0.02, 0.1] if norm == 'inf' else [0.0, 0.1, 0.3]
+  report = evaluate.run(workdir, certify=method, norm=norm, radii=radii, attacks=['pgd'],
+                        num_examples=BATCH, batch_size=BATCH, progress=False, tag=method)
+  cert = report['certification']
+  assert report['norm'] == norm and cert['radii'] == radii
+  assert cert['total_violations'] == 0 and cert['warning'] is None
+  for row in cert['curve']:
+    assert row['certified_accuracy'] <= row['empirical_accuracy']
+  assert 0 < cert['curve'][1]['certified_accuracy']
+  # Oracle: the bound at each radius on the layers written out here (standardisation as
+  # an affine layer), counted directly.
+  _, _, params = train.restore(workdir)
+  x, y = _data(workdir)
+  x, y = jnp.asarray(x[:BATCH]), jnp.asarray(y[:BATCH])
+  mean, std = 0.3054, 0.3760  # digits' statistics (the model's)
+  net = (bp.affine(jnp.array([1 / std]), jnp.array([-mean / std])), bp.flatten(),
+         bp.dense(params['Dense_0']['kernel'], params['Dense_0']['bias']),
+         bp.activation('softplus'),
+         bp.dense(params['Dense_1']['kernel'], params['Dense_1']['bias']))
+  p = math.inf if norm == 'inf' else 2.0
+  for i, r in enumerate(radii[1:], 1):
+    at = bp.certify(net, x, y, r, p=p, method=method).certified
+    # The bisected radius certifies at r whenever the bound at r does, up to the
+    # search's resolution (a radius just above r may be missed): never more.
+    assert cert['curve'][i]['certified_accuracy'] <= float(np.mean(at)) + 1e-9
+    assert cert['curve'][i]['certified_accuracy'] >= float(np.mean(at)) - 2.0 / BATCH
 
 
 def test_certified_points_broken_by_an_attack_are_reported_as_violations(run_dir,

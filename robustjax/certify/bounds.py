@@ -211,28 +211,116 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
   _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
   _checks.check_choice(mode, 'mode', MODES)
   consts = ACTIVATION_CONSTANTS[activation]
+  ranges = [DerivativeRanges(*(jnp.asarray(v, jnp.float32) for v in consts))
+            for _ in layers[:-1]]
+  return _bound_from_ranges(layers, labels, targets, ranges, num_iters=num_iters,
+                            method=method, mode=mode)
+
+
+class DerivativeRanges(NamedTuple):
+  """Bounds of an activation's derivatives, per neuron (or scalars): the ranges over
+  its pre-activation interval (local) or over R (global constants)."""
+  d1: Array  # [N, n] or [] sup |σ'|
+  d2_low: Array  # [N, n] or [] inf σ''
+  d2_high: Array  # [N, n] or [] sup σ''
+
+
+# Interior extrema of σ'' (zeros of the third derivative) and of σ' (0 for sigmoid and
+# tanh; softplus' = sigmoid is monotone, so 0 is a harmless extra candidate):
+# sigmoid'' = s(1−s)(1−2s) peaks at ∓ln(2+√3); tanh'' = −2t(1−t²) at ∓atanh(1/√3);
+# softplus'' = s(1−s) at 0.
+_D2_CRITICAL = {'softplus': (0.0,), 'sigmoid': (-1.3169579, 1.3169579),
+                'tanh': (-0.6584789, 0.6584789)}
+
+
+def _derivatives(activation: str):
+  fn = _ACTIVATION_FNS[activation]
+  d1 = jax.grad(fn)
+  d2 = jax.grad(d1)
+  return jnp.vectorize(d1), jnp.vectorize(d2)
+
+
+def local_derivative_ranges(activation: str, lower: Array, upper: Array
+                            ) -> DerivativeRanges:
+  """The ranges of σ' and σ'' over each pre-activation interval ``[lower, upper]``.
+
+  A smooth function's extrema over an interval lie at its ends or at interior critical
+  points; the candidates are the ends and every critical point clipped into the
+  interval (a clipped point lies in the interval, so it never widens the range beyond
+  values taken there). Rounded outwards by 1e-6.
+  """
+  _checks.check_choice(activation, 'activation', tuple(ACTIVATION_CONSTANTS))
+  d1, d2 = _derivatives(activation)
+  clip = lambda c: jnp.clip(c, lower, upper)
+  d1_points = [lower, upper, clip(0.0)]
+  d2_points = [lower, upper] + [clip(c) for c in _D2_CRITICAL[activation]]
+  d1_sup = functools.reduce(jnp.maximum, [jnp.abs(d1(z)) for z in d1_points])
+  d2_values = [d2(z) for z in d2_points]
+  return DerivativeRanges(d1_sup + 1e-6, functools.reduce(jnp.minimum, d2_values) - 1e-6,
+                          functools.reduce(jnp.maximum, d2_values) + 1e-6)
+
+
+def local_margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
+                                 activation: str, intervals: Sequence[tuple[Array, Array]],
+                                 mode: str = 'gram') -> CurvatureBound:
+  """Curvature bounds of ``z_y − z_t`` valid on any set whose pre-activations lie in
+  ``intervals`` (e.g. an L2 ball, by CROWN or IBP).
+
+  :func:`margin_curvature_bound` with the derivative ranges of
+  :func:`local_derivative_ranges` per neuron instead of the global constants, exact
+  spectral norms and eigenvalues: valid for every x of that set, not beyond it.
+
+  Args:
+    layers: ``[(W, b), ...]``.
+    labels, targets: ``[N]``.
+    activation: the hidden activation.
+    intervals: per hidden layer ``(l [N, n_I], u [N, n_I])``, aligned with ``labels``.
+    mode: ``'gram'`` or ``'norm'``.
+  """
+  _checks.check_choice(mode, 'mode', MODES)
+  if len(intervals) != len(layers) - 1:
+    raise ValueError(f'intervals: one (lower, upper) pair per hidden layer '
+                     f'({len(layers) - 1}), got {len(intervals)}')
+  ranges = [local_derivative_ranges(activation, l, u) for l, u in intervals]
+  return _bound_from_ranges(layers, labels, targets, ranges, num_iters=1, method='svd',
+                            mode=mode)
+
+
+def _layer_sup(v: Array, batch: int) -> Array:
+  """``max`` over a layer's neurons per example ``[B]`` (scalars broadcast)."""
+  v = jnp.asarray(v)
+  if v.ndim == 0:
+    return jnp.broadcast_to(v, (batch,))
+  return jnp.broadcast_to(jnp.max(v, axis=-1), (batch,))
+
+
+def _bound_from_ranges(layers, labels, targets, ranges, *, num_iters, method, mode):
+  """Eigenvalue bounds of the margin Hessian from per-layer derivative ranges."""
   weights = [w for w, _ in layers]
   last = weights[-1]
   c = jnp.take(last, labels, axis=1).T - jnp.take(last, targets, axis=1).T  # [B, n_{L-1}]
   c_norm = jnp.sqrt(jnp.sum(c * c, axis=-1))
   hidden = weights[:-1]
+  batch = c.shape[0]
   if not hidden:  # a linear model: zero curvature
     zeros = jnp.zeros(c.shape[:1], c.dtype)
     return CurvatureBound(zeros, zeros, c_norm, True)
   norms = [spectral_norm(w, num_iters=num_iters, method=method) for w in hidden]
+  sup_d1 = [_layer_sup(r.d1, batch) for r in ranges]  # [B] sup |σ'| over each layer
   jac = []  # s_I, bound on ||J_I||
   running = None
   for i, n in enumerate(norms):
-    running = n if i == 0 else running * consts.d1 * n
+    running = n if i == 0 else running * sup_d1[i - 1] * n
     jac.append(running)
-  h_abs = max(abs(consts.d2_low), abs(consts.d2_high))
   # Diagonal bounds per hidden layer, last first: the last layer's c ⊙ σ'' has a known
-  # sign pattern; earlier ones use |∂f/∂a_I| <= s' |W_{I+1}| |∂f/∂a_{I+1}|.
-  d_plus = [jnp.maximum(jnp.maximum(c * consts.d2_low, c * consts.d2_high), 0.0)]
-  d_minus = [jnp.maximum(-jnp.minimum(c * consts.d2_low, c * consts.d2_high), 0.0)]
+  # sign pattern; earlier ones use |∂f/∂a_I| <= |W_{I+1}| (|σ'_{I+1}| ⊙ |∂f/∂a_{I+1}|).
+  top = ranges[-1]
+  d_plus = [jnp.maximum(jnp.maximum(c * top.d2_low, c * top.d2_high), 0.0)]
+  d_minus = [jnp.maximum(-jnp.minimum(c * top.d2_low, c * top.d2_high), 0.0)]
   grad_bound = jnp.abs(c)  # [B, n_{L-1}]
   for i in range(len(hidden) - 2, -1, -1):
-    grad_bound = consts.d1 * grad_bound @ jnp.abs(hidden[i + 1]).T  # [B, n_i]
+    grad_bound = (ranges[i + 1].d1 * grad_bound) @ jnp.abs(hidden[i + 1]).T  # [B, n_i]
+    h_abs = jnp.maximum(jnp.abs(ranges[i].d2_low), jnp.abs(ranges[i].d2_high))
     d_plus.insert(0, h_abs * grad_bound)
     d_minus.insert(0, h_abs * grad_bound)
   upper = jnp.zeros(c.shape[:1], c.dtype)
@@ -242,9 +330,9 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
       upper = upper + jac[i] ** 2 * jnp.max(d_plus[i], axis=-1)
       lower = lower - jac[i] ** 2 * jnp.max(d_minus[i], axis=-1)
     else:
-      prefix = 1.0 if i == 0 else (consts.d1 * jac[i - 1]) ** 2
+      prefix = 1.0 if i == 0 else (sup_d1[i - 1] * jac[i - 1]) ** 2
       gram = functools.partial(weighted_gram_top, w, num_iters=num_iters, method=method)
       upper = upper + prefix * gram(d_plus[i])
       lower = lower - prefix * gram(d_minus[i])
-  lipschitz = c_norm * consts.d1 * jac[-1]
+  lipschitz = c_norm * sup_d1[-1] * jac[-1]
   return CurvatureBound(lower, upper, lipschitz, method == 'svd')

@@ -145,7 +145,8 @@ def _resolve_curvature(curvature: Any, labels: Array, targets: Array):
 
 def pair_certificate(margin_fn: Callable[[Array], Array], inputs: Array, lower: Array, *,
                      bisection_steps: int, newton_steps: int, cg_steps: int,
-                     tol: float) -> tuple[Array, Array, Array]:
+                     tol: float, ball_radius: Array | None = None
+                     ) -> tuple[Array, Array, Array]:
   """Certified radius for ``margin_fn(x) [N] > 0`` against ``margin_fn = 0``.
 
   Args:
@@ -156,6 +157,11 @@ def pair_certificate(margin_fn: Callable[[Array], Array], inputs: Array, lower: 
     newton_steps: Newton steps per η (warm-started).
     cg_steps: conjugate-gradient steps per Newton system.
     tol: ``|f(x*)| <= tol (1 + |f(x0)|)`` marks the certificate exact.
+    ball_radius: ``[N]`` ρ when ``lower`` is valid only on the ball ``B(x0, ρ)`` (local
+      curvature): a dual value counts only if its point x̂ lies in the ball (then strong
+      convexity of ``g_η`` on the convex ball gives ``min_B g_η >= g_η(x̂) −
+      ||∇g_η(x̂)||²/(2μ)``), and the radius is ``min(ρ, sqrt(2 d_low))``: every boundary
+      point in the ball is at least ``sqrt(2 d_low)`` away, every other one beyond ρ.
 
   Returns:
     ``(radius [N], exact [N] bool, x_star [N, ...])``; radius 0 where ``f(x0) <= 0``.
@@ -197,6 +203,8 @@ def pair_certificate(margin_fn: Callable[[Array], Array], inputs: Array, lower: 
     mu = 1.0 + eta * m
     d_low = value - _dot(grad_g, grad_g) / (2.0 * mu)
     d_low = jnp.where(jnp.isfinite(d_low), d_low, -jnp.inf)
+    if ball_radius is not None:  # the bound holds only for points in the ball
+      d_low = jnp.where(jnp.sqrt(_dot(x - x0, x - x0)) <= ball_radius, d_low, -jnp.inf)
     improved = d_low > best
     best = jnp.where(improved, d_low, best)
     best_x = jnp.where(_per_example(improved, x), x, best_x)
@@ -209,14 +217,18 @@ def pair_certificate(margin_fn: Callable[[Array], Array], inputs: Array, lower: 
   (_, _, _, best, best_x, best_f), _ = jax.lax.scan(bisect, init, None,
                                                      length=bisection_steps)
   correct = f0 > 0
-  radius = jnp.where(correct, jnp.sqrt(2.0 * jnp.maximum(best, 0.0)), 0.0)
+  radius = jnp.sqrt(2.0 * jnp.maximum(best, 0.0))
+  if ball_radius is not None:
+    radius = jnp.minimum(radius, ball_radius)
+  radius = jnp.where(correct, radius, 0.0)
   exact = correct & (jnp.abs(best_f) <= tol * (1.0 + jnp.abs(f0)))
   return radius, exact, best_x
 
 
 def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
         curvature: Any, targets: str = 'all', bisection_steps: int = 30,
-        newton_steps: int = 4, cg_steps: int = 10, tol: float = 1e-3) -> CRCResult:
+        newton_steps: int = 4, cg_steps: int = 10, tol: float = 1e-3,
+        ball_radius: Any = None) -> CRCResult:
   """Curvature-based robustness certificate: a certified L2 radius per example.
 
   Args:
@@ -241,6 +253,9 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
     newton_steps: Newton steps per η (>= 1).
     cg_steps: CG steps per Newton system (>= 1).
     tol: tolerance on ``|f(x*)|`` for the ``exact`` flag.
+    ball_radius: None (``curvature`` holds on all of R^n), or a scalar / ``[B]`` ρ when
+      it holds only on the ball ``B(x0, ρ)``: radii are then at most ρ (see
+      :func:`pair_certificate`).
 
   Returns:
     :class:`CRCResult`; ``certified`` [B] is False for every example when either mode
@@ -276,17 +291,23 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
                   '. Its radii are flagged certified=False and must not be reported as '
                   'certified accuracy.', NotCertifiedWarning, stacklevel=2)
 
-  def certify(params, x_all, y_all, tgt, lower):
+  if ball_radius is not None:
+    _checks.check_nonnegative(ball_radius, 'ball_radius')
+    ball_radius = jnp.tile(jnp.broadcast_to(jnp.asarray(ball_radius, jnp.float32),
+                                            (batch,)), copies)
+
+  def certify(params, x_all, y_all, tgt, lower, ball_radius):
     def margin_fn(x):
       z = logits_fn(params, x)
       take = lambda idx: jnp.take_along_axis(z, idx[:, None], axis=-1)[:, 0]
       return take(y_all) - take(tgt)
 
     return pair_certificate(margin_fn, x_all, lower, bisection_steps=bisection_steps,
-                            newton_steps=newton_steps, cg_steps=cg_steps, tol=tol)
+                            newton_steps=newton_steps, cg_steps=cg_steps, tol=tol,
+                            ball_radius=ball_radius)
 
   # One compiled program per call (also when called eagerly); inlined under an outer jit.
-  radius, exact, x_star = jax.jit(certify)(params, x_all, y_all, tgt, lower)
+  radius, exact, x_star = jax.jit(certify)(params, x_all, y_all, tgt, lower, ball_radius)
   radius = jnp.where(tgt == y_all, jnp.inf, radius)
   radius = jnp.reshape(radius, (copies, batch))
   best = jnp.argmin(radius, axis=0)
@@ -322,3 +343,184 @@ def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
   curvature = functools.partial(bounds_lib.margin_curvature_bound, layers,
                                 activation=activation, method='svd', mode=mode)
   return crc(logits_fn, layers, inputs, labels, curvature=curvature, **kwargs)
+
+
+def _mlp_network(layers, activation):
+  from robustjax.certify import bound_propagation as bp  # pylint: disable=g-import-not-at-top
+  net = [bp.flatten()]
+  for i, (w, b) in enumerate(layers):
+    net.append(bp.dense(w, b))
+    if i < len(layers) - 1:
+      net.append(bp.activation(activation))
+  return tuple(net)
+
+
+def crc_mlp_local(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
+                  layers_fn=bounds_lib.mlp_layers, mode: str = 'gram',
+                  radius_steps: int = 6, max_radius: Any = None,
+                  interval_method: str = 'crown', **kwargs) -> CRCResult:
+  """CRC with local curvature bounds: σ'' ranges over the pre-activation intervals of
+  the L2 ball (Singla & Feizi's "local, not global curvature bounds").
+
+  Soundness. For a radius ρ, CROWN (or IBP, ``interval_method``) bounds every
+  pre-activation over ``B(x0, ρ)`` (no input box: CRC works over R^n); the σ' and σ''
+  ranges over those intervals (:func:`robustjax.certify.bounds.local_derivative_ranges`)
+  give ``m_ρ I ⪯ ∇²f(x) ⪯ M_ρ I`` for every x in ``B(x0, ρ)`` only. The dual
+  certificate is then claimed only inside that ball (:func:`pair_certificate` with
+  ``ball_radius=ρ``): ``r(ρ) = min(ρ, sqrt(2 d_low))`` with ``d_low`` from points x̂ in
+  the ball, a certified radius because no boundary point lies within ``r(ρ)``. The ball
+  changes with ρ, so ρ is searched by bisection per example over ``[r_global,
+  max_radius]`` (``r(ρ) >= ρ`` moves up, else down) and the result is the largest
+  ``r(ρ)`` over all tried ρ and the global certificate: a maximum of certified radii,
+  so never below the global CRC and sound whatever the path of the search.
+
+  Args:
+    params, inputs, labels, activation, layers_fn, mode: as :func:`crc_mlp`.
+    radius_steps: bisection steps on ρ (each one CRC solve).
+    max_radius: upper end of the search (default ``2 r_global + 0.1``), scalar or [B].
+    interval_method: ``'crown'`` or ``'ibp'`` for the pre-activation intervals.
+    **kwargs: forwarded to :func:`crc` (``targets``, step counts, ``tol``).
+
+  Returns:
+    :class:`CRCResult` (``x_star``, ``exact``, ``target`` of the best tried ρ).
+  """
+  from robustjax.certify import bound_propagation as bp  # pylint: disable=g-import-not-at-top
+  radius_steps = _checks.check_int(radius_steps, 'radius_steps', minimum=1)
+  _checks.check_choice(interval_method, 'interval_method', ('crown', 'ibp'))
+  layers = layers_fn(params)
+  glob = crc_mlp(params, inputs, labels, activation=activation, layers_fn=layers_fn,
+                 mode=mode, **kwargs)
+  network = _mlp_network(layers, activation)
+  batch = inputs.shape[0]
+  lo = glob.radius
+  hi = (2.0 * lo + 0.1 if max_radius is None else
+        jnp.broadcast_to(jnp.asarray(max_radius, jnp.float32), (batch,)))
+  best = glob
+  flat = jnp.reshape(inputs, (batch, -1))
+  for _ in range(radius_steps):
+    rho = 0.5 * (lo + hi)
+    intervals = bp.certify(network, flat, labels, rho, p=2.0, method=interval_method,
+                           bounds=None).intervals
+
+    def curvature(lab, tgt, intervals=intervals):
+      copies = lab.shape[0] // batch
+      tiled = [(jnp.tile(l, (copies, 1)), jnp.tile(u, (copies, 1))) for l, u in intervals]
+      return bounds_lib.local_margin_curvature_bound(layers, lab, tgt,
+                                                     activation=activation,
+                                                     intervals=tiled, mode=mode)
+
+    logits_fn = lambda p, x: bounds_lib.mlp_apply(p, x, activation=activation)
+    res = crc(logits_fn, layers, inputs, labels, curvature=curvature, ball_radius=rho,
+              **kwargs)
+    reached = res.radius >= rho * (1.0 - 1e-6)
+    lo, hi = jnp.where(reached, rho, lo), jnp.where(reached, hi, rho)
+    better = res.radius > best.radius
+    pick = lambda a, b: jnp.where(jnp.reshape(better, (-1,) + (1,) * (a.ndim - 1)), a, b)
+    best = CRCResult(*(pick(a, b) for a, b in zip(res, best)))
+  return best
+
+
+def _conv_parts(network):
+  """``(linear layers before the activation, activation name, last dense layer)``."""
+  kinds = [layer.kind for layer in network]
+  if (kinds.count('act') != 1 or kinds[-1] != 'dense' or
+      any(k not in ('conv', 'affine', 'flatten', 'dense', 'act') for k in kinds)):
+    raise ValueError(f'conv CRC needs linear layers, one smooth activation, flatten and '
+                     f'the dense logits layer; got {kinds}')
+  pos = kinds.index('act')
+  act = network[pos].activation
+  if act not in bounds_lib.ACTIVATION_CONSTANTS:
+    raise ValueError(f'conv CRC needs a smooth activation (softplus, sigmoid, tanh), '
+                     f'got {act!r}')
+  if any(k != 'flatten' for k in kinds[pos + 1:-1]):
+    raise ValueError(f'conv CRC: only flatten may sit between the activation and the '
+                     f'logits layer; got {kinds}')
+  return network[:pos], act, network[-1]
+
+
+def conv_margin_curvature_bound(network, labels: Labels, targets: Labels,
+                                input_shape: tuple, *, mode: str = 'gram',
+                                intervals: Any = None,
+                                chunk_size: int = 16) -> CurvatureBound:
+  """Closed-form Hessian bounds of ``z_y − z_t`` for one convolutional hidden layer.
+
+  For ``f(x) = cᵀ σ(A x + b)`` with A the (linear) convolution as a matrix ``[n_h, n]``
+  and ``c = W_2[:, y] − W_2[:, t]`` (flattened NHWC order), the input Hessian is
+  ``H(x) = Aᵀ diag(c ⊙ σ''(Ax + b)) A`` (Singla & Feizi's closed form; the conv is
+  linear), so ``N ⪯ H(x) ⪯ P`` with ``P = Aᵀ diag(max(c h_lo, c h_hi)) A`` and ``N``
+  with the min, ``h`` the σ'' range (global constants, or per neuron over
+  ``intervals`` ``(l, u)`` ``[N, n_h]`` for a local bound). ``mode='gram'``: ``M =
+  λ_max(Aᵀ diag(d⁺) A)``, ``m = −λ_max(Aᵀ diag(d⁻) A)`` exactly (eigenvalues of ``[n, n]``
+  matrices, ``chunk_size`` pairs at a time); ``'norm'``: ``||A||₂² max d±``.
+
+  Args:
+    network: layer list ``(linear layers (conv, affine), act, flatten, dense)``.
+    labels, targets: ``[N]``.
+    input_shape: one input's shape ``(H, W, C)``.
+    mode: ``'gram'`` or ``'norm'``.
+    intervals: None (global) or ``(l [N, n_h], u [N, n_h])`` pre-activation bounds.
+    chunk_size: pairs per eigenvalue batch.
+
+  Returns:
+    :class:`CurvatureBound` (exact eigenvalues: ``certified`` True).
+  """
+  from robustjax.certify import bound_propagation as bp  # pylint: disable=g-import-not-at-top
+  _checks.check_choice(mode, 'mode', bounds_lib.MODES)
+  linear_layers, act, last = _conv_parts(network)
+  n_in = int(jnp.prod(jnp.asarray(input_shape)))
+  basis = jnp.reshape(jnp.eye(n_in, dtype=jnp.float32), (n_in,) + tuple(input_shape))
+
+  def linear(x):
+    for layer in linear_layers:
+      x = bp._linear(layer, x)  # pylint: disable=protected-access
+    return jnp.reshape(x, (x.shape[0], -1))
+
+  a_t = linear(basis)  # [n_in, n_h] = Aᵀ
+  w2 = last.arrays[0]
+  c = jnp.take(w2, labels, axis=1).T - jnp.take(w2, targets, axis=1).T  # [N, n_h]
+  if intervals is None:
+    consts = bounds_lib.ACTIVATION_CONSTANTS[act]
+    d1, lo, hi = consts.d1, consts.d2_low, consts.d2_high
+    d1_sup = jnp.full(c.shape[:1], d1)
+  else:
+    ranges = bounds_lib.local_derivative_ranges(act, *intervals)
+    d1, lo, hi = ranges
+    d1_sup = jnp.max(d1, axis=-1)
+  d_plus = jnp.maximum(jnp.maximum(c * lo, c * hi), 0.0)
+  d_minus = jnp.maximum(-jnp.minimum(c * lo, c * hi), 0.0)
+  a_norm = jnp.linalg.norm(a_t, 2)
+  if mode == 'norm':
+    upper = a_norm ** 2 * jnp.max(d_plus, -1)
+    lower = -a_norm ** 2 * jnp.max(d_minus, -1)
+  else:
+    def top(d):
+      return jax.lax.map(lambda di: jnp.linalg.eigvalsh((a_t * di) @ a_t.T)[-1], d,
+                         batch_size=chunk_size)
+    upper, lower = top(d_plus), -top(d_minus)
+  lipschitz = jnp.sqrt(jnp.sum(c * c, -1)) * d1_sup * a_norm
+  return bounds_lib.CurvatureBound(lower, upper, lipschitz, True)
+
+
+def crc_conv(network, inputs: Inputs, labels: Labels, *, mode: str = 'gram',
+             **kwargs) -> CRCResult:
+  """CRC for a network with one convolutional hidden layer and a smooth activation
+  (Singla & Feizi's extension to CNNs, tanh there), with the closed-form bounds of
+  :func:`conv_margin_curvature_bound`.
+
+  Args:
+    network: layer list ``(conv [, affine ...], act, flatten, dense)``
+      (:mod:`robustjax.certify.bound_propagation`).
+    inputs: ``[B, H, W, C]``.
+    labels: ``[B]``.
+    mode: ``'gram'`` (exact eigenvalues) or ``'norm'``.
+    **kwargs: forwarded to :func:`crc`.
+  """
+  from robustjax.certify import bound_propagation as bp  # pylint: disable=g-import-not-at-top
+  network = bp.check_network(network)
+  _conv_parts(network)
+  _checks.check_float_inputs(inputs)
+  shape = tuple(inputs.shape[1:])
+  curvature = lambda lab, tgt: conv_margin_curvature_bound(network, lab, tgt, shape,
+                                                           mode=mode)
+  return crc(lambda p, x: bp.apply(p, x), network, inputs, labels, curvature=curvature,
+             **kwargs)

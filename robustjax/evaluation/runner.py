@@ -70,7 +70,9 @@ def evaluate(workdir: str, *, restore_cache: classifiers.RestoreCache,
   """
   t_start = time.perf_counter()
   flags = settings_lib.check_flags(**kwargs, tag=tag,
-                                   certify_methods=tuple(classifiers.CERTIFICATES))
+                                   certify_methods=tuple(classifiers.CERTIFICATES),
+                                   certify_norms={k: c.norms for k, c in
+                                                  classifiers.CERTIFICATES.items()})
   workdir = os.path.abspath(workdir)
   config, step = _load_run(workdir)
   certificate = classifiers.CERTIFICATES.get(flags['certify'])

@@ -23,6 +23,7 @@ NORMS = {'inf': math.inf, '2': 2.0, '1': 1.0}
 VERSIONS = attacks_lib.AUTOATTACK_VERSIONS
 SPLITS = ('test', 'train')
 DEFAULT_RADII = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_RADII_INF = (0.0, 0.025, 0.05, 0.1, 0.2, 0.3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,23 +110,30 @@ def norm_name(norm) -> str:
 
 def check_flags(*, eps, norm, attacks, version, num_examples, split, batch_size,
                 seed, certify, sigma, num_samples, num_selection, alpha, radii, tag,
-                certify_methods) -> dict:
+                certify_methods, certify_norms=None) -> dict:
   """Validates the flags that need no workdir; returns them normalised.
 
-  ``certify_methods`` are the valid ``--certify`` names (the certificate registry's).
+  ``certify_methods`` are the valid ``--certify`` names (the certificate registry's);
+  ``certify_norms`` maps a name to the norms it certifies, first the default (L2 when
+  a name is missing).
   """
   certify = certify or ''
   if certify not in ('',) + tuple(certify_methods):
     fail('certify', f'unknown method {certify!r}; valid: {", ".join(certify_methods)} '
          '(or empty)')
   if certify:
-    if norm is not None and norm_name(norm) != '2':
-      fail('norm', f'certificates here are L2: --certify={certify} needs --norm=2 '
-           f'(or no --norm), got {norm!r}')
+    allowed = tuple((certify_norms or {}).get(certify, ('2',)))
+    if norm is not None and norm_name(norm) not in allowed:
+      if allowed == ('2',):
+        fail('norm', f'certificates here are L2: --certify={certify} needs --norm=2 '
+             f'(or no --norm), got {norm!r}')
+      fail('norm', f'--certify={certify} certifies the norms '
+           f'{", ".join(allowed)}, got {norm!r}')
     if eps is not None:
       fail('eps', 'with --certify the empirical curve is measured at --radii; drop --eps')
-    norm = '2'
-    eps = parse_radii(DEFAULT_RADII if radii is None else radii, 'radii')
+    norm = allowed[0] if norm is None else norm_name(norm)
+    default = DEFAULT_RADII_INF if norm == 'inf' else DEFAULT_RADII
+    eps = parse_radii(default if radii is None else radii, 'radii')
   else:
     if radii is not None:
       fail('radii', 'only used with --certify; use --eps for attack radii')

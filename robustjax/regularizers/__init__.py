@@ -9,6 +9,9 @@ from robustjax.regularizers.adversarial import adversarial
 from robustjax.regularizers.adversarial import adversarial_l2min
 from robustjax.regularizers.adversarial import l2min_attack
 from robustjax.regularizers.adversarial import pgd_loss_attack
+from robustjax.regularizers.certified import bound_cross_entropy
+from robustjax.regularizers.certified import crown_ibp
+from robustjax.regularizers.certified import ibp
 from robustjax.regularizers.controllers import AdaptivePsiState
 from robustjax.regularizers.controllers import Controller
 from robustjax.regularizers.controllers import ElleAState
