@@ -377,3 +377,14 @@ def test_bad_files_stop_the_run_before_its_workdir_exists(tmp_path):
   message = str(info.value)
   assert message.startswith(f'config.dataset: {path}: 11 labels') and '\n' not in message
   assert not workdir.exists()
+
+
+def test_runs_saved_before_dataset_source_existed_still_resume():
+  from robustjax.training import schema  # pylint: disable=g-import-not-at-top
+  from robustjax.training import workdir  # pylint: disable=g-import-not-at-top
+  new = schema.base_config().to_dict()
+  old = {**new, 'dataset': {k: v for k, v in new['dataset'].items()
+                            if k not in ('source', 'resolved')}}
+  assert workdir.differences(old, new) == []
+  idx = {**new, 'dataset': {**new['dataset'], 'source': 'idx'}}
+  assert [d[0] for d in workdir.differences(old, idx)] == ['dataset.source']

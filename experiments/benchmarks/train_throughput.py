@@ -8,15 +8,15 @@ the digits configs (batch 64, 8x8x1), SOAR's 4-layer CNN (batch 128, 32x32x3, th
 method's activation) and the Fashion-MNIST model of ``configs/<method>_fashion_mnist.py``
 (each config's own model: Wong & Kolter's small CNN, or the CRT rows' 784-1024-10
 softplus MLP; batch 128, 28x28x1). For the Fashion-MNIST model the plain step is also
-timed in PyTorch (the same small CNN, CE, SGD with momentum, one thread per core, on
-the same CPU) when torch is installed: ``x torch`` is robustjax's time over PyTorch's.
+timed in PyTorch (the same small CNN, CE, SGD with momentum, one thread per core or
+``--torch_threads``, on the same CPU) when torch is installed: ``x torch`` is robustjax's time over PyTorch's.
 Medians over timed steps after one warm-up step, one run.
 ``--unshared`` times the step with the nominal cross-entropy from its own clean pass
 (``make_train_step(share_nominal=False)``) instead of the penalty's clean loss, the
 behaviour before the two were shared.
 
   python experiments/benchmarks/train_throughput.py [--models=digits,cifar] [--steps=30] [--cifar_steps=3]
-  python experiments/benchmarks/train_throughput.py --models=fashion_mnist [--fashion_steps=10]
+  python experiments/benchmarks/train_throughput.py --models=fashion_mnist [--fashion_steps=10] [--torch_threads=1]
   python experiments/benchmarks/train_throughput.py --models=cifar --methods=standard,gradnorm --unshared
   python experiments/benchmarks/train_throughput.py --models=digits,fashion_mnist --methods=standard,llr,at,fgsm,n_fgsm,gradalign,elle,elle_a --steps=40 --fashion_steps=40
   python experiments/benchmarks/train_throughput.py --models=cifar --conv_impl=xla  # before conv.py
@@ -102,13 +102,17 @@ def time_method(config, kind, steps, mesh, share_nominal=True, conv_impl='auto')
   return statistics.median(times), batch
 
 
-def time_torch_small_cnn(steps: int, batch: int = 128):
-  """Median seconds of PyTorch's plain step on the same small CNN (None: no torch)."""
+def time_torch_small_cnn(steps: int, batch: int = 128, threads: int = 0):
+  """Median seconds of PyTorch's plain step on the same small CNN (None: no torch).
+
+  ``threads``: PyTorch's intra-op threads (0 = one per core). On a loaded machine its
+  spinning OpenMP threads slow it down far more than XLA; benchmark on a quiet one.
+  """
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(threads or os.cpu_count() or 1)
   net = torch.nn.Sequential(
       torch.nn.Conv2d(1, 16, 4, stride=2, padding=1), torch.nn.ReLU(),
       torch.nn.Conv2d(16, 32, 4, stride=2, padding=1), torch.nn.ReLU(),
@@ -144,6 +148,8 @@ def main():
   parser.add_argument('--cifar_steps', type=int, default=3, help='timed steps, CNN')
   parser.add_argument('--fashion_steps', type=int, default=10,
                       help='timed steps, Fashion-MNIST model')
+  parser.add_argument('--torch_threads', type=int, default=0,
+                      help="PyTorch's threads for its plain step (0 = one per core)")
   parser.add_argument('--methods', default=','.join(METHODS))
   parser.add_argument('--unshared', action='store_true',
                       help='nominal CE from a separate clean pass (the old step)')
@@ -188,11 +194,13 @@ def main():
       ratio = seconds / plain if plain else float('nan')
       print(f'| {method} | {1e3 * seconds:.1f} | {ips:.0f} | {ratio:.2f} | {terms} |')
     if kind == 'fashion_mnist' and plain:
-      torch_seconds = time_torch_small_cnn(args.fashion_steps)
+      torch_seconds = time_torch_small_cnn(args.fashion_steps,
+                                           threads=args.torch_threads)
       if torch_seconds is None:
         print('PyTorch: not installed, no comparison')
       else:
-        print(f'| standard, PyTorch {__import__("torch").__version__} (same small CNN) | '
+        print(f'| standard, PyTorch {__import__("torch").__version__} (same small CNN, '
+              f'{__import__("torch").get_num_threads()} threads) | '
               f'{1e3 * torch_seconds:.1f} | {128 / torch_seconds:.0f} | '
               f'{torch_seconds / plain:.2f} | CE |')
         print(f'robustjax plain step / PyTorch plain step: {plain / torch_seconds:.2f}x')

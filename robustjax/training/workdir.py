@@ -39,6 +39,9 @@ CONFIG_FILE = 'config.json'
 SEGMENT_FILE = 'config.segment-{}.json'
 RUN_LOCAL_FIELDS = ('dataset.data_dir', 'dataset.resolved', 'distributed')
 EXTENDABLE_FIELD = 'num_train_steps'
+# Fields added to the schema after runs were saved without them: a saved config that
+# lacks one ran with this value, so a new config holding it is the same run.
+ADDED_FIELDS = {'dataset.source': 'auto'}
 MAX_LISTED = 8  # differing fields named in a conflict message (then "and N more")
 
 _INF_STRINGS = {'inf': math.inf, '-inf': -math.inf}
@@ -134,6 +137,8 @@ def _diff(a: Any, b: Any, prefix: str, out: list) -> None:
     for key in sorted(set(a) | set(b), key=str):
       field = f'{prefix}{key}'
       if _local(field):
+        continue
+      if key not in a and field in ADDED_FIELDS and b[key] == ADDED_FIELDS[field]:
         continue
       if key not in a or key not in b:
         out.append((field, a.get(key, ABSENT), b.get(key, ABSENT)))
