@@ -756,8 +756,13 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
   i = radii.index(rho)
   crc_at = lambda r: (_fmt(r['crc'][r['crc_radii'].index(rho)])
                       if 'crc' in r and rho in r.get('crc_radii', []) else '-')
+  seeds = next(iter(rows.values())).get('seeds', 1)
+  n = suite['num_examples']
   lines = [BOUNDS_BEGIN, f'## CRT vs CROWN-IBP vs IBP (certified accuracy, L2 rho = {rho:g})',
            '',
+           f'Written by `python -m experiments.reproduce --suite={suite["dataset"]} '
+           f'--section=bounds --seeds={seeds} --num_examples={n}` (do not edit by hand): '
+           f'{seeds} seed(s), the first {n or "all"} test points.', '',
            'Singla & Feizi\'s table "Certified Robust accuracy comparison" on '
            f'{suite["dataset"]}: every row is the same softplus MLP (configs/crt_'
            f'{suite["dataset"]}.py); IBP and CROWN-IBP trained at L2 {rho:g} with their '
@@ -785,7 +790,7 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
     lines.append(f'| {r["label"]} | {crc_mean} | {_fmt(b["crown_mean_radius"], 1.0, 4)} | '
                  f'{_fmt(b["ibp_mean_radius"], 1.0, 4)} |')
   n_local = next(iter(rows.values()))['bounds']['crc_local_examples']
-  lines += ['', f'(* on the first {n_local} test points.)', '',
+  lines += ['', f'(* CRC on the first {n_local} test points: the run has no CRC curve.)', '',
             '## CRC with global vs local curvature bounds', '',
             f'Mean certified L2 radius on the first {n_local} test points. Local: the '
             'activations\' second-derivative ranges over CROWN\'s pre-activation intervals '
