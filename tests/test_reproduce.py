@@ -82,3 +82,25 @@ def test_a_suite_names_the_rows_it_lacks_a_config_for():
     assert missing == want
     assert ran | {w.split(' ')[0] for w in want} == {m.name for m in rows}
   assert not reproduce.missing_rows('digits')
+
+
+def test_bounds_section_replaces_only_its_block(tmp_path):
+  ms = lambda v: (v, 0.0)
+  bounds = {'radii': [0.0, 0.5], 'crown': [ms(0.9), ms(0.4)], 'ibp': [ms(0.9), ms(0.1)],
+            'crown_mean_radius': ms(0.3), 'ibp_mean_radius': ms(0.1),
+            'crown_violations': 0, 'ibp_violations': 0, 'crc_global_mean': ms(0.5),
+            'crc_local_mean': ms(0.55), 'crc_local_examples': 64, 'crc_local_improved': 7}
+  table = {'crt': {'label': 'CRT (softplus MLP)', 'clean': ms(0.95), 'crc_radii': [0.0, 0.5],
+                   'crc': [ms(0.95), ms(0.6)], 'crc_mean_radius': ms(0.7), 'bounds': bounds}}
+  suite = reproduce.SUITES['digits']
+  path = tmp_path / 'RESULTS.md'
+  path.write_text('# head\n\nkept\n')
+  reproduce.update_bounds_section(str(path), table, suite)
+  first = path.read_text()
+  assert first.startswith('# head\n\nkept\n') and reproduce.BOUNDS_BEGIN in first
+  assert '| CRT (softplus MLP) | 95.0 ± 0.0 | 60.0 ± 0.0 | 40.0 ± 0.0 | 10.0 ± 0.0 |' in first
+  table['crt']['bounds'] = dict(bounds, crown=[ms(0.9), ms(0.45)])
+  reproduce.update_bounds_section(str(path), table, suite)
+  second = path.read_text()
+  assert second.count(reproduce.BOUNDS_BEGIN) == 1 and '45.0 ± 0.0' in second
+  assert second.startswith('# head\n\nkept\n')
