@@ -13,8 +13,11 @@ robustness with an ensemble of diverse parameter-free attacks"; the PyPI package
 :func:`robustjax.attacks.autoattack` attacks the JAX original. Models: the digits MLP of
 ``configs/standard_digits.py`` and a small CNN (SOAR's 4-layer CNN on 8x8 digits), each
 trained once with standard training and with PGD adversarial training
-(``configs/at_digits.py``) into ``--root`` (reused when present). The port's logits are
-checked against the JAX logits before anything is attacked.
+(``configs/at_digits.py``) into ``--root`` (reused when present), and ``random_cnn32``,
+the same CNN on 32x32x3 inputs (random weights, synthetic images labelled by the model:
+:func:`image32_model`), where Square's window schedule and the conv costs differ from 8x8.
+The port's logits are checked against the JAX logits before anything is attacked.
+Smoke run: ``--models random_cnn32 --num_examples 16 --eps 0.01``.
 
 Printed per model: clean accuracy, robust accuracy of each implementation (the
 ``standard`` version, same eps and norm), the points only one of them broke, wall time of
@@ -78,14 +81,18 @@ def train_models(root: str) -> dict[str, str]:
 
 def torch_port(config, params):
   """A PyTorch module computing the same logits as the Flax MLP / CNN (NHWC inputs)."""
+  module = train_lib.build_model(config, feed.info(config.dataset))
+  return port_module(module, config.model.name, params)
+
+
+def port_module(module, arch, params):
+  """The PyTorch port of a Flax ``models.create('mlp' | 'cnn')`` module and its params."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
-  info = feed.info(config.dataset)
-  module = train_lib.build_model(config, info)
   mean = None if module.mean is None else torch.tensor(np.asarray(module.mean, np.float32))
   std = None if module.std is None else torch.tensor(np.asarray(module.std, np.float32))
-  if config.model.name == 'mlp' and module.activation != 'relu':
+  if arch == 'mlp' and module.activation != 'relu':
     raise ValueError('the port supports ReLU models only')
 
   def dense(p):
@@ -134,6 +141,30 @@ def torch_port(config, params):
   return Port().eval()
 
 
+IMAGE32 = 'random_cnn32'
+
+
+def image32_model(num_examples, seed):
+  """A 32x32x3 model: SOAR's 4-layer CNN (``CNN_KWARGS``) at its random initialisation,
+  on smooth random images (a 4x4 grid of colours, bilinearly upsampled, plus pixel noise),
+  labelled by its own predictions. No CIFAR-10 here: the point is the input size, where
+  Square's windows and the attacks' costs differ from 8x8 digits.
+
+  Returns ``(module, params, logits_fn, x [N, 32, 32, 3], y [N])``.
+  """
+  from robustjax import models  # pylint: disable=g-import-not-at-top
+  key = jax.random.PRNGKey(seed)
+  module = models.create('cnn', num_classes=10, **CNN_KWARGS)
+  params, rest = models.split_variables(models.init(module, key, (32, 32, 3)))
+  logits_fn = models.logits_fn_for(module, rest)
+  coarse = jax.random.uniform(jax.random.fold_in(key, 1), (num_examples, 4, 4, 3))
+  x = jax.image.resize(coarse, (num_examples, 32, 32, 3), 'bilinear')
+  x = jnp.clip(x + 0.05 * jax.random.normal(jax.random.fold_in(key, 2), x.shape), 0, 1)
+  x = np.asarray(x, np.float32)
+  y = np.asarray(jnp.argmax(logits_fn(params, x), -1)).astype(np.int32)
+  return module, params, logits_fn, x, y
+
+
 def run_official(model, x, y, *, eps, norm, seed):
   """Adversarial points from the official AutoAttack ('standard'), and its wall time."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -173,18 +204,24 @@ def main():
   parser.add_argument('--num_examples', type=int, default=360)
   parser.add_argument('--eps', type=float, default=0.1)
   parser.add_argument('--norm', type=float, default=math.inf)
-  parser.add_argument('--models', default='standard_mlp,standard_cnn,at_mlp,at_cnn')
+  parser.add_argument('--models', default='standard_mlp,standard_cnn,at_mlp,at_cnn,'
+                      + IMAGE32, help=f'comma list; {IMAGE32} is the 32x32x3 model')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)
 
-  workdirs = train_models(args.root)
+  names = args.models.split(',')
+  workdirs = train_models(args.root) if set(names) - {IMAGE32} else {}
   rows = []
-  for name in args.models.split(','):
-    config, logits_fn, params = training.restore(workdirs[name])
-    x, y = feed.eval_arrays(config.dataset, split='test', num_examples=args.num_examples)
-    port = torch_port(config, jax.device_get(params))
+  for name in names:
+    if name == IMAGE32:
+      module, params, logits_fn, x, y = image32_model(args.num_examples, args.seed)
+      port = port_module(module, 'cnn', jax.device_get(params))
+    else:
+      config, logits_fn, params = training.restore(workdirs[name])
+      x, y = feed.eval_arrays(config.dataset, split='test', num_examples=args.num_examples)
+      port = torch_port(config, jax.device_get(params))
     with torch.no_grad():
       gap = np.max(np.abs(port(torch.tensor(x)).numpy() - np.asarray(logits_fn(params, x))))
     if gap > 1e-3:
@@ -207,8 +244,8 @@ def main():
     print(f'{name}: done ({t_off:.1f} s official, {t_cold:.1f} s robustjax)', flush=True)
 
   norm_name = 'Linf' if math.isinf(args.norm) else f'L{args.norm:g}'
-  print(f'\nAutoAttack standard, {norm_name} eps={args.eps:g}, {args.num_examples} digits '
-        f'test points, CPU ({os.cpu_count()} cores), jax {jax.__version__}, '
+  print(f'\nAutoAttack standard, {norm_name} eps={args.eps:g}, {args.num_examples} test '
+        f'points (digits; {IMAGE32}: 32x32x3 synthetic images), CPU ({os.cpu_count()} cores), jax {jax.__version__}, '
         f'torch {torch.__version__}')
   print('| model | clean | robust (official) | robust (robustjax) | broken only by official '
         '| broken only by robustjax | official s | robustjax s (cold / warm) '

@@ -170,7 +170,9 @@ def accepts_rng(logits_fn) -> bool:
 class APGDState(NamedTuple):
   """Carry of one APGD run (all per example)."""
   x: Array  # [B, ...] current iterate x^(k)
-  x_prev: Array  # [B, ...] previous iterate x^(k-1) (momentum)
+  last_step: Array  # [B, ...] x^(k) − x^(k−1), the momentum term (x_best − x^(k−1)
+  #   after a checkpoint's reset); carried instead of x^(k−1), whose pass-through into
+  #   the next carry cost XLA a full copy per iteration
   grad: Array  # [B, ...] ascent gradient used for the next step
   loss: Array  # [B] loss of the last evaluated iterate
   step: Array  # [B] step size η
@@ -313,7 +315,7 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
       alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
       z = project(state.x + step * _direction(state.grad, p))
       x_new = project(state.x + alpha * (z - state.x)
-                      + (1 - alpha) * (state.x - state.x_prev))
+                      + (1 - alpha) * state.last_step)
     values, logits, grad = evaluate(x_new, k + 1)
     wrong = jnp.argmax(logits, axis=-1) != labels
     x_adv = jnp.where(_per_example(wrong, inputs), x_new, state.x_adv)
@@ -331,19 +333,20 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     else:
       previous = jnp.where(k == 0, first, state.loss)
     increases = state.increases + (values > previous).astype(jnp.int32)
-    new = state._replace(x=x_new, x_prev=state.x, grad=grad, loss=values, x_best=x_best,
+    last_step = state.last_step if p == 1 else x_new - state.x
+    new = state._replace(x=x_new, last_step=last_step, grad=grad, loss=values, x_best=x_best,
                          grad_best=grad_best, loss_best=loss_best, x_adv=x_adv,
                          fooled=state.fooled | wrong, increases=increases)
     if check is False:
       return new
     if check is True:
-      return checkpoint(new, length)
+      return checkpoint(new, length, state.x)
     # Traced iteration index (rolled or chunked loop): the checkpoint's selects over
     # [B, ...] run only at the few checkpoint iterations.
-    return jax.lax.cond(check, checkpoint, lambda s, _: s, new, length)
+    return jax.lax.cond(check, checkpoint, lambda s, *_: s, new, length, state.x)
 
-  def checkpoint(state: APGDState, length):
-    return checkpoint_l1(state) if p == 1 else checkpoint_halve(state, length)
+  def checkpoint(state: APGDState, length, x_before):
+    return checkpoint_l1(state) if p == 1 else checkpoint_halve(state, length, x_before)
 
   def checkpoint_l1(state: APGDState):
     """Adapt the sparsity and the step (Croce & Hein 2021)."""
@@ -358,8 +361,12 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
         x=jnp.where(r, state.x_best, state.x), grad=jnp.where(r, state.grad_best, state.grad),
         step=step, topk=sparsity / d / L1_STEP_DECAY, sparsity=sparsity)
 
-  def checkpoint_halve(state: APGDState, length):
-    """Halve where the loss oscillated, or stalled after an unhalved checkpoint."""
+  def checkpoint_halve(state: APGDState, length, x_before):
+    """Halve where the loss oscillated, or stalled after an unhalved checkpoint.
+
+    A halved example restarts at x_best; its next momentum term is x_best − x_before
+    (``x_before``: the iterate before this iteration's step), as the reference code's.
+    """
     rises = state.increases.astype(inputs.dtype)
     oscillating = rises <= jnp.asarray(length, inputs.dtype) * RHO
     stalled = ~state.reduced_last_check & (state.loss_best_last_check >= state.loss_best)
@@ -367,6 +374,7 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     h = _per_example(halve, inputs)
     return state._replace(
         x=jnp.where(h, state.x_best, state.x), grad=jnp.where(h, state.grad_best, state.grad),
+        last_step=jnp.where(h, state.x_best - x_before, state.last_step),
         step=jnp.where(halve, state.step / 2, state.step),
         increases=jnp.zeros_like(state.increases), loss_best_last_check=state.loss_best,
         reduced_last_check=halve)
@@ -405,7 +413,7 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, stati
     sparsity = _nonzero(x0 - inputs)
     topk = sparsity / d / L1_STEP_DECAY
   state = APGDState(
-      x=x0, x_prev=x0, grad=grad0, loss=values0, step=(1.0 if p == 1 else 2.0) * eps,
+      x=x0, last_step=jnp.zeros_like(x0), grad=grad0, loss=values0, step=(1.0 if p == 1 else 2.0) * eps,
       x_best=x0, grad_best=grad0, loss_best=values0, x_adv=x0,
       fooled=jnp.argmax(logits0, axis=-1) != labels,
       increases=jnp.zeros(batch, jnp.int32), loss_best_last_check=values0,
