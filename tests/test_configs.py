@@ -281,7 +281,7 @@ def test_fashion_mnist_suite_has_every_digits_row_on_its_paper_models():
     config = reproduce.load_config(m, 0, '/nonexistent', quick=False)
     assert config.dataset.name == 'fashion_mnist' and config.dataset.source == 'auto'
     assert config.batch_size == 128
-    if m.name in ('crt', 'softplus'):  # CRT's "2x[1024]": one hidden layer of 1024
+    if m.name in ('crt', 'softplus', 'ibp', 'crown_ibp'):  # CRT's "2x[1024]": 784-1024-10
       assert config.model.name == 'mlp' and tuple(config.model.kwargs.widths) == (1024,)
       assert config.model.kwargs.activation == 'softplus'
     else:
@@ -289,7 +289,7 @@ def test_fashion_mnist_suite_has_every_digits_row_on_its_paper_models():
     for t in config.regularizers.values():
       if 'eps' in t.hparams and t.hparams.get('p', 2.0) == math.inf:
         assert t.hparams.eps == 0.1, m.name  # CROWN-IBP's Fashion-MNIST radius
-    assert m.l2 == (m.name in ('lipschitz', 'l2min', 'crt', 'softplus'))
+    assert m.l2 == (m.name in ('lipschitz', 'l2min', 'crt', 'softplus', 'ibp', 'crown_ibp'))
   suite = reproduce.SUITES['fashion_mnist']
   assert 0.1 in suite['linf'] and 1.58 in suite['radii'] and suite['num_examples'] == 1000
   assert suite['clean_examples'] == 0  # clean accuracy on all 10,000 test images

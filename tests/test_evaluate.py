@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustjax import data
 from robustjax import evaluate
 from robustjax import evaluation
 from robustjax.evaluation import classifiers
@@ -306,7 +307,7 @@ def test_resuming_is_refused_for_a_retrained_model(run_dir, full, tmp_path):
   assert not os.path.exists(os.path.join(_out(other, 'full'), 'report.json'))
 
 
-def test_resume_identity_names_changed_data_and_version():
+def test_resume_identity_names_changed_data_and_version(monkeypatch):
   import ml_collections
   config = ml_collections.ConfigDict({'dataset': {'name': 'digits'}})
   params = {'w': np.arange(6.0).reshape(2, 3)}
@@ -321,9 +322,10 @@ def test_resume_identity_names_changed_data_and_version():
       base, evaluation.identity(params, config, 'train', np.arange(40)), 'D')
   assert 'indices_sha256 changed' in mismatch(
       base, evaluation.identity(params, config, 'test', np.arange(1, 41)), 'D')
-  npz = ml_collections.ConfigDict({'dataset': {'name': 'digits', 'source': 'npz'}})
+  # The source the evaluation reads (what 'auto' resolved to), not the configured one.
+  monkeypatch.setattr(data, 'resolve_source', lambda dataset: ('npz', '/elsewhere'))
   assert 'source changed' in mismatch(
-      base, evaluation.identity(params, npz, 'test', np.arange(40)), 'D')
+      base, evaluation.identity(params, config, 'test', np.arange(40)), 'D')
   assert 'made with robustjax 0.0.0' in mismatch(dict(base, robustjax='0.0.0'), base, 'D')
 
 
