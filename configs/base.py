@@ -194,3 +194,22 @@ def woods_lipschitz(c, *, l2min_eps: float, target_loss: float, initial_psi: flo
   c.controller.eps_better = 1.0
   c.controller.eps_worse = 0.01
   return c
+
+
+def elle_a(c, *, lam_max: float):
+  """Hands the ELLE term's lambda to the ELLE-A controller (Abad Rocamora et al. 2024).
+
+  The controller is fed the term's mean linearity error: lambda starts at 0, jumps to
+  ``lam_max`` when the error exceeds mean + 2 std of the earlier errors (after 3 of
+  them), and otherwise decays by 0.99 per step (the authors' rule and defaults).
+  """
+  c.regularizers.elle.weight = 1.0  # the controller's lambda multiplies the term
+  c.controller.name = 'elle_a'
+  c.controller.term = 'elle'
+  c.controller.loss = 'elle'
+  c.controller.lam_max = lam_max
+  c.controller.lam_min = 0.0
+  c.controller.decay = 0.99
+  c.controller.sensitivity = 2.0
+  c.controller.min_history = 3
+  return c

@@ -11,21 +11,8 @@ lambda_max = 4000 made this MLP's SGD diverge (non-finite gradient at step 66).
 """
 
 from configs import base
+from configs import elle_digits
 
 
 def get_config():
-  c = base.digits()
-  c.nominal_weight = 0.0
-  c.regularizers.fgsm = base.term('fgsm', weight=1.0, eps=0.1, p=base.INF, init='zero',
-                                  step_size=0.1)
-  c.regularizers.elle = base.term('elle', weight=1.0, eps=0.1, p=base.INF)
-  c.controller.name = 'elle_a'
-  c.controller.term = 'elle'
-  c.controller.loss = 'elle'
-  c.controller.lam_max = 1000.0
-  c.controller.lam_min = 0.0
-  c.controller.decay = 0.99
-  c.controller.sensitivity = 2.0
-  c.controller.min_history = 3
-  c.eval.monitor_every_steps = 50
-  return c
+  return base.elle_a(elle_digits.get_config(), lam_max=1000.0)

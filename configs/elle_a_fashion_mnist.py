@@ -11,21 +11,8 @@ batch 128, base.FASHION_EPOCHS epochs, eps 0.1 as CROWN-IBP's Fashion-MNIST radi
 """
 
 from configs import base
+from configs import elle_fashion_mnist
 
 
 def get_config():
-  c = base.fashion_mnist()
-  c.nominal_weight = 0.0
-  c.regularizers.fgsm = base.term('fgsm', weight=1.0, eps=0.1, p=base.INF, init='zero',
-                                  step_size=0.1)
-  c.regularizers.elle = base.term('elle', weight=1.0, eps=0.1, p=base.INF)
-  c.controller.name = 'elle_a'
-  c.controller.term = 'elle'
-  c.controller.loss = 'elle'
-  c.controller.lam_max = 4000.0
-  c.controller.lam_min = 0.0
-  c.controller.decay = 0.99
-  c.controller.sensitivity = 2.0
-  c.controller.min_history = 3
-  c.eval.monitor_every_steps = base.epochs(1, 'fashion_mnist', c.batch_size)
-  return c
+  return base.elle_a(elle_fashion_mnist.get_config(), lam_max=4000.0)
