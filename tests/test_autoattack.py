@@ -15,6 +15,7 @@ from robustjax import attacks
 from robustjax import metrics
 from robustjax.attacks._src import apgd as apgd_lib
 from robustjax.attacks._src import autoattack as aa_lib
+from robustjax.attacks._src import common as attacks_common
 from robustjax.training import schema
 from robustjax.training import train
 from toy_models import linear, mlp  # pylint: disable=g-bad-import-order
@@ -342,7 +343,7 @@ def test_a_custom_list_runs_each_attack_with_its_version_settings(monkeypatch):
   attacks.autoattack(linear, LIN_PARAMS, (LIN_X, LIN_Y), rng=KEY, eps=0.1, p=INF,
                      version='plus', attacks=['apgd-dlr'])
   assert calls == [('apgd', 100, False, 1)] * 5
-  assert [aa_lib.bucket_size(n, 100) for n in (1, 8, 9, 33, 64, 65, 99)] == [
+  assert [attacks_common.bucket_size(n, 100) for n in (1, 8, 9, 33, 64, 65, 99)] == [
       8, 8, 16, 64, 64, 100, 100]
 
 

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustjax import _checks
-from robustjax.types import Array
+from robustjax.types import Array, DEFAULT_BOUNDS
 
 LAYER_KINDS = ('dense', 'conv', 'flatten', 'affine', 'act')
 ACTIVATIONS = ('relu', 'softplus', 'sigmoid', 'tanh')
@@ -291,7 +291,7 @@ def _spec_layer(last: Layer, labels: Array) -> tuple[Array, Array]:
 # ----------------------------------------------------------------------------- IBP
 
 
-def input_interval(inputs: Array, eps, *, bounds=(0.0, 1.0)) -> tuple[Array, Array]:
+def input_interval(inputs: Array, eps, *, bounds=DEFAULT_BOUNDS) -> tuple[Array, Array]:
   """The interval ``[max(x0 − eps, lo), min(x0 + eps, hi)]`` (contains the Lp ball ∩ box)."""
   e = _per_example(jnp.asarray(eps, inputs.dtype), inputs)
   lower, upper = inputs - e, inputs + e
@@ -601,7 +601,7 @@ def check_inputs(network, inputs, labels, eps, p, method, bounds, chunk_size):
 
 def margin_lower_bounds(network: Sequence[Layer], inputs: Array, labels: Array, eps, *,
                         p: float = math.inf, method: str = 'crown',
-                        bounds=(0.0, 1.0), chunk_size: int = 64) -> MarginBounds:
+                        bounds=DEFAULT_BOUNDS, chunk_size: int = 64) -> MarginBounds:
   """Lower bounds of every margin ``z_y − z_t`` over ``{||x − x0||_p <= eps} ∩ box``.
 
   Args:
@@ -662,7 +662,7 @@ def _margin_bounds(network, inputs, labels, eps, *, p, method, bounds, chunk_siz
 
 
 def certified_radius(network: Sequence[Layer], inputs: Array, labels: Array, *,
-                     p: float = math.inf, method: str = 'crown', bounds=(0.0, 1.0),
+                     p: float = math.inf, method: str = 'crown', bounds=DEFAULT_BOUNDS,
                      max_eps: float = 1.0, steps: int = 12,
                      chunk_size: int = 64) -> Array:
   """Per-example certified radius by bisection on eps ``[B]``.
@@ -695,7 +695,7 @@ def certified_radius(network: Sequence[Layer], inputs: Array, labels: Array, *,
 
 
 def certify(network: Sequence[Layer], inputs: Array, labels: Array, eps, *,
-            p: float = math.inf, method: str = 'crown', bounds=(0.0, 1.0),
+            p: float = math.inf, method: str = 'crown', bounds=DEFAULT_BOUNDS,
             chunk_size: int = 64) -> MarginBounds:
   """Jitted :func:`margin_lower_bounds`: the certificate at radius ``eps`` per example.
 

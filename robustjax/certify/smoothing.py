@@ -53,7 +53,7 @@ from jax.extend import random as jax_random_ext
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from robustjax import _checks
-from robustjax.types import Array, Bounds, Inputs, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Bounds, DEFAULT_BOUNDS, Inputs, LogitsFn, Params, PRNGKey
 
 ABSTAIN = -1
 
@@ -523,7 +523,7 @@ def _prepare(logits_fn, params, inputs, *, rng, sigma, batch_size, bounds, mesh,
 
 def sample_counts(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey,
                   sigma: float, num_samples: int, batch_size: int = 1000,
-                  bounds: Bounds | None = (0.0, 1.0), mesh: Mesh | None = None) -> Array:
+                  bounds: Bounds | None = DEFAULT_BOUNDS, mesh: Mesh | None = None) -> Array:
   """Votes of the base classifier ``argmax logits_fn`` at ``x + N(0, σ² I)``, per class.
 
   Args:
@@ -551,7 +551,7 @@ def sample_counts(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: P
 
 def predict(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey,
             sigma: float, num_samples: int = 100, alpha: float = 0.001,
-            batch_size: int = 1000, bounds: Bounds | None = (0.0, 1.0),
+            batch_size: int = 1000, bounds: Bounds | None = DEFAULT_BOUNDS,
             mesh: Mesh | None = None) -> Array:
   """PREDICT of Cohen et al.: the smoothed classifier's class, or -1 (abstain).
 
@@ -596,7 +596,7 @@ def _predict_from_counts(counts: Array, alpha) -> Array:
 def certify(logits_fn: LogitsFn, params: Params, inputs: Inputs, *, rng: PRNGKey,
             sigma: float, num_selection: int = 100, num_estimation: int = 100_000,
             alpha: float = 0.001, batch_size: int = 1000,
-            bounds: Bounds | None = (0.0, 1.0),
+            bounds: Bounds | None = DEFAULT_BOUNDS,
             mesh: Mesh | None = None) -> SmoothingCertificate:
   """CERTIFY of Cohen et al.: a certified L2 radius of the smoothed classifier per example.
 

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import attacks
 from robustjax import geometry
-from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Batch, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey)
 
 
 def _per_example(values: Array, x: Array) -> Array:

@@ -21,7 +21,8 @@ from robustjax import attacks
 from robustjax import curvature
 from robustjax import losses
 from robustjax.metrics import robustness
-from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, LossFn, Params, PRNGKey)
 
 
 def classification_margin(logits_fn: LogitsFn, params: Params, inputs: Array,

@@ -39,7 +39,8 @@ from robustjax import geometry
 from robustjax import losses
 from robustjax.attacks import loop
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Batch, Bounds, LogitsFn, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, LossFn, Params, PRNGKey)
 
 
 def _check_logits_shape(logits_fn: LogitsFn, params: Params, inputs: Array) -> None:
@@ -96,7 +97,7 @@ def adversarial(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
                 eps=8.0 / 255.0, p: float = math.inf, steps: int = 7,
                 step_size=2.0 / 255.0, restarts: int = 1, init: str = 'uniform',
                 step_rule: str = 'steepest', keep_best: bool = False,
-                half_half: bool = False, bounds: Bounds | None = (0.0, 1.0)):
+                half_half: bool = False, bounds: Bounds | None = DEFAULT_BOUNDS):
   """Madry adversarial training: the loss at PGD-k points, ``values = ℓ(x_adv)``.
 
   Args:
@@ -190,7 +191,7 @@ def l2min_attack(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Arr
 @register('adversarial_l2min', takes='logits_fn')
 def adversarial_l2min(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                       rng: PRNGKey, eps=0.5, steps: int = 7, half_half: bool = False,
-                      bounds: Bounds | None = (0.0, 1.0)):
+                      bounds: Bounds | None = DEFAULT_BOUNDS):
   """Woods et al.'s L2,min adversarial training: cross-entropy at L2,min points.
 
   Args:

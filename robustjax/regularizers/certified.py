@@ -33,7 +33,7 @@ from robustjax import _checks
 from robustjax import losses
 from robustjax.certify import bound_propagation as bp
 from robustjax.regularizers.registry import register
-from robustjax.types import Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 
 def bound_cross_entropy(margins, labels):
@@ -95,7 +95,7 @@ def _ibp_margins(network, inputs, labels, eps, p, bounds):
 @register('ibp', takes='logits_fn')
 def ibp(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps=0.1,
         p: float = math.inf, kappa=0.5, model: str = 'mlp', activation: str = 'relu',
-        mean=None, std=None, bounds: Bounds | None = (0.0, 1.0)):
+        mean=None, std=None, bounds: Bounds | None = DEFAULT_BOUNDS):
   """IBP training objective per example (Gowal et al. 2018).
 
   Args:
@@ -123,7 +123,7 @@ def ibp(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps=
 def crown_ibp(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
               eps=0.1, p: float = math.inf, kappa=0.0, beta=0.0, model: str = 'mlp',
               activation: str = 'relu', mean=None, std=None,
-              bounds: Bounds | None = (0.0, 1.0)):
+              bounds: Bounds | None = DEFAULT_BOUNDS):
   """CROWN-IBP training objective per example (Zhang et al. 2020).
 
   The margin bound is ``β · m_CROWN-IBP + (1 − β) · m_IBP`` (both valid lower bounds,

@@ -36,7 +36,7 @@ from robustjax import geometry
 from robustjax import losses
 from robustjax.certify import bounds as bounds_lib
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 
 def _per_example(values: Array, x: Array) -> Array:
@@ -52,7 +52,7 @@ def pair_margin(logits: Array, labels: Array, targets: Array) -> Array:
 def curvature_attack(logits_fn: LogitsFn, params: Params, inputs: Array, labels: Array,
                      targets: Array, *, lower: Array, upper: Array, lipschitz: Array,
                      eps, bisection_steps: int = 30, inner_steps: int = 10,
-                     bounds: Bounds | None = (0.0, 1.0)) -> Array:
+                     bounds: Bounds | None = DEFAULT_BOUNDS) -> Array:
   """Minimises ``z_y − z_t`` over the L2 ball by the curvature-bounded dual (CRT's attack).
 
   Args:
@@ -112,7 +112,7 @@ def crt(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
         gamma: float = 0.01, eps=1.58, activation: str = 'softplus',
         layers_fn=bounds_lib.mlp_layers, num_iters: int = 20,
         bisection_steps: int = 30, inner_steps: int = 10, mode: str = 'norm',
-        bounds: Bounds | None = (0.0, 1.0)):
+        bounds: Bounds | None = DEFAULT_BOUNDS):
   """CRT objective per example: ``CE(x*) + γ K(θ)`` (Singla & Feizi; MNIST defaults).
 
   Args:

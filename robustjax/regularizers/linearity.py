@@ -32,7 +32,8 @@ from robustjax import _checks
 from robustjax import curvature
 from robustjax import geometry
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Aux, Batch, Bounds, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Aux, Batch, Bounds, DEFAULT_BOUNDS, LossFn, Params, PRNGKey)
 
 
 def _flat(x: Array) -> Array:
@@ -70,7 +71,7 @@ def _uniform_point(rng: PRNGKey, x: Array, eps, p: float, bounds) -> Array:
 @register('gradalign')
 def gradalign(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
               eps=8.0 / 255.0, p: float = math.inf, stop_clean_grad: bool = True,
-              bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+              bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """GradAlign ``1 − cos(∇ₓℓ(x), ∇ₓℓ(x + η))`` per example, ``η`` uniform in the ball.
 
   Args:
@@ -105,7 +106,7 @@ def gradalign(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
 @register('elle')
 def elle(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
          eps=8.0 / 255.0, p: float = math.inf,
-         bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+         bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """ELLE's linearity error ``|ℓ(x_c) − α ℓ(x_a) − (1 − α) ℓ(x_b)|²`` per example.
 
   Args:

@@ -17,7 +17,8 @@ from robustjax import _checks
 from robustjax import curvature
 from robustjax.attacks import loop
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Aux, Batch, Bounds, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Aux, Batch, Bounds, DEFAULT_BOUNDS, LossFn, Params, PRNGKey)
 
 
 def _inner(a: Array, b: Array) -> Array:
@@ -39,7 +40,7 @@ def linearity_gap(loss_fn: LossFn, params: Params, inputs: Array, labels: Array,
 def llr(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
         eps=8.0 / 255.0, p: float = math.inf, steps: int = 10, lam: float = 4.0,
         mu: float = 3.0, step_size=0.1,
-        bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+        bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """LLR penalty ``λ g(δ*; x) + μ |δ*ᵀ∇ₓℓ(x)|`` per example.
 
   ``δ*`` maximises g over ``ball(ε) ∩ box`` by ``steps`` ascent steps of Adam (step

@@ -18,7 +18,8 @@ from robustjax import _checks
 from robustjax import curvature
 from robustjax import geometry
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Aux, Batch, Bounds, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Aux, Batch, Bounds, DEFAULT_BOUNDS, LossFn, Params, PRNGKey)
 
 SCHEMES = ('forward', 'central', 'exact')
 
@@ -110,7 +111,7 @@ def _quadratic_direction(loss_fn: LossFn, params: Params, inputs: Array, labels:
 def scorpio_attack(loss_fn: LossFn, params: Params, batch: Batch, *,
                    eps=8.0 / 255.0, p: float = math.inf, steps: int = 3, h: float = 1.05,
                    scheme: str = 'forward',
-                   bounds: Bounds | None = (0.0, 1.0)) -> Array:
+                   bounds: Bounds | None = DEFAULT_BOUNDS) -> Array:
   """The quadratic-approximate attack ``x + v_Q`` (SCORPIO eq. 4), by FW.
 
   Args:
@@ -141,7 +142,7 @@ def scorpio_attack(loss_fn: LossFn, params: Params, batch: Batch, *,
 def scorpio(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey | None = None,
             eps=8.0 / 255.0, p: float = math.inf, steps: int = 3, h: float = 1.05,
             scheme: str = 'forward',
-            bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+            bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """SCORPIO penalty ``ℓ(x + v_Q) − ℓ(x)`` (eq. 6) with v_Q from N FW steps.
 
   Defaults are the CIFAR-10 L∞ FE(3) setting (supplement, "Hyperparameters"):

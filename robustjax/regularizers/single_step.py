@@ -29,7 +29,8 @@ from robustjax import _checks
 from robustjax import curvature
 from robustjax import geometry
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Aux, Batch, Bounds, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Aux, Batch, Bounds, DEFAULT_BOUNDS, LossFn, Params, PRNGKey)
 
 INITS = ('uniform', 'zero')
 
@@ -67,7 +68,7 @@ def _result(loss_fn, params, x_adv, labels) -> tuple[Array, Aux]:
 @register('fgsm')
 def fgsm(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
          eps=8.0 / 255.0, p: float = math.inf, init: str = 'uniform', step_size=None,
-         bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+         bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """FGSM training: ``values = ℓ(Π_{ball ∩ box}(x + δ₀ + α sign(∇ₓℓ(x + δ₀))))``.
 
   Args:
@@ -102,7 +103,7 @@ def fgsm(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
 @register('n_fgsm')
 def n_fgsm(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
            eps=8.0 / 255.0, noise: float = 2.0, step_size=None, p: float = math.inf,
-           bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+           bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """N-FGSM training: ``values = ℓ(clip(x + η + α sign(∇ₓℓ(x + η))))``, no ε-projection.
 
   Args:

@@ -17,7 +17,8 @@ from robustjax import curvature
 from robustjax import geometry
 from robustjax.attacks import loop
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Aux, Batch, Bounds, LossFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Aux, Batch, Bounds, DEFAULT_BOUNDS, LossFn, Params, PRNGKey)
 
 INITS = ('clean', 'random', 'pgd1')
 
@@ -50,7 +51,7 @@ def starting_point(loss_fn: LossFn, params: Params, inputs: Array, labels: Array
 def soar(loss_fn: LossFn, params: Params, batch: Batch, *, rng: PRNGKey,
          eps=8.0 / 255.0, alpha: float = 8.0 / 255.0, init: str = 'pgd1',
          num_directions: int = 1, value_clip: float = 10.0, step_size=None,
-         bounds: Bounds | None = (0.0, 1.0)) -> tuple[Array, Aux]:
+         bounds: Bounds | None = DEFAULT_BOUNDS) -> tuple[Array, Aux]:
   """SOAR regularizer ``R(x'; z, h)`` per example (eq. 11), averaged over m directions.
 
   ``R = (dε² + 1)/2 · min(‖𝐇z‖₂, value_clip)`` with

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax.attacks import loop
 from robustjax.regularizers.registry import register
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 
 def kl_divergence(clean_logits: Array, adv_logits: Array) -> Array:
@@ -53,7 +53,7 @@ def kl_attack(logits_fn: LogitsFn, params: Params, inputs: Array, *, rng: PRNGKe
 def trades(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
            beta: float = 6.0, eps=8.0 / 255.0, p: float = math.inf, steps: int = 10,
            step_size=2.0 / 255.0, init_std: float = 0.001,
-           bounds: Bounds | None = (0.0, 1.0)):
+           bounds: Bounds | None = DEFAULT_BOUNDS):
   """TRADES penalty ``β · KL(f(x) ‖ f(x'))`` at the KL-maximising x' (CIFAR defaults).
 
   Args:

@@ -91,7 +91,7 @@ import ml_collections
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
 CONTROLLERS = ('none', 'adaptive_psi', 'elle_a')  # regularizers.controllers.NAMES
-SCHEDULE_KINDS = ('linear', 'cosine')  # training.step.schedule_value
+SCHEDULE_KINDS = ('linear', 'cosine')  # the kinds training.step.schedule_value evaluates
 EVAL_OBJECTIVES = ('ce', 'margin')
 EVAL_ATTACKS = ('pgd', 'autoattack')
 DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'svhn')

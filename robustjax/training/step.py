@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from robustjax import losses
 from robustjax import models
 from robustjax.regularizers import controllers as controllers_lib
+from robustjax.training import schema
 
 
 class TrainState(NamedTuple):
@@ -64,7 +65,7 @@ class Term(NamedTuple):
   inputs_from: str = ''  # label of the term whose aux['x_adv'] this term is evaluated at
 
 
-SCHEDULE_KINDS = ('linear', 'cosine')
+SCHEDULE_KINDS = schema.SCHEDULE_KINDS
 # Penalties whose values are the classification loss of (part of) the trained batch: the
 # adaptive controller's "auto" input averages them with the nominal CE (Woods eq. 15).
 CLASSIFICATION_TERMS = ('adversarial', 'adversarial_l2min', 'fgsm', 'n_fgsm')

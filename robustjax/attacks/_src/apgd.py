@@ -58,7 +58,7 @@ from robustjax import geometry
 from robustjax import losses as losses_lib
 from robustjax.attacks._src import common as _common
 from robustjax.attacks._src import loop
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 LOSSES = ('ce', 'dlr')
 NORMS = (1.0, 2.0, math.inf)
@@ -622,7 +622,7 @@ def resolve_unroll(unroll, logits_fn, params, inputs, stochastic):
 
 def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
          p: float, steps: int = 100, loss: str = 'ce', restarts: int = 1,
-         bounds: Bounds | None = (0.0, 1.0), eot_samples: int = 1,
+         bounds: Bounds | None = DEFAULT_BOUNDS, eot_samples: int = 1,
          unroll: int | bool | str = 'auto', decreasing_eps: bool | None = None) -> Array:
   """Untargeted APGD (Croce & Hein 2020, Alg. 1; L1: Croce & Hein 2021) on CE or DLR.
 
@@ -691,7 +691,7 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
 
 def apgd_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                   eps, p: float, steps: int = 100, num_targets: int = 9,
-                  restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
+                  restarts: int = 1, bounds: Bounds | None = DEFAULT_BOUNDS,
                   eot_samples: int = 1, unroll: int | bool | str = 'auto',
                   decreasing_eps: bool | None = None) -> Array:
   """APGD-T: APGD on the targeted DLR loss toward the top ``num_targets`` classes.

@@ -46,7 +46,7 @@ from robustjax.attacks._src import common as _common
 from robustjax.attacks._src import apgd as apgd_lib
 from robustjax.attacks._src import fab as fab_lib
 from robustjax.attacks._src import square as square_lib
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 AUTOATTACK_ATTACKS = ('apgd-ce', 'apgd-dlr', 'apgd-t', 'fab', 'fab-t', 'square')
 AUTOATTACK_VERSIONS = ('standard', 'plus', 'rand')
@@ -66,7 +66,6 @@ _L1_NUM_TARGETS = 5  # APGD-T targets of the L1 standard version
 _QUERIES = 5000
 _P_INIT = 0.8
 _EOT_SAMPLES = 20
-_MIN_BUCKET = 8
 _RANDOMIZED_TOLERANCE = 1e-4  # official check_randomized: L2 distance of normalised logits
 _SOFTMAX_TOLERANCE = 1e-5  # official check_range_output
 
@@ -170,11 +169,6 @@ def check_inputs(names: Sequence[str], *, num_classes: int,
                      f'{tuple(input_shape)}; pass attacks= without \'square\'')
 
 
-def bucket_size(count: int, batch_size: int) -> int:
-  """Padded size for ``count`` still-robust points: next power of two >= 8, <= B."""
-  size = max(_MIN_BUCKET, 1 << max(count - 1, 0).bit_length())
-  return min(size, batch_size)
-
 
 def _external(name: str):
   """The Square / FAB entry point of ``name``.
@@ -276,7 +270,7 @@ def _zero_gradient(params, inputs, labels, rng, *, logits_fn, num_classes, stoch
 def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
                p: float = math.inf, version: str = 'standard',
                attacks: Sequence[str] | None = None,
-               bounds: Bounds | None = (0.0, 1.0)) -> AutoAttackResult:
+               bounds: Bounds | None = DEFAULT_BOUNDS) -> AutoAttackResult:
   """AutoAttack (Croce & Hein 2020): the pointwise worst case over an attack ensemble.
 
   Each attack runs only on the examples still robust; an example broken by attack
@@ -350,7 +344,7 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
       idx = np.flatnonzero(robust)
       if not idx.size:
         break
-      size = bucket_size(idx.size, batch_size)
+      size = _common.bucket_size(idx.size, batch_size)
       padded = np.concatenate([idx, np.full(size - idx.size, idx[0])])
       x_sub = inputs[padded]
       y_sub = jnp.asarray(labels_np[padded])

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from robustjax import _checks
 from robustjax import geometry
 from robustjax.attacks._src import common as _common
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 
 class SimbaState(NamedTuple):
@@ -30,7 +30,7 @@ class SimbaState(NamedTuple):
 
 
 def simba(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
-          steps: int, bounds: Bounds | None = (0.0, 1.0), stop_on_success: bool = False,
+          steps: int, bounds: Bounds | None = DEFAULT_BOUNDS, stop_on_success: bool = False,
           unroll: int | bool = 1) -> Array:
   """SimBA with the pixel (Cartesian) basis: ``steps`` coordinate steps of size ``eps``.
 

@@ -67,3 +67,16 @@ def compile_static(static_argnames: tuple[str, ...]):
     return call
 
   return decorate
+
+
+MIN_BUCKET = 8  # smallest padded batch of the compacting attacks (AutoAttack, Square)
+
+
+def bucket_size(count: int, batch_size: int) -> int:
+  """Padded size for ``count`` rows still attacked: next power of two >= 8, at most B.
+
+  One compiled program serves every count in a bucket, so compacting the batch as points
+  are broken costs at most log2(B / 8) + 1 compilations.
+  """
+  size = max(MIN_BUCKET, 1 << max(count - 1, 0).bit_length())
+  return min(size, batch_size)

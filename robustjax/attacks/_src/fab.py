@@ -55,7 +55,8 @@ from robustjax import _checks
 from robustjax import geometry
 from robustjax.attacks._src import common as _common
 from robustjax.attacks._src import loop
-from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Batch, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey)
 
 SUPPORTED_P = (1.0, 2.0, math.inf)
 
@@ -176,7 +177,7 @@ def _greedy_l1(a: Array, cap: Array, c: Array) -> tuple[Array, Array]:
 
 
 def project_hyperplane_box(points: Array, w: Array, b: Array, p: float,
-                           bounds: Bounds | None = (0.0, 1.0)) -> Array:
+                           bounds: Bounds | None = DEFAULT_BOUNDS) -> Array:
   """Minimal-Lp step from ``points`` onto the hyperplane ``<w, z> = b`` inside the box.
 
   Solves, per row, ``min ‖d‖_p`` s.t. ``<w, t + d> = b`` and ``low <= t + d <= high``
@@ -410,7 +411,7 @@ def _validate(logits_fn, params, batch, eps, p, steps, restarts, alpha_max, eta,
 def fab_min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
                  p: float = math.inf, steps: int = 100, restarts: int = 1,
                  targeted: bool = False, num_targets: int = 9, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+                 eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = DEFAULT_BOUNDS,
                  unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """FAB's minimally distorted adversarial points and their norms, whatever ``eps``.
 
@@ -488,7 +489,7 @@ def _within_eps(inputs: Array, x_adv: Array, norms: Array, eps) -> Array:
 
 def fab(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
         p: float = math.inf, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
-        eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+        eta: float = 1.05, beta: float = 0.9, bounds: Bounds | None = DEFAULT_BOUNDS,
         unroll: int | bool | str = 'auto') -> Array:
   """Untargeted FAB (AutoAttack's ``'fab'``, 5 restarts in its ``'plus'`` version).
 
@@ -514,7 +515,7 @@ def fab(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
 def fab_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
                  p: float = math.inf, steps: int = 100, num_targets: int = 9,
                  restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
-                 beta: float = 0.9, bounds: Bounds | None = (0.0, 1.0),
+                 beta: float = 0.9, bounds: Bounds | None = DEFAULT_BOUNDS,
                  unroll: int | bool | str = 'auto') -> Array:
   """Targeted FAB, FAB-T (AutoAttack's ``'fab-t'``): one run per target class.
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from robustjax import _checks
 from robustjax import geometry
-from robustjax.types import Array, Bounds, PRNGKey
+from robustjax.types import Array, Bounds, DEFAULT_BOUNDS, PRNGKey
 
 INITS = ('zero', 'uniform')
 STEP_RULES = ('steepest', 'sign', 'adam')
@@ -122,7 +122,7 @@ def auto_unroll(objective: PerExampleObjective, inputs: Array) -> int | bool:
 
 def maximize(objective: PerExampleObjective, inputs: Array, *, rng: PRNGKey, eps,
              p: float, steps: int, step_size=None, init: str | Array = 'uniform',
-             step_rule: str = 'steepest', bounds: Bounds | None = (0.0, 1.0),
+             step_rule: str = 'steepest', bounds: Bounds | None = DEFAULT_BOUNDS,
              keep_best: bool = True,
              unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
   """Projected ascent on ``objective`` over ``ball(inputs, eps) ∩ box``.

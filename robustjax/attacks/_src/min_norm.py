@@ -25,7 +25,7 @@ from robustjax import geometry
 from robustjax import losses
 from robustjax.attacks._src import common as _common
 from robustjax.attacks._src import loop
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 GOALS = ('adv', 'btr')
 INNERS = ('auto', 'multi_targeted', 'pgd')
@@ -60,7 +60,7 @@ class BisectionState(NamedTuple):
 def min_norm(logits_fn: LogitsFn, params: Params, batch: Batch, *, p: float = 2.0,
              max_eps, goal: str = 'adv', search_steps: int = 10, steps: int = 20,
              step_size=None, rng: PRNGKey | None = None, init: str = 'zero',
-             bounds: Bounds | None = (0.0, 1.0), unroll: int | bool | str = 'auto',
+             bounds: Bounds | None = DEFAULT_BOUNDS, unroll: int | bool | str = 'auto',
              search_unroll: int | bool = 1, inner: str = 'auto') -> tuple[Array, Array]:
   """Smallest Lp perturbation reaching ``goal`` per example, by bisection on the radius.
 
@@ -209,7 +209,7 @@ class TicktockState(NamedTuple):
 def min_norm_ticktock(logits_fn: LogitsFn, params: Params, batch: Batch, *,
                       goal: str = 'adv', steps: int = 450, learning_rate: float = 0.01,
                       momentum: float = 0.9, eta: float = 0.55,
-                      bounds: Bounds | None = (0.0, 1.0),
+                      bounds: Bounds | None = DEFAULT_BOUNDS,
                       unroll: int | bool = 1) -> tuple[Array, Array]:
   """Woods et al.'s Algorithm 1: alternate lowering ``p_y`` and shrinking ``||δ||_2``.
 

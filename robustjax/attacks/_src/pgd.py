@@ -20,7 +20,8 @@ from robustjax import losses
 from robustjax.attacks._src import common as _common
 from robustjax.attacks._src import loop
 from robustjax.attacks._src import objectives as objectives_lib
-from robustjax.types import Array, Batch, Bounds, Labels, LogitsFn, Params, PRNGKey
+from robustjax.types import (
+    Array, Batch, Bounds, DEFAULT_BOUNDS, Labels, LogitsFn, Params, PRNGKey)
 
 
 def _per_example(values: Array, x: Array) -> Array:
@@ -83,7 +84,7 @@ def _pgd_core(params, inputs, labels, rng, eps, step_size, bounds, targets, *, l
 
 def pgd_with_values(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                     eps, p: float, steps: int, step_size=None, restarts: int = 1,
-                    objective: str = 'ce', bounds: Bounds | None = (0.0, 1.0),
+                    objective: str = 'ce', bounds: Bounds | None = DEFAULT_BOUNDS,
                     init: str = 'uniform', step_rule: str = 'steepest',
                     targets: Labels | None = None,
                     unroll: int | bool | str = 'auto') -> tuple[Array, Array]:
@@ -105,7 +106,7 @@ def pgd_with_values(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: P
 
 def pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps, p: float,
         steps: int, step_size=None, restarts: int = 1, objective: str = 'ce',
-        bounds: Bounds | None = (0.0, 1.0), init: str = 'uniform',
+        bounds: Bounds | None = DEFAULT_BOUNDS, init: str = 'uniform',
         step_rule: str = 'steepest', targets: Labels | None = None,
         unroll: int | bool | str = 'auto') -> Array:
   """Projected gradient ascent (Madry et al.) on an objective over ``ball(x, eps) ∩ box``.
@@ -153,7 +154,7 @@ def pgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
 
 def fgsm(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey | None = None,
          eps, p: float = math.inf, objective: str = 'ce',
-         bounds: Bounds | None = (0.0, 1.0), targets: Labels | None = None) -> Array:
+         bounds: Bounds | None = DEFAULT_BOUNDS, targets: Labels | None = None) -> Array:
   """One step of size ``eps`` from x along the LMO of the gradient (Goodfellow et al.).
 
   ``x_adv = clip(x + lmo(∇ₓ objective, eps, p))``: the sign step for p = inf, the
@@ -200,7 +201,7 @@ def _fgsm_core(params, inputs, labels, rng, eps, bounds, targets, *, logits_fn,
 def multi_targeted(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                    eps, p: float, steps: int, step_size=None, restarts: int = 1,
                    objective: str = 'targeted_margin',
-                   bounds: Bounds | None = (0.0, 1.0), init: str = 'uniform',
+                   bounds: Bounds | None = DEFAULT_BOUNDS, init: str = 'uniform',
                    step_rule: str = 'steepest', unroll: int | bool | str = 'auto') -> Array:
   """Multi-targeted PGD (Gowal et al.): one targeted run per class, worst case kept.
 

@@ -61,13 +61,12 @@ import numpy as np
 from robustjax import _checks
 from robustjax import geometry
 from robustjax.attacks._src import common as _common
-from robustjax.types import Array, Batch, Bounds, LogitsFn, Params, PRNGKey
+from robustjax.types import Array, Batch, Bounds, DEFAULT_BOUNDS, LogitsFn, Params, PRNGKey
 
 NORMS = (1.0, 2.0, math.inf)
 LOSSES = ('margin', 'ce')
 # The schedule halves p after these iterations (of 10000; rescaled to ``queries``).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-_MIN_BUCKET = 8
 _NOOP_TOL = 1e-7
 _INIT_SALT = np.uint32(0x9E3779B9)  # seeds ^ salt: the initial point's own stream
 
@@ -547,15 +546,10 @@ def _blank(consts: _Consts) -> SquareState:
   return SquareState(consts.x, zeros, zeros, jnp.zeros(consts.valid.shape, jnp.int32))
 
 
-def _bucket(count: int, batch_size: int) -> int:
-  """Smallest of ``B, 2^k (>= 8)`` holding ``count`` rows."""
-  size = max(_MIN_BUCKET, 1 << max(count - 1, 0).bit_length())
-  return min(size, batch_size)
-
 
 def _padded(rows: np.ndarray, batch_size: int) -> np.ndarray:
   """``rows`` padded with the out-of-range index ``B`` to their bucket size."""
-  index = np.full((_bucket(rows.size, batch_size),), batch_size, np.int32)
+  index = np.full((_common.bucket_size(rows.size, batch_size),), batch_size, np.int32)
   index[:rows.size] = rows
   return index
 
@@ -588,7 +582,7 @@ def _run_host(logits_fn, params, consts, box, table, *, grid, norm, chunk, sync_
     alive = np.asarray(sub_state.margin)[:rows.size] >= 0
     if start >= queries or not alive.any():
       break
-    if _bucket(int(alive.sum()), batch_size) < index.size:
+    if _common.bucket_size(int(alive.sum()), batch_size) < index.size:
       full = _scatter(full, index, sub_state)
       rows = rows[alive]
       index = _padded(rows, batch_size)
@@ -680,7 +674,7 @@ def _image_view(shape: tuple) -> tuple[int, int, int]:
 
 def run(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
         p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-        bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+        bounds: Bounds | None = DEFAULT_BOUNDS, loss: str = 'margin',
         chunking: tuple[int, int, bool] | None = None, on_sync=None,
         example_index=None, rescale_schedule: bool = True) -> SquareResult:
   """:func:`square_with_info` with the loop layout exposed (tests, benchmarks, ensembles).
@@ -775,7 +769,7 @@ def _merge(best_x, best_margin, total_queries, robust, state: SquareState):
 
 def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey,
                      eps, p=math.inf, queries: int = 5000, p_init: float = 0.8,
-                     restarts: int = 1, bounds: Bounds | None = (0.0, 1.0),
+                     restarts: int = 1, bounds: Bounds | None = DEFAULT_BOUNDS,
                      loss: str = 'margin', rescale_schedule: bool = True) -> SquareResult:
   """:func:`square`, also returning the margin at each point and the queries spent.
 
@@ -792,7 +786,7 @@ def square_with_info(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: 
 
 def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps,
            p=math.inf, queries: int = 5000, p_init: float = 0.8, restarts: int = 1,
-           bounds: Bounds | None = (0.0, 1.0), loss: str = 'margin',
+           bounds: Bounds | None = DEFAULT_BOUNDS, loss: str = 'margin',
            rescale_schedule: bool = True) -> Array:
   """Square Attack: untargeted random search with forward passes only (L∞, L2 or L1).
 
