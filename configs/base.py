@@ -26,6 +26,22 @@ def epochs(n: float, dataset: str, batch_size: int) -> int:
   return max(int(round(n * NUM_TRAIN[dataset] / batch_size)), 1)
 
 
+def _sgd_cosine_pgd20(c, *, eval_batch_size: int):
+  """What the digits and Fashion-MNIST presets share: SGD lr 0.05, momentum 0.9, cosine,
+  no weight decay; robust evaluation by PGD-20 (one restart) in Linf at eps 0.1."""
+  c.optimizer.name = 'sgd'
+  c.optimizer.lr = 0.05
+  c.optimizer.momentum = 0.9
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.weight_decay = 0.0
+  c.eval.eps = 0.1
+  c.eval.p = INF
+  c.eval.steps = 20
+  c.eval.restarts = 1
+  c.eval.batch_size = eval_batch_size
+  return c
+
+
 def get_config():
   """The full schema with its defaults (standard training on digits)."""
   return schema.base_config()
@@ -47,17 +63,7 @@ def digits():
   c.num_train_steps = 600
   c.checkpoint_every_steps = 200
   c.log_every_steps = 50
-  c.optimizer.name = 'sgd'
-  c.optimizer.lr = 0.05
-  c.optimizer.momentum = 0.9
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.weight_decay = 0.0
-  c.eval.eps = 0.1
-  c.eval.p = INF
-  c.eval.steps = 20
-  c.eval.restarts = 1
-  c.eval.batch_size = 360
-  return c
+  return _sgd_cosine_pgd20(c, eval_batch_size=360)
 
 
 # Epochs of every Fashion-MNIST config (1,407 steps of batch 128): the training of the
@@ -89,18 +95,8 @@ def fashion_mnist(*, model: str = 'small_cnn', num_epochs: float | None = None):
                             'fashion_mnist', 128)
   c.checkpoint_every_steps = epochs(1, 'fashion_mnist', 128)
   c.log_every_steps = 100
-  c.optimizer.name = 'sgd'
-  c.optimizer.lr = 0.05
-  c.optimizer.momentum = 0.9
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.weight_decay = 0.0
-  c.eval.eps = 0.1
-  c.eval.p = INF
-  c.eval.steps = 20
-  c.eval.restarts = 1
-  c.eval.batch_size = 500
   c.eval.num_examples = 1000
-  return c
+  return _sgd_cosine_pgd20(c, eval_batch_size=500)
 
 
 def _tfds_preset(dataset: str, *, model: str, batch_size: int, num_epochs: float,
