@@ -122,23 +122,18 @@ def missing_rows(dataset: str) -> list[str]:
 SUITES = {
     'digits': dict(dataset='digits', linf=(0.05, 0.1, 0.15), l2=(0.5, 1.0),
                    radii=(0.0, 0.1, 0.2, 0.3, 0.5), num_examples=0),
-    # Fashion-MNIST (issue 16): the digits rows on 28x28 images, base.FASHION_EPOCHS = 3
-    # epochs each (small CNN; CRT on the 784-1024-10 softplus MLP). Clean accuracy on all
-    # 10,000 test images (clean_examples=0), attacks on the first 1,000. Budget, from
-    # step costs measured with 4 steps per row on a shared, heavily loaded 2-core
-    # machine (rough; ms per step at batch 128: standard 33, AT 104, TRADES 250,
-    # gradnorm 134, CURE 209, SCORPIO 127, SOAR 269, LLR 165, Lipschitz 260, L2,min 141,
-    # CRT 358, softplus 24; 2.1 s for one step of every row): training 3 seeds x 3
-    # epochs x 469 steps x 2.1 s = 2.5 CPU-h, about 1.6 h wall in two --only_seeds
-    # processes (seeds 0,1 and 2). AutoAttack (standard) cost 23 s of CPU on 32 images of a PGD-7 model
-    # at eps 0.1 (17 robust points, warm), about 0.6-1.2 CPU-s per robust point and
-    # radius: AA at all 3 Linf radii (and 3 L2 radii for the 4 L2 rows) on 1,000 images
-    # is ~20,000 robust point-radii per seed, 10-20 CPU-h for 3 seeds, so it does NOT
-    # fit 2.5 h on 2 cores; AA at the middle radius only is ~3-7 CPU-h. Run the full
-    # suite on an accelerator, or on CPU with AA at fewer radii.
+    # Fashion-MNIST: the digits rows on 28x28 images, base.FASHION_EPOCHS = 3 epochs each
+    # (small CNN; CRT and the certified rows on the 784-1024-10 softplus MLP). Clean
+    # accuracy on all 10,000 test images (clean_examples=0); PGD-20 on the first 1,000 at
+    # the whole grid; AutoAttack (and PGD-20 again, for the gap on the same points) on the
+    # first 200 at the training radii only (Linf 0.1, L2 1.58): AutoAttack costs about
+    # 0.25-0.5 CPU-s per robust point and radius on the small CNN (docs/design.md), so
+    # the full grid on 1,000 points (~20,000 robust point-radii per seed) would take
+    # 10-20 CPU-h for 3 seeds, against the 2.5 h wall budget on 2 cores.
     'fashion_mnist': dict(dataset='fashion_mnist', linf=(0.05, 0.1, 0.15),
                           l2=(0.5, 1.0, 1.58), radii=(0.0, 0.5, 1.0, 1.58),
-                          num_examples=1000, clean_examples=0),
+                          num_examples=1000, clean_examples=0,
+                          autoattack=dict(linf=(0.1,), l2=(1.58,), num_examples=200)),
     'mnist': dict(dataset='mnist', linf=(0.1, 0.2, 0.3), l2=(1.0, 2.0),
                   radii=(0.0, 0.5, 1.0, 1.58), num_examples=1000),
     'svhn': dict(dataset='svhn', linf=(4 / 255, 8 / 255), l2=(0.25, 0.5),
@@ -212,24 +207,21 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
     return _read_json(cache)
   n = 16 if quick else suite['num_examples']
   common = dict(num_examples=n, progress=False, version='standard', seed=0)
-  attacks_list = ['pgd', 'autoattack']
-  out = {}
-  linf = evaluate.run(workdir, eps=list(suite['linf']), norm='inf', attacks=attacks_list,
-                      tag='reproduce-linf', **common)
-  out['clean'] = linf['clean_accuracy']
-  out['linf'] = {a: dict(zip(map(str, suite['linf']), linf['robust_accuracy'][a]))
-                 for a in attacks_list}
-  out['flags'] = _sum_flags(linf)
-  if method.l2:
-    l2 = evaluate.run(workdir, eps=list(suite['l2']), norm='2', attacks=attacks_list,
-                      tag='reproduce-l2', **common)
-    out['l2'] = {a: dict(zip(map(str, suite['l2']), l2['robust_accuracy'][a]))
-                 for a in attacks_list}
-    for k, v in _sum_flags(l2).items():
-      out['flags'][k] = out['flags'].get(k, 0) + v
+  out = {'linf': {}, 'flags': {}}
+  for kind, norm in (('linf', 'inf'), ('l2', '2')):
+    if kind == 'l2' and not method.l2:
+      continue
+    out[kind] = _robust_accuracies(workdir, suite, kind, norm, quick=quick,
+                                   flags=out['flags'], common=common)
+    if kind == 'linf':
+      out['clean'] = out[kind].pop('clean')
+    else:
+      out[kind].pop('clean')
   if method.certify:
+    # The cross-check attack: AutoAttack, or PGD-20 under a reduced AutoAttack protocol.
+    check = ['pgd'] if suite.get('autoattack') else ['autoattack']
     cert = evaluate.run(workdir, certify='crc', radii=list(suite['radii']),
-                        attacks=['autoattack'], tag='reproduce-crc', **common)
+                        attacks=check, tag=f'reproduce-crc-{check[0]}', **common)
     out['crc'] = cert['certification']
   if method.name in BOUND_ROWS and not quick:  # smoke-tested by --section=bounds --quick
     out['bounds'] = bound_certificates(workdir, method, suite, quick=quick)
@@ -249,6 +241,46 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
   out['seconds'] = time.time() - start + train_seconds
   _write_json(cache, out)
   return out
+
+
+def _robust_accuracies(workdir: str, suite: dict, kind: str, norm: str, *, quick: bool,
+                       flags: dict, common: dict) -> dict:
+  """``{'clean', 'pgd': {eps: acc}, 'autoattack': {eps: acc}[, 'pgd_aa_subset': ...]}``.
+
+  PGD-20 runs at every radius of the suite's grid on its ``num_examples`` points.
+  AutoAttack runs there too, unless the suite names an ``autoattack`` protocol (radii
+  and a smaller subset: the 2-core budget); then PGD-20 runs again on AutoAttack's
+  subset at its radii (``pgd_aa_subset``) so that the PGD-20 vs AutoAttack gap compares
+  the same points. AutoAttack's masking flags are added to ``flags``.
+  """
+  from robustjax import evaluate  # pylint: disable=g-import-not-at-top
+  grid = list(suite[kind])
+  protocol = suite.get('autoattack')
+  both = ['pgd', 'autoattack']
+  if protocol is not None and quick:
+    protocol = dict(protocol, num_examples=8)
+  if protocol is None:
+    rep = evaluate.run(workdir, eps=grid, norm=norm, attacks=both, tag=f'reproduce-{kind}',
+                       **common)
+    _add_flags(flags, rep)
+    return {'clean': rep['clean_accuracy'],
+            **{a: dict(zip(map(str, grid), rep['robust_accuracy'][a])) for a in both}}
+  pgd = evaluate.run(workdir, eps=grid, norm=norm, attacks=['pgd'],
+                     tag=f'reproduce-{kind}-pgd', **common)
+  aa_grid = list(protocol[kind])
+  aa = evaluate.run(workdir, eps=aa_grid, norm=norm, attacks=both,
+                    tag=f'reproduce-{kind}-autoattack',
+                    **dict(common, num_examples=protocol['num_examples']))
+  _add_flags(flags, aa)
+  return {'clean': pgd['clean_accuracy'],
+          'pgd': dict(zip(map(str, grid), pgd['robust_accuracy']['pgd'])),
+          'autoattack': dict(zip(map(str, aa_grid), aa['robust_accuracy']['autoattack'])),
+          'pgd_aa_subset': dict(zip(map(str, aa_grid), aa['robust_accuracy']['pgd']))}
+
+
+def _add_flags(total: dict, report: dict) -> None:
+  for k, v in _sum_flags(report).items():
+    total[k] = total.get(k, 0) + v
 
 
 def clean_accuracy(logits_fn, params, dataset, *, num_examples: int = 0,
@@ -298,6 +330,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def aa_radii(suite: dict, kind: str) -> tuple[float, ...]:
+  """The radii at which the suite runs AutoAttack (``kind``: 'linf' or 'l2')."""
+  return tuple(suite.get('autoattack', {}).get(kind, suite[kind]))
+
+
+def headline_eps(suite: dict) -> float:
+  """The Linf radius the orderings and summaries judge at: AutoAttack's middle one."""
+  radii = aa_radii(suite, 'linf')
+  return radii[len(radii) // 2]
+
+
 def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict,
               costs: dict[str, float]) -> dict:
   """Mean and std over seeds of every metric, per method."""
@@ -308,12 +351,14 @@ def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict
       continue
     row: dict[str, Any] = {'label': m.label, 'seeds': len(runs)}
     row['clean'] = _mean_std([r['clean'] for r in runs])
-    for kind, grid in (('linf', suite['linf']), ('l2', suite['l2'])):
+    for kind in ('linf', 'l2'):
       if kind not in runs[0]:
         continue
-      for a in ('pgd', 'autoattack'):
+      grid = sorted(set(suite[kind]) | set(aa_radii(suite, kind)))
+      for a in ('pgd', 'autoattack', 'pgd_aa_subset'):
         for e in grid:
-          row[f'{kind}/{a}/{e:g}'] = _mean_std([r[kind][a][str(e)] for r in runs])
+          row[f'{kind}/{a}/{e:g}'] = _mean_std([r[kind].get(a, {}).get(str(e))
+                                                 for r in runs])
     row['attack_ara'] = _mean_std([r['attack_ara'] for r in runs])
     row['btr_ara'] = _mean_std([r['btr_ara'] for r in runs])
     flags: dict[str, int] = {}
@@ -347,17 +392,20 @@ def _figures(table: dict, suite: dict, fig_dir: str, name: str) -> list[str]:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   os.makedirs(fig_dir, exist_ok=True)
   paths = []
+  # The curve is AutoAttack's where it ran on the whole grid, else PGD-20's.
+  curve = 'autoattack' if aa_radii(suite, 'linf') == tuple(suite['linf']) else 'pgd'
   grid = (0.0,) + tuple(suite['linf'])
   fig, ax = plt.subplots(figsize=(7, 4.5))
   markers = 'osD^vP*Xh<>p'
   for i, (m, row) in enumerate(table.items()):
-    means = [row['clean'][0]] + [row[f'linf/autoattack/{e:g}'][0] for e in suite['linf']]
-    stds = [row['clean'][1]] + [row[f'linf/autoattack/{e:g}'][1] for e in suite['linf']]
+    means = [row['clean'][0]] + [row[f'linf/{curve}/{e:g}'][0] for e in suite['linf']]
+    stds = [row['clean'][1]] + [row[f'linf/{curve}/{e:g}'][1] for e in suite['linf']]
     # 12 methods: distinct colours from tab20 and distinct markers, never a repeat.
     ax.errorbar(grid, means, yerr=stds, marker=markers[i % len(markers)], capsize=3,
                 label=m, color=plt.cm.tab20(i % 20), linestyle='-' if i < 10 else '--')
   ax.set_xlabel('Linf eps (pixels in [0, 1])')
-  ax.set_ylabel('AutoAttack robust accuracy')
+  ax.set_ylabel('AutoAttack robust accuracy' if curve == 'autoattack' else
+                'PGD-20 robust accuracy')
   ax.set_title(f'{name}: accuracy vs eps (mean ± std over seeds)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
@@ -366,7 +414,7 @@ def _figures(table: dict, suite: dict, fig_dir: str, name: str) -> list[str]:
   fig.savefig(paths[-1], dpi=110)
   plt.close(fig)
 
-  mid = suite['linf'][len(suite['linf']) // 2]
+  mid = headline_eps(suite)
   for kind, xkey, xlabel in (('clean', 'clean', 'clean accuracy'),
                              ('cost', 'step_cost', 'train step cost (x standard)')):
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -396,7 +444,7 @@ def _verdict(holds: bool) -> str:
 
 def orderings(table: dict, suite: dict) -> list[str]:
   """Each paper's claimed ordering, checked against the measured means."""
-  mid = suite['linf'][len(suite['linf']) // 2]
+  mid = headline_eps(suite)
   aa = lambda m: table[m][f'linf/autoattack/{mid:g}'][0] if m in table else float('nan')
   pct = lambda v: f'{100 * v:.1f}%'
   lines = []
@@ -443,7 +491,53 @@ def orderings(table: dict, suite: dict) -> list[str]:
         f'- **CRT / CRC**: CRT raises CRC certified accuracy (r > 0) over a standard smooth '
         f'MLP, at some cost in clean accuracy (r = 0). '
         f'CRT vs standard softplus MLP ({pairs}): {_verdict(holds)}.')
+  lines += _clean_cost_ordering(table) + _single_step_ordering(table, aa, mid)
+  lines += _gap_lines(table, suite)
   return lines
+
+
+def _clean_cost_ordering(table: dict) -> list[str]:
+  """The clean-accuracy price of AT against the regularizers (SOAR, LLR, CURE, SCORPIO)."""
+  others = [m for m in ('soar', 'llr', 'cure', 'scorpio', 'gradnorm') if m in table]
+  if 'at' not in table or not others:
+    return []
+  clean = lambda m: table[m]['clean'][0]
+  above = [m for m in others if clean(m) > clean('at')]
+  listed = ', '.join(f'{m} {100 * clean(m):.1f}%' for m in others)
+  return [f'- **Clean accuracy, AT against the regularizers** (SOAR, Table 1: AT costs '
+          f'clean accuracy that the regularizers keep): AT {100 * clean("at"):.1f}%; '
+          f'{listed}. Above AT: {", ".join(above) or "none"}; the claim '
+          f'{_verdict(len(above) == len(others))} for every one of them.']
+
+
+def _single_step_ordering(table: dict, aa, mid: float) -> list[str]:
+  """N-FGSM, GradAlign and ELLE against plain FGSM-RS (the single-step papers' claim)."""
+  fixes = [m for m in ('n_fgsm', 'gradalign', 'elle') if m in table]
+  if 'fgsm' not in table or not fixes:
+    return []
+  listed = ', '.join(f'{m} {100 * aa(m):.1f}%' for m in fixes)
+  holds = all(aa(m) >= aa('fgsm') - 0.01 for m in fixes)
+  return [f'- **Single-step training** (Andriushchenko & Flammarion 2020; de Jorge et al. '
+          f'2022; Abad Rocamora et al. 2024): GradAlign, N-FGSM and ELLE are at least as '
+          f'robust as FGSM-RS. AutoAttack at eps={mid:g}: FGSM-RS {100 * aa("fgsm"):.1f}%, '
+          f'{listed}: {_verdict(holds)} (within 1 point counts as "at least").']
+
+
+def _gap_lines(table: dict, suite: dict) -> list[str]:
+  """PGD-20 minus AutoAttack on the same points, per method (masking shows as a gap)."""
+  eps = headline_eps(suite)
+  pgd_key = ('linf/pgd_aa_subset' if 'autoattack' in suite else 'linf/pgd') + f'/{eps:g}'
+  gaps = {m: row[pgd_key][0] - row[f'linf/autoattack/{eps:g}'][0]
+          for m, row in table.items() if pgd_key in row}
+  gaps = {m: g for m, g in gaps.items() if not math.isnan(g)}
+  if not gaps:
+    return []
+  listed = ', '.join(f'{m} {100 * g:.1f}' for m, g in
+                     sorted(gaps.items(), key=lambda kv: -kv[1]))
+  big = [m for m, g in gaps.items() if g > 0.05]
+  return [f'- **PGD-20 vs AutoAttack** at Linf eps={eps:g}, on the same points (points, '
+          f'largest first): {listed}. More than 5 points (a masking warning): '
+          f'{", ".join(big) or "none"}.']
 
 
 def _subset(suite: dict) -> str:
@@ -456,12 +550,51 @@ def _subset(suite: dict) -> str:
   return text
 
 
+RESULTS_TITLE = '# Reproduction of the papers\' comparisons'
+SUITE_TITLES = {'digits': '8x8 digits (scikit-learn)', 'fashion_mnist': 'Fashion-MNIST (28x28)',
+                'mnist': 'MNIST', 'svhn': 'SVHN', 'cifar10': 'CIFAR-10'}
+
+
+def markers(name: str) -> tuple[str, str]:
+  """The comments that delimit a written block (``name``: a suite, or ``bounds:<dataset>``)."""
+  return f'<!-- reproduce:{name} begin -->', f'<!-- reproduce:{name} end -->'
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+  """``text`` with its ``name`` block (markers included) replaced by ``block``, or with
+  ``block`` appended when it has none; everything outside the block is kept."""
+  begin, end = markers(name)
+  if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    return head + block + rest.split(end, 1)[1]
+  return text.rstrip('\n') + '\n\n' + block + '\n'
+
+
+def _protocol_text(suite: dict) -> str:
+  protocol = suite.get('autoattack')
+  if not protocol:
+    return ''
+  radii = '; '.join(f'{k.replace("linf", "Linf").replace("l2", "L2")} '
+                    f'{", ".join(f"{e:g}" for e in protocol[k])}'
+                    for k in ('linf', 'l2') if k in protocol)
+  return (f' AutoAttack runs on the first {protocol["num_examples"]} of those points at '
+          f'the training radii only ({radii}), PGD-20 on all of them at every radius: '
+          'the whole grid under AutoAttack does not fit the 2-core budget '
+          '(experiments/reproduce.py, SUITES). "PGD-20 - AA" is the gap on '
+          'AutoAttack\'s points.')
+
+
 def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args,
                    seeds: int, wall_s: float, figures: list[str]) -> None:
-  """RESULTS.md: environment, command, tables, figures, orderings."""
+  """The suite's block of RESULTS.md (environment, command, tables, figures, orderings);
+  the other suites' blocks are kept."""
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
+  begin, end = markers(suite_name)
+  linf_aa, l2_aa = aa_radii(suite, 'linf'), aa_radii(suite, 'l2')
+  gap_kind = 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
   lines = [
-      '# Reproduction of the papers\' comparisons',
+      begin,
+      f'## {SUITE_TITLES.get(suite_name, suite_name)}',
       '',
       f'Written by `python -m experiments.reproduce --suite={suite_name} '
       f'{"--quick" if args.quick else f"--seeds={seeds}"} --out=...` (do not edit by '
@@ -476,89 +609,110 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
       ' Robust accuracy is under AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; '
       'robustjax.attacks.autoattack) unless a column says PGD-20 (one restart, the '
       'training-time check). A PGD-20 number well above the AutoAttack one is a masking '
-      'warning. Accuracies in %; eps in pixel units of [0, 1].',
+      f'warning. Accuracies in %; eps in pixel units of [0, 1].{_protocol_text(suite)}',
       '',
   ]
   missing = missing_rows(suite['dataset'])
   if missing:
     lines += [f'Rows of the suite without a config for {suite["dataset"]} (not run): '
               f'{", ".join(missing)}.', '']
-  lines += [
-      '## Linf',
-      '',
-  ]
-  linf_cols = [f'AA {e:g}' for e in suite['linf']] + [f'PGD-20 {e:g}' for e in suite['linf']]
+  lines += ['### Linf', '']
+  linf_cols = ([f'AA {e:g}' for e in linf_aa] + [f'PGD-20 {e:g}' for e in suite['linf']] +
+               [f'PGD-20 - AA {e:g}' for e in linf_aa])
   lines.append('| method | clean | ' + ' | '.join(linf_cols) +
                ' | attack ARA | BTR ARA | step cost (x standard) | AutoAttack flags |')
   lines.append('| --- ' * (len(linf_cols) + 6) + '|')
   for m, row in table.items():
-    cells = [_fmt(row[f'linf/autoattack/{e:g}']) for e in suite['linf']]
+    cells = [_fmt(row[f'linf/autoattack/{e:g}']) for e in linf_aa]
     cells += [_fmt(row[f'linf/pgd/{e:g}']) for e in suite['linf']]
+    cells += [_gap(row, 'linf', gap_kind, e) for e in linf_aa]
     flags = ', '.join(f'{k}: {v}' for k, v in row['flags'].items() if v) or 'none'
     cost = f'{row["step_cost"]:.2f}' if 'step_cost' in row else '-'
     lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | ' + ' | '.join(cells) +
                  f' | {_fmt(row["attack_ara"], 1.0, 4)} | {_fmt(row["btr_ara"], 1.0, 4)} '
                  f'| {cost} | {flags} |')
-  l2_rows = {m: r for m, r in table.items() if f'l2/autoattack/{suite["l2"][0]:g}' in r}
+  l2_rows = {m: r for m, r in table.items() if f'l2/pgd/{suite["l2"][0]:g}' in r}
   if l2_rows:
-    cols = [f'AA {e:g}' for e in suite['l2']] + [f'PGD-20 {e:g}' for e in suite['l2']]
-    lines += ['', '## L2 (the L2 methods)', '', '| method | clean | ' + ' | '.join(cols) + ' |',
+    cols = ([f'AA {e:g}' for e in l2_aa] + [f'PGD-20 {e:g}' for e in suite['l2']] +
+            [f'PGD-20 - AA {e:g}' for e in l2_aa])
+    lines += ['', '### L2 (the L2 methods)', '',
+              '| method | clean | ' + ' | '.join(cols) + ' |',
               '| --- ' * (len(cols) + 2) + '|']
     for m, row in l2_rows.items():
-      cells = [_fmt(row[f'l2/autoattack/{e:g}']) for e in suite['l2']]
+      cells = [_fmt(row[f'l2/autoattack/{e:g}']) for e in l2_aa]
       cells += [_fmt(row[f'l2/pgd/{e:g}']) for e in suite['l2']]
+      cells += [_gap(row, 'l2', gap_kind, e) for e in l2_aa]
       lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | ' + ' | '.join(cells) + ' |')
   crc_rows = {m: r for m, r in table.items() if 'crc' in r}
   if crc_rows:
     radii = next(iter(crc_rows.values()))['crc_radii']
-    lines += ['', '## CRC certified accuracy (L2)', '',
+    lines += ['', '### CRC certified accuracy (L2)', '',
               '| method | ' + ' | '.join(f'r = {r:g}' for r in radii) + ' |',
               '| --- ' * (len(radii) + 1) + '|']
     for m, row in crc_rows.items():
       lines.append(f'| {row["label"]} | ' + ' | '.join(_fmt(c) for c in row['crc']) + ' |')
   lines += [''] + bounds_section(table, suite)
-  lines += ['', '## Figures', '']
+  lines += ['', '### Figures', '']
   lines += [f'![{os.path.basename(p)}]({rel(p)})' for p in figures]
-  lines += ['', '## Do the papers\' orderings hold here?', '']
+  lines += ['', '### Do the papers\' orderings hold here?', '']
   lines += orderings(table, suite) or ['(not enough methods in this run to compare)']
-  lines += ['', '## The papers\' own CIFAR-10 numbers', '',
-            'Filled by `--suite=cifar10` on a GPU machine with prepared TFDS data; the '
-            'papers\' columns are their published numbers.', '',
-            '| method | source | clean (paper) | robust (paper, its attack) | AutoAttack '
-            '(RobustBench) | clean (robustjax) | AutoAttack (robustjax) |',
-            '| --- | --- | --- | --- | --- | --- | --- |']
-  lines += [f'| {m} | {src} | {c} | {r} | {aa} | | |' for m, src, c, r, aa in PAPER_CIFAR10]
-  workdir_lib.atomic_write(path, '\n'.join(lines) + '\n')
+  if suite_name == 'cifar10':
+    lines += ['', '### The papers\' own CIFAR-10 numbers', '',
+              'The papers\' columns are their published numbers.', '',
+              '| method | source | clean (paper) | robust (paper, its attack) | AutoAttack '
+              '(RobustBench) | clean (robustjax) | AutoAttack (robustjax) |',
+              '| --- | --- | --- | --- | --- | --- | --- |']
+    lines += [f'| {m} | {src} | {c} | {r} | {aa} | {_fmt(table[m]["clean"]) if m in table else ""} '
+              f'| {_fmt(table[m][f"linf/autoattack/{8 / 255:g}"]) if m in table else ""} |'
+              for m, src, c, r, aa in PAPER_CIFAR10]
+  lines.append(end)
+  text = (open(path, encoding='utf-8').read() if os.path.exists(path)
+          else RESULTS_TITLE + '\n')
+  block = '\n'.join(lines)
+  bounds_name = f'bounds:{suite["dataset"]}'
+  if markers(bounds_name)[0] not in block and markers(suite_name)[0] in text:
+    old = text.split(begin, 1)[1].split(end, 1)[0]  # keep a --section=bounds block
+    if markers(bounds_name)[0] in old and markers(bounds_name)[1] in old:
+      kept = markers(bounds_name)[0] + old.split(markers(bounds_name)[0], 1)[1].split(
+          markers(bounds_name)[1], 1)[0] + markers(bounds_name)[1]
+      block = block.replace('\n' + end, '\n' + kept + '\n' + end)
+  workdir_lib.atomic_write(path, replace_block(text, suite_name, block))
 
 
-README_BEGIN = '<!-- reproduce:digits begin -->'
-README_END = '<!-- reproduce:digits end -->'
+def _gap(row: dict, kind: str, pgd: str, eps: float) -> str:
+  p, a = row.get(f'{kind}/{pgd}/{eps:g}'), row.get(f'{kind}/autoattack/{eps:g}')
+  if p is None or a is None or math.isnan(p[0]) or math.isnan(a[0]):
+    return '-'
+  return f'{100 * (p[0] - a[0]):.1f}'
 
 
-def write_readme_summary(readme: str, table: dict, suite: dict, seeds: int) -> bool:
-  """Replaces the README's digits block (between the markers) with a short summary.
-
-  Returns False (README unchanged) when the markers are missing.
-  """
+def write_readme_summary(readme: str, table: dict, suite_name: str, suite: dict,
+                         seeds: int) -> bool:
+  """Replaces the README's block for the suite (between its :func:`markers`) with a short
+  summary. Returns False (README unchanged) when the markers are missing."""
   with open(readme, encoding='utf-8') as f:
     text = f.read()
-  if README_BEGIN not in text or README_END not in text:
+  begin, end = markers(suite_name)
+  if begin not in text or end not in text:
     return False
-  mid = suite['linf'][len(suite['linf']) // 2]
-  lines = [README_BEGIN,
+  mid = headline_eps(suite)
+  pgd = 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
+  points = (f'PGD-20 and AutoAttack on the first {suite["autoattack"]["num_examples"]} '
+            'test images, clean accuracy on the whole test split; '
+            if 'autoattack' in suite else '')
+  lines = [begin,
            f'Mean ± std over {seeds} seeds, {suite["dataset"]} test split, Linf eps = '
-           f'{mid:g}; AutoAttack is the standard ensemble, PGD-20 the training-time check '
-           '(written by `python -m experiments.reproduce --suite=digits`; the whole table, '
-           'L2 and certified results, ARA and the papers\' orderings are in '
-           '[RESULTS.md](RESULTS.md)).', '',
+           f'{mid:g}; {points}AutoAttack is the standard ensemble, PGD-20 the '
+           f'training-time check (written by `python -m experiments.reproduce '
+           f'--suite={suite_name}`; the whole table, L2 and certified results, ARA and the '
+           'papers\' orderings are in [RESULTS.md](RESULTS.md)).', '',
            '| method | clean | PGD-20 | AutoAttack |', '| --- | --- | --- | --- |']
   for row in table.values():
     lines.append(f'| {row["label"]} | {_fmt(row["clean"])} | '
-                 f'{_fmt(row[f"linf/pgd/{mid:g}"])} | {_fmt(row[f"linf/autoattack/{mid:g}"])} |')
-  lines.append(README_END)
-  head, rest = text.split(README_BEGIN, 1)
-  tail = rest.split(README_END, 1)[1]
-  workdir_lib.atomic_write(readme, head + '\n'.join(lines) + tail)
+                 f'{_fmt(row[f"linf/{pgd}/{mid:g}"])} | '
+                 f'{_fmt(row[f"linf/autoattack/{mid:g}"])} |')
+  lines.append(end)
+  workdir_lib.atomic_write(readme, replace_block(text, suite_name, '\n'.join(lines)))
   return True
 
 
@@ -667,9 +821,9 @@ def main(argv=None):
     write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
                    seeds=seeds, wall_s=wall, figures=figures)
     print(f'wrote {results_md}')
-    if args.suite == 'digits' and not args.quick and write_readme_summary(
-        os.path.join(ROOT, 'README.md'), table, suite, seeds):
-      print('updated the digits summary in README.md')
+    if not args.quick and write_readme_summary(
+        os.path.join(ROOT, 'README.md'), table, args.suite, suite, seeds):
+      print(f'updated the {args.suite} summary in README.md')
   print(f'done in {wall / 60:.1f} min; summary in {os.path.join(args.out, "results.json")}')
   return summary
 
@@ -684,8 +838,6 @@ BOUND_ROWS = ('crt', 'softplus', 'ibp', 'crown_ibp')
 # The paper's radius: rho = 1.58 on MNIST (28x28, also Fashion-MNIST's); on the 8x8 digits
 # the L2 radius CRT trains at (configs/crt_digits.py), about 1.58 scaled by 8/28.
 PAPER_RADIUS = {'digits': 0.5, 'mnist': 1.58, 'fashion_mnist': 1.58}
-BOUNDS_BEGIN = '<!-- reproduce:bounds begin -->'
-BOUNDS_END = '<!-- reproduce:bounds end -->'
 LOCAL_CRC_EXAMPLES = 64  # examples of the (costlier) local-CRC search
 
 
@@ -819,7 +971,8 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
                       if 'crc' in r and rho in r.get('crc_radii', []) else '-')
   seeds = next(iter(rows.values())).get('seeds', 1)
   n = suite['num_examples']
-  lines = [BOUNDS_BEGIN, f'## CRT vs CROWN-IBP vs IBP (certified accuracy, L2 rho = {rho:g})',
+  begin, end = markers(f'bounds:{suite["dataset"]}')
+  lines = [begin, f'### CRT vs CROWN-IBP vs IBP (certified accuracy, L2 rho = {rho:g})',
            '',
            f'Written by `python -m experiments.reproduce --suite={suite["dataset"]} '
            f'--section=bounds --seeds={seeds} --num_examples={n}` (do not edit by hand): '
@@ -839,7 +992,7 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
     lines.append(f'| {r["label"]} | {_fmt(r["clean"])} | {crc_at(r)} | '
                  f'{_fmt(b["crown"][i])} | {_fmt(b["ibp"][i])} | {b["crown_violations"]}, '
                  f'{b["ibp_violations"]} |')
-  lines += ['', '## CRC vs CROWN: mean certified L2 radius', '',
+  lines += ['', '### CRC vs CROWN: mean certified L2 radius', '',
             'Mean over the test points of the certified radius (0 where misclassified); '
             f'CROWN\'s is the largest radius certified by bisection up to {1.25 * max(radii):g} '
             '(1.25x the largest radius asked for), CRC\'s is unbounded.', '',
@@ -852,7 +1005,7 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
                  f'{_fmt(b["ibp_mean_radius"], 1.0, 4)} |')
   n_local = next(iter(rows.values()))['bounds']['crc_local_examples']
   lines += ['', f'(* CRC on the first {n_local} test points: the run has no CRC curve.)', '',
-            '## CRC with global vs local curvature bounds', '',
+            '### CRC with global vs local curvature bounds', '',
             f'Mean certified L2 radius on the first {n_local} test points. Local: the '
             'activations\' second-derivative ranges over CROWN\'s pre-activation intervals '
             'of the ball, the certificate claimed inside that ball only, the radius '
@@ -862,7 +1015,7 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
     b = r['bounds']
     lines.append(f'| {r["label"]} | {_fmt(b["crc_global_mean"], 1.0, 4)} | '
                  f'{_fmt(b["crc_local_mean"], 1.0, 4)} | {b["crc_local_improved"]} |')
-  lines.append(BOUNDS_END)
+  lines.append(end)
   return lines
 
 
@@ -882,14 +1035,21 @@ def write_bounds_results(args, suite: dict, results: dict, methods: list[Method]
 
 
 def update_bounds_section(path: str, table: dict, suite: dict) -> None:
-  """Replaces RESULTS.md's bounds block (or appends it) and leaves the rest as it is."""
-  text = open(path, encoding='utf-8').read() if os.path.exists(path) else ''
+  """Replaces the suite's bounds block of RESULTS.md, or adds it at the end of the suite's
+  block (or of the file, under the suite's heading); the rest is kept as it is."""
+  text = (open(path, encoding='utf-8').read() if os.path.exists(path)
+          else RESULTS_TITLE + '\n')
+  name = f'bounds:{suite["dataset"]}'
   block = '\n'.join(bounds_section(table, suite))
-  if BOUNDS_BEGIN in text and BOUNDS_END in text:
-    head, rest = text.split(BOUNDS_BEGIN, 1)
-    text = head + block + rest.split(BOUNDS_END, 1)[1]
+  suite_begin, suite_end = markers(suite['dataset'])
+  if markers(name)[0] not in text and suite_end in text:
+    text = text.replace(suite_end, block + '\n' + suite_end, 1)
+  elif markers(name)[0] not in text:
+    title = SUITE_TITLES.get(suite['dataset'], suite['dataset'])
+    text = replace_block(text, suite['dataset'],
+                         f'{suite_begin}\n## {title}\n\n{block}\n{suite_end}')
   else:
-    text = text.rstrip('\n') + '\n\n' + block + '\n'
+    text = replace_block(text, name, block)
   workdir_lib.atomic_write(path, text)
 
 

@@ -97,10 +97,35 @@ def test_bounds_section_replaces_only_its_block(tmp_path):
   path.write_text('# head\n\nkept\n')
   reproduce.update_bounds_section(str(path), table, suite)
   first = path.read_text()
-  assert first.startswith('# head\n\nkept\n') and reproduce.BOUNDS_BEGIN in first
+  begin, end = reproduce.markers('bounds:digits')
+  assert first.startswith('# head\n\nkept\n') and begin in first and end in first
   assert '| CRT (softplus MLP) | 95.0 ± 0.0 | 60.0 ± 0.0 | 40.0 ± 0.0 | 10.0 ± 0.0 |' in first
   table['crt']['bounds'] = dict(bounds, crown=[ms(0.9), ms(0.45)])
   reproduce.update_bounds_section(str(path), table, suite)
   second = path.read_text()
-  assert second.count(reproduce.BOUNDS_BEGIN) == 1 and '45.0 ± 0.0' in second
+  assert second.count(begin) == 1 and '45.0 ± 0.0' in second and '40.0 ± 0.0' not in second
   assert second.startswith('# head\n\nkept\n')
+
+
+def test_a_suite_block_replaces_only_itself_and_keeps_its_bounds_block(tmp_path):
+  path = tmp_path / 'RESULTS.md'
+  d_begin, d_end = reproduce.markers('digits')
+  f_begin, f_end = reproduce.markers('fashion_mnist')
+  b_begin, b_end = reproduce.markers('bounds:digits')
+  path.write_text(f'# title\n\n{d_begin}\nold digits\n{b_begin}\nbounds kept\n{b_end}\n'
+                  f'{d_end}\n\n{f_begin}\nfashion kept\n{f_end}\n\ntail kept\n')
+  ms = lambda v: (v, 0.0)
+  suite = reproduce.SUITES['digits']
+  row = {'label': 'standard', 'seeds': 1, 'clean': ms(0.9), 'attack_ara': ms(0.05),
+         'btr_ara': ms(0.06), 'flags': {}}
+  for e in suite['linf']:
+    row[f'linf/pgd/{e:g}'], row[f'linf/autoattack/{e:g}'] = ms(0.5), ms(0.4)
+  args = type('Args', (), {'quick': False})()
+  reproduce.write_markdown(str(path), table={'standard': row}, suite_name='digits',
+                           suite=suite, args=args, seeds=1, wall_s=60.0, figures=[])
+  text = path.read_text()
+  assert 'old digits' not in text and 'bounds kept' in text and 'fashion kept' in text
+  assert text.startswith('# title\n') and text.rstrip().endswith('tail kept')
+  assert text.count(d_begin) == 1 and text.index(b_begin) < text.index(d_end)
+  # The PGD-20 - AutoAttack gap column: 50 - 40 = 10 points at every radius.
+  assert '| standard | 90.0 ± 0.0 | 40.0 ± 0.0 |' in text and '| 10.0 |' in text
