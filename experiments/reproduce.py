@@ -588,20 +588,29 @@ def _protocol_text(suite: dict) -> str:
           'AutoAttack\'s points, as are attack and BTR ARA.')
 
 
+def block_name(suite_name: str, methods: str = '') -> str:
+  """RESULTS.md's block of a run: the suite's, or its own for a ``--methods`` subset (so a
+  partial run never replaces the whole table)."""
+  return suite_name if not methods else f'{suite_name}:{methods.replace(",", "+")}'
+
+
 def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args,
                    seeds: int, wall_s: float, figures: list[str]) -> None:
-  """The suite's block of RESULTS.md (environment, command, tables, figures, orderings);
-  the other suites' blocks are kept."""
+  """The run's block of RESULTS.md (environment, command, tables, figures, orderings);
+  the other blocks are kept."""
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
-  begin, end = markers(suite_name)
+  methods = getattr(args, 'methods', '')
+  begin, end = markers(block_name(suite_name, methods))
   linf_aa, l2_aa = aa_radii(suite, 'linf'), aa_radii(suite, 'l2')
   gap_kind = 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
   lines = [
       begin,
-      f'## {SUITE_TITLES.get(suite_name, suite_name)}',
+      f'## {SUITE_TITLES.get(suite_name, suite_name)}'
+      + (f': the rows {", ".join(methods.split(","))}' if methods else ''),
       '',
       f'Written by `python -m experiments.reproduce --suite={suite_name} '
-      f'{"--quick" if args.quick else f"--seeds={seeds}"} --out=...` (do not edit by '
+      f'{"--quick" if args.quick else f"--seeds={seeds}"}'
+      f'{f" --methods={methods}" if methods else ""} --out=...` (do not edit by '
       f'hand). Wall time '
       f'{wall_s / 60:.0f} min on {platform.processor() or platform.machine()} '
       f'({os.cpu_count()} cores, {jax.devices()[0].platform}); Python '
@@ -674,13 +683,13 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
           else RESULTS_TITLE + '\n')
   block = '\n'.join(lines)
   bounds_name = f'bounds:{suite["dataset"]}'
-  if markers(bounds_name)[0] not in block and markers(suite_name)[0] in text:
+  if markers(bounds_name)[0] not in block and begin in text:
     old = text.split(begin, 1)[1].split(end, 1)[0]  # keep a --section=bounds block
     if markers(bounds_name)[0] in old and markers(bounds_name)[1] in old:
       kept = markers(bounds_name)[0] + old.split(markers(bounds_name)[0], 1)[1].split(
           markers(bounds_name)[1], 1)[0] + markers(bounds_name)[1]
       block = block.replace('\n' + end, '\n' + kept + '\n' + end)
-  workdir_lib.atomic_write(path, replace_block(text, suite_name, block))
+  workdir_lib.atomic_write(path, replace_block(text, block_name(suite_name, methods), block))
 
 
 def _gap(row: dict, kind: str, pgd: str, eps: float) -> str:
@@ -821,11 +830,12 @@ def main(argv=None):
       '' if args.quick else os.path.join(ROOT, 'RESULTS.md'))
   if results_md:
     fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_md)), 'results')
-    figures = _figures(table, suite, fig_dir, args.suite)
+    block = block_name(args.suite, args.methods)
+    figures = _figures(table, suite, fig_dir, block.replace(':', '_').replace('+', '-'))
     write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
                    seeds=seeds, wall_s=wall, figures=figures)
     print(f'wrote {results_md}')
-    if not args.quick and write_readme_summary(
+    if not args.quick and not args.methods and write_readme_summary(
         os.path.join(ROOT, 'README.md'), table, args.suite, suite, seeds):
       print(f'updated the {args.suite} summary in README.md')
   print(f'done in {wall / 60:.1f} min; summary in {os.path.join(args.out, "results.json")}')

@@ -129,3 +129,11 @@ def test_a_suite_block_replaces_only_itself_and_keeps_its_bounds_block(tmp_path)
   assert text.count(d_begin) == 1 and text.index(b_begin) < text.index(d_end)
   # The PGD-20 - AutoAttack gap column: 50 - 40 = 10 points at every radius.
   assert '| standard | 90.0 ± 0.0 | 40.0 ± 0.0 |' in text and '| 10.0 |' in text
+  # A --methods subset writes a block of its own and leaves the suite's whole table alone.
+  args.methods = 'standard'
+  reproduce.write_markdown(str(path), table={'standard': row}, suite_name='digits',
+                           suite=suite, args=args, seeds=1, wall_s=60.0, figures=[])
+  again = path.read_text()
+  assert again.count(d_begin) == 1 and again.count(reproduce.markers('digits:standard')[0]) == 1
+  assert text.split(d_begin)[1].split(d_end)[0] == again.split(d_begin)[1].split(d_end)[0]
+  assert '--methods=standard' in again.split(reproduce.markers('digits:standard')[0])[1]
