@@ -67,6 +67,27 @@ def test_config_loads_and_validates(path):
   shapes = jax.eval_shape(lambda: models.init(model, jax.random.PRNGKey(0),
                                               feed.info(config.dataset).input_shape))
   assert 'params' in shapes
+  # Its whole train step (every term, schedule and controller) traces on the dataset's
+  # shapes: jax.eval_shape, nothing compiled. Training runs of a few steps (the
+  # reproduce smoke test, test_main) cover a sample of the configs. The study's datasets
+  # only: every method has its digits config, and tracing CIFAR's WideResNet steps
+  # takes 5-14 s each.
+  if config.dataset.name not in ('digits', 'fashion_mnist'):
+    return
+  from robustjax.training import optim  # pylint: disable=g-import-not-at-top
+  from robustjax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  info = feed.info(config.dataset)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  mesh = step_lib.make_mesh(jax.devices()[:1])
+  state = jax.eval_shape(lambda: step_lib.init_state(
+      model, tx, rng=jax.random.PRNGKey(0), input_shape=info.input_shape, mesh=mesh,
+      controller=step_lib.controller_from_config(config.controller)))
+  batch = (jax.ShapeDtypeStruct((config.batch_size, *info.input_shape), jax.numpy.float32),
+           jax.ShapeDtypeStruct((config.batch_size,), jax.numpy.int32))
+  train_step = step_lib.train_step_from_config(config, model, tx, schedule)
+  new_state, metrics = jax.eval_shape(train_step, state, batch)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  assert metrics['loss'].shape == () and 'grad_norm' in metrics
 
 
 def _parse(argv):

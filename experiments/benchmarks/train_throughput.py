@@ -79,12 +79,9 @@ def time_method(config, kind, steps, mesh, share_nominal=True, conv_impl='auto')
   batch = batch - batch % mesh.size
   tx, schedule = optim.make_optimizer(config.optimizer, 1000)
   controller = step_lib.controller_from_config(config.controller)
-  train_step = step_lib.jit_train_step(step_lib.make_train_step(
-      model=model, terms=step_lib.resolve_terms(config), tx=tx, schedule=schedule,
-      nominal_weight=float(config.nominal_weight), controller=controller,
-      controlled_term=config.controller.term,
-      controller_input=str(config.controller.get('loss', 'auto')),
-      share_nominal=share_nominal), mesh)
+  train_step = step_lib.jit_train_step(step_lib.train_step_from_config(
+      config, model, tx, schedule, controller=controller, share_nominal=share_nominal),
+      mesh)
   state = step_lib.init_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=shape,
                               mesh=mesh, controller=controller)
   rng = np.random.default_rng(0)

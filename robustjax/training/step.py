@@ -415,6 +415,21 @@ def make_train_step(*, model, terms: Sequence[Term], tx: optax.GradientTransform
   return train_step
 
 
+def train_step_from_config(config, model, tx: optax.GradientTransformation,
+                           schedule: optax.Schedule, **overrides):
+  """:func:`make_train_step` of ``config`` (terms, nominal weight, controller, BatchNorm
+  gradient); ``overrides``: keyword arguments of :func:`make_train_step` to replace."""
+  kwargs = dict(
+      model=model, terms=resolve_terms(config), tx=tx, schedule=schedule,
+      nominal_weight=float(config.nominal_weight),
+      controller=controller_from_config(config.controller),
+      controlled_term=config.controller.term,
+      controller_input=str(config.controller.get('loss', 'auto')),
+      stop_gradient_stats=bool(config.bn.stop_gradient_stats))
+  kwargs.update(overrides)
+  return make_train_step(**kwargs)
+
+
 def jit_train_step(train_step, mesh: Mesh):
   """``jax.jit`` with the state replicated and donated, the batch sharded on ``'data'``."""
   rep = replicated(mesh)

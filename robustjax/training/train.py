@@ -398,12 +398,8 @@ def train_and_evaluate(config, workdir: str, *,
   if is_lead:
     workdir_lib.record(workdir, config_dict, claim, start_step=start)
 
-  train_step = step_lib.jit_train_step(step_lib.make_train_step(
-      model=model, terms=terms, tx=tx, schedule=schedule,
-      nominal_weight=float(config.nominal_weight), controller=controller,
-      controlled_term=config.controller.term,
-      controller_input=str(config.controller.get('loss', 'auto')),
-      stop_gradient_stats=bool(config.bn.stop_gradient_stats)), mesh)
+  train_step = step_lib.jit_train_step(step_lib.train_step_from_config(
+      config, model, tx, schedule, terms=terms, controller=controller), mesh)
 
   writer = observe.MetricWriter(workdir, enabled=is_lead, resume_step=start)
   watch = _Watch(config, model, workdir, start) if config.eval.get(
