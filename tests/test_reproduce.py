@@ -143,3 +143,32 @@ def test_a_suite_block_replaces_only_itself_and_keeps_its_bounds_block(tmp_path)
   assert again.count(d_begin) == 1 and again.count(reproduce.markers('digits:standard')[0]) == 1
   assert text.split(d_begin)[1].split(d_end)[0] == again.split(d_begin)[1].split(d_end)[0]
   assert '--methods=standard' in again.split(reproduce.markers('digits:standard')[0])[1]
+
+
+def test_a_reduced_autoattack_protocol_is_reported_on_its_own_points(tmp_path):
+  # Fashion-MNIST's protocol: PGD-20 on the whole grid, AutoAttack (and PGD-20 again) on a
+  # subset at the training radius; the gap and the orderings use the subset's PGD-20.
+  suite = reproduce.SUITES['fashion_mnist']
+  eps = reproduce.headline_eps(suite)
+  assert eps == 0.1 and reproduce.aa_radii(suite, 'l2') == (1.58,)
+  run = lambda clean, pgd, sub, aa: {
+      'clean': clean, 'flags': {}, 'attack_ara': 0.05, 'btr_ara': 0.06,
+      'linf': {'pgd': {str(e): pgd for e in suite['linf']}, 'autoattack': {'0.1': aa},
+               'pgd_aa_subset': {'0.1': sub}}}
+  methods = [m for m in reproduce._methods('fashion_mnist')  # pylint: disable=protected-access
+             if m.name in ('standard', 'at')]
+  results = {'standard': [run(0.9, 0.1, 0.08, 0.0), run(0.88, 0.1, 0.06, 0.02)],
+             'at': [run(0.75, 0.7, 0.74, 0.70), run(0.77, 0.7, 0.72, 0.70)]}
+  table = reproduce.aggregate(results, methods, suite, {'standard': 1.0, 'at': 3.0})
+  assert table['at']['linf/autoattack/0.1'] == (0.70, 0.0)
+  assert table['at']['linf/autoattack/0.05'][0] != table['at']['linf/autoattack/0.05'][0]
+  path = tmp_path / 'RESULTS.md'
+  args = type('Args', (), {'quick': False, 'methods': ''})()
+  reproduce.write_markdown(str(path), table=table, suite_name='fashion_mnist', suite=suite,
+                           args=args, seeds=2, wall_s=60.0, figures=[])
+  text = path.read_text()
+  # Columns: AA 0.1 | PGD-20 0.05 0.1 0.15 | PGD-20 - AA 0.1 (73 - 70 = 3.0 points for AT).
+  assert '| AA 0.1 | PGD-20 0.05 | PGD-20 0.1 | PGD-20 0.15 | PGD-20 - AA 0.1 |' in text
+  assert '| 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 3.0 |' in text
+  assert 'AA 0.05' not in text and 'first 100 of those points' in text
+  assert 'PGD-20 vs AutoAttack** at Linf eps=0.1' in text and 'at 3.0' in text
