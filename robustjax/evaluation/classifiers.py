@@ -211,6 +211,9 @@ def _check_crc_model(config) -> None:
         f'{activation!r}: use --certify=smoothing')
 
 
+CRC_CHUNK = 25  # examples per crc_mlp call in an evaluation
+
+
 def _prepare_crc(ctx: CertifyContext) -> BatchCertifier:
   activation = _crc_activation(ctx.config)
   layers = crc_layers(ctx.model, ctx.params)
@@ -225,10 +228,17 @@ def _prepare_crc(ctx: CertifyContext) -> BatchCertifier:
 
   def batch(x, y, real, b):
     del b
-    cert = certify.crc_mlp(layers, jnp.asarray(x), jnp.asarray(y), activation=activation)
-    return {'radius': np.asarray(cert.radius, np.float64)[:real],
+    # crc_mlp's memory grows with examples x classes x the layers' sizes (about 30 MB
+    # per example for a 784-1024-10 MLP): certify CRC_CHUNK examples at a time.
+    radius, certified = [], []
+    for i in range(0, len(x), CRC_CHUNK):
+      cert = certify.crc_mlp(layers, jnp.asarray(x[i:i + CRC_CHUNK]),
+                             jnp.asarray(y[i:i + CRC_CHUNK]), activation=activation)
+      radius.append(np.asarray(cert.radius, np.float64))
+      certified.append(np.asarray(cert.certified, bool))
+    return {'radius': np.concatenate(radius)[:real],
             'prediction': np.asarray(ctx.predict(ctx.params, x))[:real].astype(np.int32),
-            'is_certificate': np.asarray(cert.certified, bool)[:real]}
+            'is_certificate': np.concatenate(certified)[:real]}
 
   return batch
 
