@@ -341,6 +341,11 @@ def aa_radii(suite: dict, kind: str) -> tuple[float, ...]:
   return tuple(suite.get('autoattack', {}).get(kind, suite[kind]))
 
 
+def pgd_on_aa_points(suite: dict) -> str:
+  """The results key of PGD-20 on AutoAttack's points (its subset, if the suite has one)."""
+  return 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
+
+
 def headline_eps(suite: dict) -> float:
   """The Linf radius the orderings and summaries judge at: AutoAttack's middle one."""
   radii = aa_radii(suite, 'linf')
@@ -532,7 +537,7 @@ def _single_step_ordering(table: dict, aa, mid: float) -> list[str]:
 def _gap_lines(table: dict, suite: dict) -> list[str]:
   """PGD-20 minus AutoAttack on the same points, per method (masking shows as a gap)."""
   eps = headline_eps(suite)
-  pgd_key = ('linf/pgd_aa_subset' if 'autoattack' in suite else 'linf/pgd') + f'/{eps:g}'
+  pgd_key = f'linf/{pgd_on_aa_points(suite)}/{eps:g}'
   gaps = {m: row[pgd_key][0] - row[f'linf/autoattack/{eps:g}'][0]
           for m, row in table.items() if pgd_key in row}
   gaps = {m: g for m, g in gaps.items() if not math.isnan(g)}
@@ -606,7 +611,7 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
   methods = getattr(args, 'methods', '')
   begin, end = markers(block_name(suite_name, methods))
   linf_aa, l2_aa = aa_radii(suite, 'linf'), aa_radii(suite, 'l2')
-  gap_kind = 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
+  gap_kind = pgd_on_aa_points(suite)
   lines = [
       begin,
       f'## {SUITE_TITLES.get(suite_name, suite_name)}'
@@ -713,7 +718,7 @@ def write_readme_summary(readme: str, table: dict, suite_name: str, suite: dict,
   if begin not in text or end not in text:
     return False
   mid = headline_eps(suite)
-  pgd = 'pgd_aa_subset' if 'autoattack' in suite else 'pgd'
+  pgd = pgd_on_aa_points(suite)
   points = (f'PGD-20 and AutoAttack on the first {suite["autoattack"]["num_examples"]} '
             'test images, clean accuracy on the whole test split; '
             if 'autoattack' in suite else '')
