@@ -84,6 +84,26 @@ def test_margin_curvature_bound_dominates_the_true_hessian(activation):  # both 
   np.testing.assert_allclose(power.upper, bound.upper, rtol=1e-3)
 
 
+def test_curvature_table_holds_against_the_hessian_for_every_pair():
+  layers = _layers(jax.random.PRNGKey(7), (3, 6, 4), scale=2.0)
+  table = bounds.margin_curvature_table(layers, activation='softplus', pairs_per_step=3)
+  n = 48
+  x = 2.0 * jax.random.normal(jax.random.PRNGKey(8), (n, 3))
+  y = jnp.arange(n) % 4
+  t = (y + 1 + (jnp.arange(n) // 4) % 3) % 4  # every ordered pair y != t
+  eig = jnp.linalg.eigvalsh(_margin_hessians(layers, x, y, t, 'softplus'))
+  pair = table(y, t)  # softplus'' >= 0: each pair's bounds differ from its swap's
+  assert pair.certified
+  assert np.all(eig.min(-1) >= pair.lower - 1e-5) and np.all(eig.max(-1) <= pair.upper + 1e-5)
+  # z_t − z_y = −(z_y − z_t): its Hessian bounds are the pair's, negated and swapped.
+  np.testing.assert_allclose(table.upper, -table.lower.T, atol=1e-6)
+  np.testing.assert_allclose(np.diag(table.upper), 0.0, atol=1e-7)
+  direct = bounds.margin_curvature_bound(layers, y, t, activation='softplus', method='svd',
+                                         mode='gram')
+  np.testing.assert_allclose(pair.upper, direct.upper, rtol=1e-5)
+  np.testing.assert_allclose(pair.lower, direct.lower, rtol=1e-5)
+
+
 @pytest.mark.parametrize('activation', ACTIVATIONS)
 def test_bound_is_tight_for_one_unit(activation):
   # f(x) = c σ(w x): f'' = c w² σ''(w x), whose extremes are c w² inf/sup σ''.

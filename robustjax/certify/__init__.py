@@ -12,10 +12,12 @@ from robustjax.certify.bound_propagation import network_from_module
 from robustjax.certify.bounds import ACTIVATION_CONSTANTS
 from robustjax.certify.bounds import ActivationConstants
 from robustjax.certify.bounds import CurvatureBound
+from robustjax.certify.bounds import CurvatureTable
 from robustjax.certify.bounds import DerivativeRanges
 from robustjax.certify.bounds import local_derivative_ranges
 from robustjax.certify.bounds import local_margin_curvature_bound
 from robustjax.certify.bounds import margin_curvature_bound
+from robustjax.certify.bounds import margin_curvature_table
 from robustjax.certify.bounds import mlp_apply
 from robustjax.certify.bounds import mlp_layers
 from robustjax.certify.bounds import spectral_norm

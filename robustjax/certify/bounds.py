@@ -217,6 +217,54 @@ def margin_curvature_bound(layers: Layers, labels: Labels, targets: Labels, *,
                             method=method, mode=mode)
 
 
+class CurvatureTable(NamedTuple):
+  """Global curvature bounds of one MLP's margins, per class pair ``(y, t)``.
+
+  A global bound depends on the pair only, not on the point, so a certificate over many
+  points needs ``V (V − 1)`` eigenvalue problems instead of one per point and target.
+  Called as ``table(labels [N], targets [N])`` it gives the :class:`CurvatureBound` of
+  those pairs (the ``curvature`` argument of :func:`robustjax.certify.crc`).
+  """
+  lower: Array  # [V, V] m(y, t) <= 0; 0 on the diagonal
+  upper: Array  # [V, V] M(y, t) >= 0
+  lipschitz: Array  # [V, V]
+  certified: bool = True
+
+  def __call__(self, labels: Labels, targets: Labels) -> CurvatureBound:
+    take = lambda table: table[labels, targets]
+    return CurvatureBound(take(self.lower), take(self.upper), take(self.lipschitz),
+                          self.certified)
+
+
+def margin_curvature_table(layers: Layers, *, activation: str, num_iters: int = 20,
+                           method: str = 'svd', mode: str = 'gram',
+                           pairs_per_step: int = 16) -> CurvatureTable:
+  """:func:`margin_curvature_bound` for every class pair of a V-class MLP, once.
+
+  Args:
+    layers, activation, num_iters, method, mode: as :func:`margin_curvature_bound`.
+    pairs_per_step: pairs whose eigenvalue problems are solved together (memory:
+      ``pairs_per_step`` Gram matrices of the hidden layers' input width).
+
+  Returns:
+    :class:`CurvatureTable` of ``[V, V]`` bounds.
+  """
+  pairs_per_step = _checks.check_int(pairs_per_step, 'pairs_per_step', minimum=1)
+  num_classes = layers[-1][0].shape[1]
+  grid = jnp.arange(num_classes * num_classes, dtype=jnp.int32)
+  labels, targets = grid // num_classes, grid % num_classes
+
+  def pair(yt):
+    bound = margin_curvature_bound(layers, yt[0][None], yt[1][None], activation=activation,
+                                   num_iters=num_iters, method=method, mode=mode)
+    return bound.lower[0], bound.upper[0], bound.lipschitz[0]
+
+  lower, upper, lipschitz = jax.lax.map(pair, (labels, targets), batch_size=pairs_per_step)
+  shape = (num_classes, num_classes)
+  return CurvatureTable(jnp.reshape(lower, shape), jnp.reshape(upper, shape),
+                        jnp.reshape(lipschitz, shape), method == 'svd')
+
+
 class DerivativeRanges(NamedTuple):
   """Bounds of an activation's derivatives, per neuron (or scalars): the ranges over
   its pre-activation interval (local) or over R (global constants)."""

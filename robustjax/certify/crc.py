@@ -271,9 +271,10 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
   logits = logits_fn(params, inputs)
   num_classes = logits.shape[-1]
   _checks.check_labels(labels, batch, num_classes)
-  if targets == 'all':
-    copies = num_classes
-    tgt = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), batch)  # [V*B]
+  if targets == 'all':  # every t != y: copy k targets (y + 1 + k) mod V
+    copies = max(num_classes - 1, 1)
+    shift = jnp.repeat(jnp.arange(1, copies + 1, dtype=jnp.int32), batch)  # [(V-1)*B]
+    tgt = (jnp.tile(labels.astype(jnp.int32), copies) + shift) % num_classes
   else:
     copies = 1
     masked = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, logits)
@@ -322,6 +323,7 @@ def crc(logits_fn: LogitsFn, params: Params, inputs: Inputs, labels: Labels, *,
 
 def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
             layers_fn=bounds_lib.mlp_layers, mode: str = 'gram',
+            curvature_table: bounds_lib.CurvatureTable | None = None,
             **kwargs) -> CRCResult:
   """CRC for a smooth MLP given by its layers, with exact (eigen/SVD) curvature bounds.
 
@@ -333,6 +335,9 @@ def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
     layers_fn: ``params -> [(W, b), ...]``.
     mode: curvature bound mode, ``'gram'`` (tighter, default) or ``'norm'`` (see
       :func:`robustjax.certify.bounds.margin_curvature_bound`).
+    curvature_table: the model's
+      :func:`~robustjax.certify.bounds.margin_curvature_table` (exact, ``mode``), when
+      one model is certified in several calls; computed here when None.
     **kwargs: forwarded to :func:`crc` (``targets``, step counts, ``tol``).
 
   Returns:
@@ -340,9 +345,10 @@ def crc_mlp(params: Any, inputs: Inputs, labels: Labels, *, activation: str,
   """
   layers = layers_fn(params)
   logits_fn = lambda p, x: bounds_lib.mlp_apply(p, x, activation=activation)
-  curvature = functools.partial(bounds_lib.margin_curvature_bound, layers,
-                                activation=activation, method='svd', mode=mode)
-  return crc(logits_fn, layers, inputs, labels, curvature=curvature, **kwargs)
+  if curvature_table is None:
+    curvature_table = bounds_lib.margin_curvature_table(layers, activation=activation,
+                                                        method='svd', mode=mode)
+  return crc(logits_fn, layers, inputs, labels, curvature=curvature_table, **kwargs)
 
 
 def _mlp_network(layers, activation):
