@@ -33,7 +33,6 @@ carry ``certified = False`` and a :class:`NotCertifiedWarning` is raised;
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Any, Callable, NamedTuple
 

@@ -236,13 +236,13 @@ def _prepare_crc(ctx: CertifyContext) -> BatchCertifier:
   def batch(x, y, real, b):
     del b
     x, y = np.asarray(x), np.asarray(y)
-    pad = -len(x) % CRC_CHUNK
+    chunk = min(CRC_CHUNK, len(x))  # batches have one size: one compiled chunk size
+    pad = -len(x) % chunk
     xs = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
     ys = np.concatenate([y, np.repeat(y[-1:], pad, axis=0)])
     radius, certified = [], []
-    for i in range(0, len(xs), CRC_CHUNK):
-      cert = certify_chunk(layers, jnp.asarray(xs[i:i + CRC_CHUNK]),
-                           jnp.asarray(ys[i:i + CRC_CHUNK]))
+    for i in range(0, len(xs), chunk):
+      cert = certify_chunk(layers, jnp.asarray(xs[i:i + chunk]), jnp.asarray(ys[i:i + chunk]))
       radius.append(np.asarray(cert.radius, np.float64))
       certified.append(np.asarray(cert.certified, bool))
     return {'radius': np.concatenate(radius)[:real],
