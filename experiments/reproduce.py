@@ -93,6 +93,7 @@ def _suite_rows(dataset: str) -> list[Method]:
       Method('n_fgsm', f'n_fgsm_{d}', label='N-FGSM'),
       Method('gradalign', f'gradalign_{d}', label='FGSM + GradAlign'),
       Method('elle', f'elle_{d}', label='FGSM + ELLE'),
+      Method('elle_a', f'elle_a_{d}', label='FGSM + ELLE-A (adaptive lambda)'),
       Method('lipschitz', f'lipschitz_{d}', label='stochastic Lipschitz + half-half L2,min',
              l2=True),
       Method('l2min', f'lipschitz_{d}', label='half-half L2,min alone (no Lipschitz)',
@@ -525,15 +526,17 @@ def _clean_cost_ordering(table: dict) -> list[str]:
 
 
 def _single_step_ordering(table: dict, aa, mid: float) -> list[str]:
-  """N-FGSM, GradAlign and ELLE against plain FGSM-RS (the single-step papers' claim)."""
-  fixes = [m for m in ('n_fgsm', 'gradalign', 'elle') if m in table]
+  """N-FGSM, GradAlign, ELLE and ELLE-A against plain FGSM-RS (the single-step papers'
+  claim)."""
+  fixes = [m for m in ('n_fgsm', 'gradalign', 'elle', 'elle_a') if m in table]
   if 'fgsm' not in table or not fixes:
     return []
   listed = ', '.join(f'{m} {100 * aa(m):.1f}%' for m in fixes)
   holds = all(aa(m) >= aa('fgsm') - 0.01 for m in fixes)
   return [f'- **Single-step training** (Andriushchenko & Flammarion 2020; de Jorge et al. '
-          f'2022; Abad Rocamora et al. 2024): GradAlign, N-FGSM and ELLE are at least as '
-          f'robust as FGSM-RS. AutoAttack at eps={mid:g}: FGSM-RS {100 * aa("fgsm"):.1f}%, '
+          f'2022; Abad Rocamora et al. 2024): GradAlign, N-FGSM, ELLE and ELLE-A are at '
+          f'least as robust as FGSM-RS. AutoAttack at eps={mid:g}: '
+          f'FGSM-RS {100 * aa("fgsm"):.1f}%, '
           f'{listed}: {_verdict(holds)} (within 1 point counts as "at least").']
 
 
