@@ -58,6 +58,33 @@ def test_crown_ibp_mixes_two_sound_bounds():
   np.testing.assert_allclose(aux['margins'], mixed, rtol=1e-5, atol=1e-6)
 
 
+def test_crown_ibp_skips_crown_where_beta_is_zero(monkeypatch):
+  """beta = 0 is pure IBP (the papers' weight after the ramp): CROWN is never run, and a
+  traced beta (the training step's schedule) picks the same values as a concrete one."""
+  logits_fn, params, x, y = _toy()
+  term = lambda b, **kw: crown_ibp(logits_fn, params, (x, y), rng=None, eps=0.05,
+                                   kappa=0.2, beta=b, **kw)
+  traced = jax.jit(lambda b: term(b)[0])
+  expected = {b: term(b)[0] for b in (0.0, 0.25)}
+  for b, values in expected.items():
+    np.testing.assert_allclose(traced(jnp.float32(b)), values, rtol=1e-5, atol=1e-6)
+  ibp_values, _ = ibp(logits_fn, params, (x, y), rng=None, eps=0.05, kappa=0.2)
+  np.testing.assert_allclose(expected[0.0], ibp_values, rtol=1e-6, atol=1e-6)
+  grads = jax.grad(lambda q, b: jnp.mean(crown_ibp(logits_fn, q, (x, y), rng=None,
+                                                   eps=0.05, kappa=0.0, beta=b)[0]))
+  for b in (0.0, 0.25):
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads(params,
+                                                                     jnp.float32(b))))
+  original = bp._margin_bounds  # pylint: disable=protected-access
+
+  def no_crown(*args, method, **kwargs):
+    assert method != 'crown_ibp', 'CROWN-IBP was computed at beta = 0'
+    return original(*args, method=method, **kwargs)
+
+  monkeypatch.setattr(bp, '_margin_bounds', no_crown)
+  np.testing.assert_allclose(term(0.0)[0], expected[0.0], rtol=1e-6)
+
+
 @pytest.mark.parametrize('name,p', [('ibp', math.inf), ('crown_ibp', math.inf),
                                     ('crown_ibp', 2.0)])
 def test_gradients_are_finite_and_lower_the_bound_loss(name, p):
