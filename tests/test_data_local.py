@@ -190,6 +190,15 @@ def test_auto_prefers_prepared_tfds_over_local_files(tmp_path):
   assert data.resolve('fashion_mnist', 'auto', str(tmp_path)).source == 'idx'
 
 
+def test_auto_probes_tfds_without_warnings(tmp_path, caplog):
+  """A missing TFDS dataset is an answer for 'auto', not a warning per probe."""
+  write_idx_dataset(tmp_path)
+  with caplog.at_level(std_logging.INFO):
+    for _ in range(3):
+      assert data.resolve('fashion_mnist', 'auto', str(tmp_path)).source == 'idx'
+  assert not [r for r in caplog.records if r.levelno >= std_logging.WARNING], caplog.text
+
+
 def test_nothing_found_says_where_it_looked_and_how_to_get_it(tmp_path):
   with pytest.raises(data.DatasetNotFoundError) as info:
     data.resolve('fashion_mnist', 'auto', str(tmp_path))

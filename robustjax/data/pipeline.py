@@ -21,6 +21,7 @@ counted exactly once: average metrics as ``sum(values * mask) / sum(mask)``.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -132,13 +133,20 @@ def _tfds_dir(data_dir: str | None) -> str:
 
 
 def _tfds_prepared(name: str, data_dir: str | None) -> bool:
+  """Whether TFDS holds ``name``; 'auto' asks before it looks for local files, so TFDS's
+  warnings about the missing dataset (one per probe) are held back: absence is an answer."""
   if name not in tfds_source.TFDS_NAMES:
     return False
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
   try:
     for split in tfds_source.SPLITS:
       tfds_source.TfdsSource(name, split, data_dir)
   except tfds_source.DatasetNotFoundError:
     return False
+  finally:
+    absl_logger.setLevel(level)
   return True
 
 
