@@ -189,6 +189,18 @@ def _done(path: str) -> bool:
   return os.path.exists(path)
 
 
+def _diverged_path(workdir: str) -> str:
+  return os.path.join(workdir, 'diverged.json')
+
+
+def _diverged(workdir: str) -> dict | None:
+  """``{'diverged': message, 'seconds'}`` of a run whose training stopped on a
+  non-finite loss (it has no checkpoint to evaluate; a rerun would diverge again), else
+  None."""
+  path = _diverged_path(workdir)
+  return _read_json(path) if _done(path) else None
+
+
 def _read_json(path: str) -> dict:
   with open(path, encoding='utf-8') as f:
     return json.load(f)
@@ -361,10 +373,11 @@ def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict
   """Mean and std over seeds of every metric, per method."""
   table = {}
   for m in methods:
-    runs = results.get(m.name, [])
+    runs, diverged = _trained(results.get(m.name, []))
     if not runs:
       continue
-    row: dict[str, Any] = {'label': m.label, 'seeds': len(runs)}
+    row: dict[str, Any] = {'label': m.label + _diverged_note(diverged, len(runs)),
+                           'seeds': len(runs), 'diverged': len(diverged)}
     row['clean'] = _mean_std([r['clean'] for r in runs])
     for kind in ('linf', 'l2'):
       if kind not in runs[0]:
@@ -392,6 +405,28 @@ def aggregate(results: dict[str, list[dict]], methods: list[Method], suite: dict
       row.update(aggregate_bounds(runs))
     table[m.name] = row
   return table
+
+
+def _trained(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+  """``(evaluated runs, diverged runs)`` of one row."""
+  return ([r for r in runs if 'diverged' not in r], [r for r in runs if 'diverged' in r])
+
+
+def _diverged_note(diverged: list[dict], trained: int) -> str:
+  if not diverged:
+    return ''
+  return (f' ({len(diverged)} of {len(diverged) + trained} seeds stopped on a non-finite '
+          f'loss and are left out)')
+
+
+def diverged_rows(results: dict[str, list[dict]], methods: list[Method]) -> list[str]:
+  """``'label (message)'`` of the rows whose every seed stopped on a non-finite loss."""
+  out = []
+  for m in methods:
+    runs, diverged = _trained(results.get(m.name, []))
+    if diverged and not runs:
+      out.append(f'{m.label} ({diverged[0]["diverged"]})')
+  return out
 
 
 def _fmt(ms: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
@@ -610,9 +645,11 @@ def block_name(suite_name: str, methods: str = '') -> str:
 
 
 def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args,
-                   seeds: int, wall_s: float, figures: list[str]) -> None:
+                   seeds: int, wall_s: float, figures: list[str],
+                   diverged: list[str] = ()) -> None:
   """The run's block of RESULTS.md (environment, command, tables, figures, orderings);
-  the other blocks are kept."""
+  the other blocks are kept. ``diverged``: rows whose every seed stopped on a non-finite
+  loss (:func:`diverged_rows`), named under the tables' introduction."""
   rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
   methods = getattr(args, 'methods', '')
   begin, end = markers(block_name(suite_name, methods))
@@ -644,6 +681,9 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
   if missing:
     lines += [f'Rows of the suite without a config for {suite["dataset"]} (not run): '
               f'{", ".join(missing)}.', '']
+  if diverged:
+    lines += [f'Rows whose every seed stopped on a non-finite loss (no model to evaluate): '
+              f'{"; ".join(diverged)}.', '']
   lines += ['### Linf', '']
   linf_cols = ([f'AA {e:g}' for e in linf_aa] + [f'PGD-20 {e:g}' for e in suite['linf']] +
                [f'PGD-20 - AA {e:g}' for e in linf_aa])
@@ -807,22 +847,34 @@ def main(argv=None):
     t0 = time.time()
     run_eval = bounds_study_run if args.section == 'bounds' else evaluate_run
     cached = _done(os.path.join(workdir, 'reproduce_bounds.json' if args.section
-                                else 'reproduce.json'))
+                                else 'reproduce.json')) or _done(_diverged_path(workdir))
     train_seconds = 0.0
-    if not _done(os.path.join(workdir, 'final_metrics.json')):
-      training.train_and_evaluate(load_config(m, seed, runs_dir, args.quick), workdir)
+    config = load_config(m, seed, runs_dir, args.quick)
+    # A finished (or diverged) run is reused only if it was trained from this very config:
+    # a changed config raises, naming the fields, rather than mixing old and new runs.
+    workdir_lib.check(workdir, json.loads(config.to_json_best_effort()))
+    result = _diverged(workdir)
+    if result is None and not _done(os.path.join(workdir, 'final_metrics.json')):
+      try:
+        training.train_and_evaluate(config, workdir)
+      except training.NonFiniteError as e:  # a result of the study, not a crash of it
+        result = {'diverged': str(e), 'seconds': time.time() - t0}
+        _write_json(_diverged_path(workdir), result)
       train_seconds = time.time() - t0
-    results.setdefault(m.name, []).append(
-        run_eval(workdir, m, suite, quick=args.quick, train_seconds=train_seconds))
+    if result is None:
+      result = run_eval(workdir, m, suite, quick=args.quick, train_seconds=train_seconds)
+    results.setdefault(m.name, []).append(result)
     took = time.time() - t0
     if not cached:
       spent += took
       done_jobs += 1
     left = len(jobs) - i - 1
     eta = spent / max(done_jobs, 1) * left
+    outcome = (f'diverged ({result["diverged"]})' if 'diverged' in result
+               else f'clean {100 * result["clean"]:.1f}%')
     print(f'[{i + 1}/{len(jobs)}] {m.name} seed {seed}: '
-          f'{"cached" if cached else f"{took:.0f} s"}; clean '
-          f'{100 * results[m.name][-1]["clean"]:.1f}%; ETA {eta / 60:.1f} min', flush=True)
+          f'{"cached" if cached else f"{took:.0f} s"}; {outcome}; ETA {eta / 60:.1f} min',
+          flush=True)
 
   if len(jobs) < seeds * len(methods):
     print(f'ran seeds {args.only_seeds}; run without --only_seeds to write the results')
@@ -846,9 +898,11 @@ def main(argv=None):
   if results_md:
     fig_dir = os.path.join(os.path.dirname(os.path.abspath(results_md)), 'results')
     block = block_name(args.suite, args.methods)
-    figures = _figures(table, suite, fig_dir, block.replace(':', '_').replace('+', '-'))
+    figures = (_figures(table, suite, fig_dir, block.replace(':', '_').replace('+', '-'))
+               if table else [])
     write_markdown(results_md, table=table, suite_name=args.suite, suite=suite, args=args,
-                   seeds=seeds, wall_s=wall, figures=figures)
+                   seeds=seeds, wall_s=wall, figures=figures,
+                   diverged=diverged_rows(results, methods))
     print(f'wrote {results_md}')
     if not args.quick and not args.methods and write_readme_summary(
         os.path.join(ROOT, 'README.md'), table, args.suite, suite, seeds):
@@ -989,9 +1043,9 @@ def bounds_table(results: dict[str, list[dict]], methods: list[Method]) -> dict:
   """The rows of :func:`bounds_section` from :func:`bounds_study_run` results."""
   table = {}
   for m in methods:
-    runs = results.get(m.name, [])
+    runs, diverged = _trained(results.get(m.name, []))
     if runs:
-      row = {'label': m.label, 'seeds': len(runs),
+      row = {'label': m.label + _diverged_note(diverged, len(runs)), 'seeds': len(runs),
              'clean': _mean_std([r['clean'] for r in runs]),
              'crc_radii': runs[0]['crc']['radii'],
              'crc': [_mean_std([r['crc']['certified_accuracy'][i] for r in runs])

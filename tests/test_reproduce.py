@@ -172,3 +172,59 @@ def test_a_reduced_autoattack_protocol_is_reported_on_its_own_points(tmp_path):
   assert '| 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 3.0 |' in text
   assert 'AA 0.05' not in text and 'first 100 of those points' in text
   assert 'PGD-20 vs AutoAttack** at Linf eps=0.1' in text and 'at 3.0' in text
+
+
+@pytest.mark.slow
+def test_a_changed_config_refuses_the_cached_run(smoke, monkeypatch):
+  """A finished run is reused only for the config it was trained from."""
+  _, out, _ = smoke
+  from robustjax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  load = reproduce.load_config
+
+  def changed(method, *args, **kwargs):
+    c = load(method, *args, **kwargs)
+    c.optimizer.lr = 0.123
+    return c
+
+  monkeypatch.setattr(reproduce, 'load_config', changed)
+  with pytest.raises(workdir_lib.WorkdirConflictError, match='optimizer.lr'):
+    reproduce.main(['--suite=digits', '--quick', f'--methods={SMOKE_ROWS}', f'--out={out}',
+                    '--results='])
+
+
+def test_a_diverged_seed_is_a_result_and_is_not_trained_again(tmp_path, monkeypatch):
+  """A run stopped by a non-finite loss is recorded, reported and left out of the means;
+  the study goes on, and a rerun does not train it again."""
+  from robustjax import training  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def diverge(config, workdir):
+    calls.append(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    raise training.NonFiniteError('non-finite loss at step 3: nan')
+
+  monkeypatch.setattr(training, 'train_and_evaluate', diverge)
+  monkeypatch.setattr(reproduce, 'step_costs', lambda *a, **k: {'standard': 1.0})
+  results_md = tmp_path / 'RESULTS.md'
+  args = ['--suite=digits', '--quick', '--methods=standard', f'--out={tmp_path / "out"}',
+          f'--results={results_md}']
+  summary = reproduce.main(args)
+  assert len(calls) == 1 and summary['table'] == {}
+  assert summary['runs']['standard'] == [
+      {'diverged': 'non-finite loss at step 3: nan', 'seconds': pytest.approx(0, abs=60)}]
+  assert ('every seed stopped on a non-finite loss (no model to evaluate): standard '
+          '(non-finite loss at step 3: nan)') in results_md.read_text()
+  reproduce.main(args)
+  assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_a_diverged_seed_is_left_out_of_the_means_and_named(smoke):
+  _, _, summary = smoke
+  run = summary['runs']['standard'][0]
+  methods = [m for m in reproduce._methods('digits') if m.name == 'standard']  # pylint: disable=protected-access
+  table = reproduce.aggregate({'standard': [run, {'diverged': 'non-finite loss at step 9'}]},
+                              methods, reproduce.SUITES['digits'], {})
+  row = table['standard']
+  assert row['clean'] == (run['clean'], 0.0) and row['seeds'] == 1 and row['diverged'] == 1
+  assert '1 of 2 seeds stopped on a non-finite loss' in row['label']
