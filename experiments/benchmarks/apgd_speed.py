@@ -66,7 +66,7 @@ def main():
   parser.add_argument('--unrolls', default='auto,True,1,10',
                       help='comma list: auto (the default of apgd), True, ints')
   args = parser.parse_args()
-  unrolls = [u if u == 'auto' else True if u == 'True' else int(u)
+  unrolls = [u if u in ('auto', 'chunked') else True if u == 'True' else int(u)
              for u in args.unrolls.split(',')]
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(jax.random.fold_in(key, 1), (BATCH,) + SHAPE)

@@ -173,7 +173,9 @@ class APGDState(NamedTuple):
   last_step: Array  # [B, ...] x^(k) − x^(k−1), the momentum term (x_best − x^(k−1)
   #   after a checkpoint's reset); carried instead of x^(k−1), whose pass-through into
   #   the next carry cost XLA a full copy per iteration
-  grad: Array  # [B, ...] ascent gradient used for the next step
+  x_next: Array  # [B, ...] x^(k+1), the next point evaluated: computed at the end of
+  #   an iteration (after its checkpoint) and carried, so that it is one buffer its five
+  #   readers share; computed where it is read, XLA fused its two projections into each
   loss: Array  # [B] loss of the last evaluated iterate
   step: Array  # [B] step size η
   x_best: Array  # [B, ...] iterate of highest loss
@@ -302,20 +304,28 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
 
   project = lambda z: geometry.project_ball_and_box(z, inputs, eps, p, bounds)
 
-  def body(state: APGDState, k):
-    """Iteration k (0-based): momentum step, evaluation, bookkeeping, checkpoint."""
-    if isinstance(k, int):  # static: checkpoint code only where one falls
-      check, length = is_check[k], window[k]
-    else:
-      check, length = table[0][k], table[1][k]
-    step = _per_example(state.step, inputs)
+  def next_point(x, grad, last_step, step, topk, first):
+    """The point after x: momentum step from the gradient at x (L1: sparse step)."""
+    step = _per_example(step, inputs)
     if p == 1:  # no momentum (Croce & Hein 2021)
-      x_new = project(state.x + step * sparse_direction(state.grad, state.topk))
-    else:
-      alpha = jnp.where(k > 0, MOMENTUM, 1.0).astype(inputs.dtype)
-      z = project(state.x + step * _direction(state.grad, p))
-      x_new = project(state.x + alpha * (z - state.x)
-                      + (1 - alpha) * state.last_step)
+      return project(x + step * sparse_direction(grad, topk))
+    z = project(x + step * _direction(grad, p))
+    if first:  # alpha = 1 on the first step
+      return project(x + (z - x))
+    return project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * last_step)
+
+  def body(state: APGDState, k, check=None, length=None):
+    """Iteration k (0-based): evaluation of x^(k+1), bookkeeping, checkpoint, and the
+    momentum step to x^(k+2).
+
+    ``check`` (with its window ``length``) says statically whether k + 1 is a
+    checkpoint; None looks it up: statically for a Python int k, else in the table.
+    """
+    if check is None and isinstance(k, int):  # static: checkpoint code only where one falls
+      check, length = is_check[k], window[k]
+    elif check is None:
+      check, length = table[0][k], table[1][k]
+    x_new = state.x_next
     values, logits, grad = evaluate(x_new, k + 1)
     wrong = jnp.argmax(logits, axis=-1) != labels
     x_adv = jnp.where(_per_example(wrong, inputs), x_new, state.x_adv)
@@ -334,21 +344,26 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
       previous = jnp.where(k == 0, first, state.loss)
     increases = state.increases + (values > previous).astype(jnp.int32)
     last_step = state.last_step if p == 1 else x_new - state.x
-    new = state._replace(x=x_new, last_step=last_step, grad=grad, loss=values, x_best=x_best,
+    new = state._replace(x=x_new, last_step=last_step, loss=values, x_best=x_best,
                          grad_best=grad_best, loss_best=loss_best, x_adv=x_adv,
                          fooled=state.fooled | wrong, increases=increases)
-    if check is False:
-      return new
     if check is True:
-      return checkpoint(new, length, state.x)
-    # Traced iteration index (rolled or chunked loop): the checkpoint's selects over
-    # [B, ...] run only at the few checkpoint iterations.
-    return jax.lax.cond(check, checkpoint, lambda s, *_: s, new, length, state.x)
+      new, grad = checkpoint(new, grad, length, state.x)
+    elif check is not False:
+      # Traced iteration index (rolled or chunked loop): the checkpoint's selects over
+      # [B, ...] run only at the few checkpoint iterations.
+      new, grad = jax.lax.cond(check, checkpoint, lambda s, g, *_: (s, g), new, grad,
+                               length, state.x)
+    return new._replace(x_next=next_point(new.x, grad, new.last_step, new.step, new.topk,
+                                          first=False))
 
-  def checkpoint(state: APGDState, length, x_before):
-    return checkpoint_l1(state) if p == 1 else checkpoint_halve(state, length, x_before)
+  def checkpoint(state: APGDState, grad, length, x_before):
+    """``(state, gradient at state.x)`` after the checkpoint's adaptation."""
+    if p == 1:
+      return checkpoint_l1(state, grad)
+    return checkpoint_halve(state, grad, length, x_before)
 
-  def checkpoint_l1(state: APGDState):
+  def checkpoint_l1(state: APGDState, grad):
     """Adapt the sparsity and the step (Croce & Hein 2021)."""
     sparsity = _nonzero(state.x_best - inputs)
     dropped = jnp.where(state.sparsity > 0, sparsity < L1_SPARSITY_DROP * state.sparsity,
@@ -358,10 +373,10 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     d = inputs.size // inputs.shape[0]
     r = _per_example(dropped, inputs)
     return state._replace(
-        x=jnp.where(r, state.x_best, state.x), grad=jnp.where(r, state.grad_best, state.grad),
-        step=step, topk=sparsity / d / L1_STEP_DECAY, sparsity=sparsity)
+        x=jnp.where(r, state.x_best, state.x), step=step, topk=sparsity / d / L1_STEP_DECAY,
+        sparsity=sparsity), jnp.where(r, state.grad_best, grad)
 
-  def checkpoint_halve(state: APGDState, length, x_before):
+  def checkpoint_halve(state: APGDState, grad, length, x_before):
     """Halve where the loss oscillated, or stalled after an unhalved checkpoint.
 
     A halved example restarts at x_best; its next momentum term is x_best − x_before
@@ -373,13 +388,13 @@ def _machinery(params, inputs, labels, keys, eps, bounds, targets, *, logits_fn,
     halve = oscillating | stalled
     h = _per_example(halve, inputs)
     return state._replace(
-        x=jnp.where(h, state.x_best, state.x), grad=jnp.where(h, state.grad_best, state.grad),
+        x=jnp.where(h, state.x_best, state.x),
         last_step=jnp.where(h, state.x_best - x_before, state.last_step),
         step=jnp.where(halve, state.step / 2, state.step),
         increases=jnp.zeros_like(state.increases), loss_best_last_check=state.loss_best,
-        reduced_last_check=halve)
+        reduced_last_check=halve), jnp.where(h, state.grad_best, grad)
 
-  return evaluate, body
+  return evaluate, body, next_point
 
 
 def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, statics):
@@ -397,7 +412,8 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, stati
     logits = (statics['logits_fn'](params, inputs, rng=key) if statics['stochastic']
               else statics['logits_fn'](params, inputs))
     targets = target_classes(logits, target_rank)
-  evaluate, _ = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
+  evaluate, _, next_point = _machinery(params, inputs, labels, keys, eps, bounds, targets,
+                                      **statics)
   if x_init is not None:
     x0 = jax.lax.stop_gradient(x_init)
   elif p == 1:
@@ -412,8 +428,10 @@ def _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init, stati
   else:
     sparsity = _nonzero(x0 - inputs)
     topk = sparsity / d / L1_STEP_DECAY
+  step = (1.0 if p == 1 else 2.0) * eps
   state = APGDState(
-      x=x0, last_step=jnp.zeros_like(x0), grad=grad0, loss=values0, step=(1.0 if p == 1 else 2.0) * eps,
+      x=x0, last_step=jnp.zeros_like(x0),
+      x_next=next_point(x0, grad0, None, step, topk, first=True), loss=values0, step=step,
       x_best=x0, grad_best=grad0, loss_best=values0, x_adv=x0,
       fooled=jnp.argmax(logits0, axis=-1) != labels,
       increases=jnp.zeros(batch, jnp.int32), loss_best_last_check=values0,
@@ -437,7 +455,7 @@ def _segment(params, inputs, labels, keys, eps, targets, bounds, state, first, *
              **statics):
   """``count`` straight-line iterations from the traced iteration index ``first``."""
   eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
-  _, body = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
+  _, body, _ = _machinery(params, inputs, labels, keys, eps, bounds, targets, **statics)
   for j in range(count):
     state = body(state, first + j)
   return state
@@ -450,16 +468,44 @@ def _whole(params, inputs, labels, keys, eps, target_rank, bounds, x_init, *, un
   state, targets = _begin(params, inputs, labels, keys, eps, target_rank, bounds, x_init,
                           statics)
   eps = jnp.broadcast_to(jnp.asarray(eps, inputs.dtype), inputs.shape[:1])
-  _, body = _machinery(params, jax.lax.stop_gradient(inputs), labels, keys, eps, bounds,
+  _, body, _ = _machinery(params, jax.lax.stop_gradient(inputs), labels, keys, eps, bounds,
                        targets, **statics)
   steps = statics['steps']
   if unroll is True or (steps and unroll >= steps):
     for k in range(steps):
       state = body(state, k)
+  elif steps and unroll == 1:
+    state = _windowed(body, state, steps, statics['p'])
   elif steps:
     state, _ = jax.lax.scan(lambda c, k: (body(c, k), None), state, jnp.arange(steps),
                             unroll=unroll)
   return _end(state)
+
+
+def _windowed(body, state: APGDState, steps: int, p: float) -> APGDState:
+  """The N iterations as loops over the windows between checkpoints.
+
+  An outer ``lax.scan`` over the checkpoints runs each window's plain iterations in a
+  ``fori_loop`` and then the checkpoint iteration, so no iteration carries a
+  ``lax.cond``, whose pass-through branch made XLA copy the ``[B, ...]`` state every
+  iteration; the program holds three copies of the body whatever N.
+  """
+  marks = checkpoints(steps, p)
+  if marks:
+    ends = jnp.asarray(marks, jnp.int32) - 1  # 0-based checkpoint iterations
+    starts = jnp.concatenate([jnp.zeros(1, jnp.int32), ends[:-1] + 1])
+    plain = lambda k, s: body(s, k, check=False)
+
+    def window(s, args):
+      start, end = args
+      s = jax.lax.fori_loop(start, end, plain, s)
+      return body(s, end, check=True, length=end - start + 1), None
+
+    state, _ = jax.lax.scan(window, state, (starts, ends))
+  first = marks[-1] if marks else 0
+  if first < steps:
+    state = jax.lax.fori_loop(first, steps, lambda k, s: body(s, k, check=False), state)
+  return state
 
 
 def run_single(params, inputs, labels, keys, eps, target_rank, bounds, *, logits_fn, p,
@@ -476,9 +522,10 @@ def run_single(params, inputs, labels, keys, eps, target_rank, bounds, *, logits
       (:func:`target_classes`); ignored otherwise.
     logits_fn: the model; called with ``rng=`` when ``stochastic``.
     p: 1, 2 or inf. steps: iterations N. loss: ``'ce'``, ``'dlr'`` or ``'dlr-targeted'``.
-    unroll: True (one straight-line program), an int (``lax.scan`` unroll) or
-      ``'chunked'``: straight-line segments of :data:`CHUNK` iterations, each one
-      compiled program dispatched in turn (the state stays on the device).
+    unroll: True (one straight-line program), 1 (rolled: loops over the windows
+      between checkpoints, :func:`_windowed`), an int > 1 (one ``lax.scan`` with that
+      unroll) or ``'chunked'``: straight-line segments of :data:`CHUNK` iterations,
+      each one compiled program dispatched in turn (the state stays on the device).
     eot_samples: gradients averaged per iterate (expectation over transformation).
     stochastic: whether ``logits_fn`` takes an ``rng`` keyword.
     x_init: ``[B, ...]`` start in ``ball ∩ box``, or None for the random one.
@@ -648,8 +695,9 @@ def apgd(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, eps
     bounds: input box ``(low, high)`` or None.
     eot_samples: gradients averaged per iterate (expectation over transformation,
       AutoAttack's 'rand' version uses 20); only useful for a stochastic model.
-    unroll: the iteration loop: True (one straight-line program), an int (``lax.scan``
-      unroll), ``'chunked'`` (straight-line segments of :data:`CHUNK` = 10 iterations,
+    unroll: the iteration loop: True (one straight-line program), 1 (rolled loops over
+      the windows between checkpoints), an int > 1 (one ``lax.scan`` with that unroll),
+      ``'chunked'`` (straight-line segments of :data:`CHUNK` = 10 iterations,
       one compiled program dispatched ``N/10`` times, the state staying on the device)
       or ``'auto'``: ``'chunked'`` on XLA:CPU when the model has convolutions
       (:func:`robustjax.attacks.loop.auto_unroll`), else a rolled scan. Measured with
