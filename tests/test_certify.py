@@ -434,6 +434,8 @@ def test_conv_crc_is_a_certificate_pgd_cannot_break():
   y = jnp.argmax(bp.apply(net, x), -1)
   res = crc_conv(net, x, y, bisection_steps=16)
   assert np.all(res.certified) and np.all(res.radius > 0)
+  jitted = jax.jit(lambda xs, ys: crc_conv(net, xs, ys, bisection_steps=16).radius)
+  np.testing.assert_allclose(jitted(x, y), res.radius, rtol=1e-5)
   x_adv = attacks.pgd(lambda p, v: bp.apply(p, v), net, (x, y), rng=jax.random.PRNGKey(0),
                       eps=0.999 * res.radius, p=2.0, steps=50, objective='margin',
                       bounds=None, restarts=2)

@@ -33,6 +33,7 @@ carry ``certified = False`` and a :class:`NotCertifiedWarning` is raised;
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -472,7 +473,7 @@ def conv_margin_curvature_bound(network, labels: Labels, targets: Labels,
   from robustjax.certify import bound_propagation as bp  # pylint: disable=g-import-not-at-top
   _checks.check_choice(mode, 'mode', bounds_lib.MODES)
   linear_layers, act, last = _conv_parts(network)
-  n_in = int(jnp.prod(jnp.asarray(input_shape)))
+  n_in = math.prod(input_shape)
   basis = jnp.reshape(jnp.eye(n_in, dtype=jnp.float32), (n_in,) + tuple(input_shape))
 
   def linear(x):
