@@ -138,9 +138,13 @@ SUITES = {
                           num_examples=1000, clean_examples=0,
                           autoattack=dict(linf=(0.1,), l2=(1.58,), num_examples=100),
                           ara=dict(method='ticktock', steps=450, num_examples=100),
-                          # local CRC solves one 784x784 eigenvalue problem per point,
-                          # class and radius step (about 2.5 CPU-s per point and step)
-                          local_crc=dict(num_examples=16, radius_steps=3)),
+                          # CRC on the first 200 (the dual solve took ~4 min per 500
+                          # points of the 784-1024-10 MLP with three seed processes on
+                          # the 2 cores); local CRC solves one 784x784 eigenvalue problem
+                          # per point, class and radius step (about 2.5 CPU-s per point
+                          # and step): 8 points, 2 steps
+                          crc_examples=200,
+                          local_crc=dict(num_examples=8, radius_steps=2)),
     'mnist': dict(dataset='mnist', linf=(0.1, 0.2, 0.3), l2=(1.0, 2.0),
                   radii=(0.0, 0.5, 1.0, 1.58), num_examples=1000),
     'svhn': dict(dataset='svhn', linf=(4 / 255, 8 / 255), l2=(0.25, 0.5),
@@ -239,8 +243,9 @@ def evaluate_run(workdir: str, method: Method, suite: dict, *, quick: bool,
   if method.certify:
     # The cross-check attack: AutoAttack, or PGD-20 under a reduced AutoAttack protocol.
     check = ['pgd'] if suite.get('autoattack') else ['autoattack']
-    cert = evaluate.run(workdir, certify='crc', radii=list(suite['radii']),
-                        attacks=check, tag=f'reproduce-crc-{check[0]}', **common)
+    cert = evaluate.run(workdir, certify='crc', radii=list(suite['radii']), attacks=check,
+                        tag=certify_tag(f'reproduce-crc-{check[0]}', suite),
+                        **dict(common, num_examples=certify_examples(suite, quick)))
     out['crc'] = cert['certification']
   if method.name in BOUND_ROWS and not quick:  # smoke-tested by --section=bounds --quick
     out['bounds'] = bound_certificates(workdir, method, suite, quick=quick)
@@ -298,6 +303,18 @@ def _robust_accuracies(workdir: str, suite: dict, kind: str, norm: str, *, quick
           'pgd': dict(zip(map(str, grid), pgd['robust_accuracy']['pgd'])),
           'autoattack': dict(zip(map(str, aa_grid), aa['robust_accuracy']['autoattack'])),
           'pgd_aa_subset': dict(zip(map(str, aa_grid), aa['robust_accuracy']['pgd']))}
+
+
+def certify_examples(suite: dict, quick: bool) -> int:
+  """Test points the certificates (CRC, IBP, CROWN) run on: the suite's
+  ``crc_examples`` (a budget), else all of its points."""
+  return 16 if quick else suite.get('crc_examples', suite['num_examples'])
+
+
+def certify_tag(base: str, suite: dict) -> str:
+  """An evaluation tag that names a reduced certificate subset (so its units are never
+  resumed from a run on other points)."""
+  return base + (f'-n{suite["crc_examples"]}' if 'crc_examples' in suite else '')
 
 
 def _add_flags(total: dict, report: dict) -> None:
@@ -635,7 +652,9 @@ def _protocol_text(suite: dict) -> str:
           '(experiments/reproduce.py, SUITES). "PGD-20 - AA" is the gap on '
           'AutoAttack\'s points. Attack and BTR ARA are on the first '
           f'{suite.get("ara", {}).get("num_examples", suite["num_examples"])} points, '
-          'by Woods et al.\'s Algorithm 1 (450 iterations) rather than the bisection.')
+          'by Woods et al.\'s Algorithm 1 (450 iterations) rather than the bisection.'
+          + (f' CRC certifies the first {suite["crc_examples"]} points.'
+             if 'crc_examples' in suite else ''))
 
 
 def block_name(suite_name: str, methods: str = '') -> str:
@@ -969,12 +988,13 @@ def bound_certificates(workdir: str, method: Method, suite: dict, *, quick: bool
   from robustjax.certify import bounds as bounds_lib  # pylint: disable=g-import-not-at-top
   from robustjax import certify as crc_lib  # pylint: disable=g-import-not-at-top
   from robustjax.training import feed  # pylint: disable=g-import-not-at-top
-  n = 16 if quick else suite['num_examples']
+  n = certify_examples(suite, quick)
   radii = sorted(set(suite['radii']) | {PAPER_RADIUS.get(suite['dataset'], 0.5)})
   out = {}
   for name in ('ibp', 'crown'):
     rep = evaluate.run(workdir, certify=name, norm='2', radii=radii, attacks=['pgd'],
-                       tag=f'reproduce-{name}', num_examples=n, progress=False, seed=0)
+                       tag=certify_tag(f'reproduce-{name}', suite), num_examples=n,
+                       progress=False, seed=0)
     out[name] = rep['certification']
   config, _, params = training.restore(workdir)
   local_crc = dict(LOCAL_CRC, **suite.get('local_crc', {}))
@@ -1027,10 +1047,11 @@ def bounds_study_run(workdir: str, method: Method, suite: dict, *, quick: bool,
   if _done(cache):
     return _read_json(cache)
   start = time.time()
-  n = 16 if quick else suite['num_examples']
+  n = certify_examples(suite, quick)
   radii = sorted(set(suite['radii']) | {PAPER_RADIUS.get(suite['dataset'], 0.5)})
   cert = evaluate.run(workdir, certify='crc', radii=radii, attacks=['autoattack'],
-                      tag='reproduce-crc-bounds', num_examples=n, progress=False,
+                      tag=certify_tag('reproduce-crc-bounds', suite), num_examples=n,
+                      progress=False,
                       version='standard', seed=0)
   out = {'clean': cert['clean_accuracy'], 'crc': cert['certification'],
          'bounds': bound_certificates(workdir, method, suite, quick=quick)}
@@ -1066,13 +1087,14 @@ def bounds_section(table: dict, suite: dict) -> list[str]:
   crc_at = lambda r: (_fmt(r['crc'][r['crc_radii'].index(rho)])
                       if 'crc' in r and rho in r.get('crc_radii', []) else '-')
   seeds = next(iter(rows.values())).get('seeds', 1)
-  n = suite['num_examples']
+  n = certify_examples(suite, quick=False)
   begin, end = markers(f'bounds:{suite["dataset"]}')
   lines = [begin, f'### CRT vs CROWN-IBP vs IBP (certified accuracy, L2 rho = {rho:g})',
            '',
            f'Written by `python -m experiments.reproduce --suite={suite["dataset"]} '
-           f'--section=bounds --seeds={seeds} --num_examples={n}` (do not edit by hand): '
-           f'{seeds} seed(s), the first {n or "all"} test points.', '',
+           f'--seeds={seeds}` (with the whole suite, or alone with `--section=bounds`; do '
+           f'not edit by hand): {seeds} seed(s), certificates on the first '
+           f'{n or "all"} test points.', '',
            'Singla & Feizi\'s table "Certified Robust accuracy comparison" on '
            f'{suite["dataset"]}: every row is the same softplus MLP (configs/crt_'
            f'{suite["dataset"]}.py); IBP and CROWN-IBP trained at L2 {rho:g} with their '
