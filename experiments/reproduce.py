@@ -682,8 +682,9 @@ def write_markdown(path: str, *, table: dict, suite_name: str, suite: dict, args
       f'Written by `python -m experiments.reproduce --suite={suite_name} '
       f'{"--quick" if args.quick else f"--seeds={seeds}"}'
       f'{f" --methods={methods}" if methods else ""} --out=...` (do not edit by '
-      f'hand). Wall time '
-      f'{wall_s / 60:.0f} min on {platform.processor() or platform.machine()} '
+      f'hand). Run time {wall_s / 60:.0f} min (every run\'s training and evaluation, '
+      f'summed: runs in parallel processes overlap) on '
+      f'{platform.processor() or platform.machine()} '
       f'({os.cpu_count()} cores, {jax.devices()[0].platform}); Python '
       f'{platform.python_version()}, jax {jax.__version__}.',
       '',
@@ -904,7 +905,7 @@ def main(argv=None):
   costs = step_costs(methods, runs_dir, steps=2 if args.quick else args.cost_steps,
                      kind=kind)
   table = aggregate(results, methods, suite, costs)
-  # The study's wall time: every run's training and evaluation (also those finished by an
+  # The study's summed run time: every run's training and evaluation (also those finished by an
   # earlier, interrupted invocation) plus this invocation's cost timing.
   wall = sum(r.get('seconds', 0.0) for rs in results.values() for r in rs) + (
       time.time() - start - spent)
