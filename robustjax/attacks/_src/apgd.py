@@ -491,10 +491,10 @@ def _windowed(body, state: APGDState, steps: int, p: float) -> APGDState:
   iteration; the program holds three copies of the body whatever N.
   """
   marks = checkpoints(steps, p)
+  plain = lambda k, s: body(s, k, check=False)
   if marks:
     ends = jnp.asarray(marks, jnp.int32) - 1  # 0-based checkpoint iterations
     starts = jnp.concatenate([jnp.zeros(1, jnp.int32), ends[:-1] + 1])
-    plain = lambda k, s: body(s, k, check=False)
 
     def window(s, args):
       start, end = args
@@ -504,7 +504,7 @@ def _windowed(body, state: APGDState, steps: int, p: float) -> APGDState:
     state, _ = jax.lax.scan(window, state, (starts, ends))
   first = marks[-1] if marks else 0
   if first < steps:
-    state = jax.lax.fori_loop(first, steps, lambda k, s: body(s, k, check=False), state)
+    state = jax.lax.fori_loop(first, steps, plain, state)
   return state
 
 
