@@ -343,8 +343,16 @@ def test_a_custom_list_runs_each_attack_with_its_version_settings(monkeypatch):
   attacks.autoattack(linear, LIN_PARAMS, (LIN_X, LIN_Y), rng=KEY, eps=0.1, p=INF,
                      version='plus', attacks=['apgd-dlr'])
   assert calls == [('apgd', 100, False, 1)] * 5
+
+
+def test_bucket_sizes_pad_under_a_quarter_with_four_shapes_per_octave():
   assert [attacks_common.bucket_size(n, 100) for n in (1, 8, 9, 33, 64, 65, 99)] == [
-      8, 8, 16, 64, 64, 100, 100]
+      8, 8, 10, 40, 64, 80, 100]
+  sizes = [attacks_common.bucket_size(n, 4096) for n in range(1, 4097)]
+  assert all(n <= s <= max(8, 1.25 * n) for n, s in zip(range(1, 4097), sizes))
+  assert sizes == sorted(sizes)  # a shrinking set never grows its batch
+  assert len(set(sizes)) == 4 * 9 + 1  # 4 log2(4096 / 8) + 1 compiled shapes
+  assert attacks_common.bucket_size(300, 100) == 100
 
 
 # ---------------------------------------------------------------------------------------

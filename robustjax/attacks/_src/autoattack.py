@@ -24,8 +24,8 @@ L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T and Square's L1 variant.
 Running an attack only on the still-robust points is done on the host between attacks
 (and between APGD's restarts and target classes, as the reference code does): their
 indices are gathered and padded, by repeating the first of them, to a bucketed batch
-size, the next power of two (at least 8) capped at the full batch size, so each attack
-compiles for at most ``log2(B) − 2`` shapes. APGD draws each example's random start from
+size (:func:`robustjax.attacks._src.common.bucket_size`: under 25% of padding, at most
+four compiled shapes per halving of the set, capped at the full batch size). APGD draws each example's random start from
 its own key (``fold_in(key, index in the batch)``), so an example's APGD runs do not
 depend on which other examples are still robust. The ensemble is therefore a host-level
 loop and cannot run inside ``jax.jit``; each attack is compiled.

@@ -40,10 +40,11 @@ resolve to the true class, e.g. on quantised models).
 
 Implementation: the random search is one pure step (:func:`_step`); a host loop runs it
 in compiled chunks on the examples still robust, gathered into a bucketed sub-batch
-(sizes ``B, 2^k, ..., 8``: at most ``log2(B) − 2`` compilations), and stops when all are
-broken (layout and measured costs in :func:`square`'s docstring). Randomness is drawn
-per example from a seed keyed by ``(rng, restart, example index)`` and the iteration, so
-an example's result does not depend on the rest of the batch or on the compaction.
+(quarter-octave sizes, under 25% padding: at most ``4 log2(B / 8) + 1`` compilations),
+and stops when all are broken (layout and measured costs in :func:`square`'s docstring).
+Randomness is drawn per example from a seed keyed by ``(rng, restart, example index)``
+and the iteration, so an example's result does not depend on the rest of the batch or
+on the compaction.
 Under an outer ``jax.jit`` (traced inputs) the same steps run in a ``lax.while_loop``
 over the full batch, with the same results.
 """
@@ -565,7 +566,7 @@ def _run_host(logits_fn, params, consts, box, table, *, grid, norm, chunk, sync_
   The rows being attacked live in a bucket-sized sub-batch. Every ``sync_every``
   iterations the host reads their margins (the only transfer) and stops when none is
   left; the sub-batch is re-gathered only when the rows still robust fit a smaller
-  bucket (at most ``log2(B) − 2`` times), broken rows in between being frozen by the
+  bucket (at most ``4 log2(B / 8)`` times), broken rows in between being frozen by the
   step's mask.
   """
   batch_size = consts.x.shape[0]
@@ -804,9 +805,9 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
 
   Cost and layout: at most ``restarts · (queries + 1)`` forward passes per example, plus
   one clean pass for the batch. The steps run in compiled calls on a sub-batch of the
-  examples still robust (size ``B`` or a power of two ``>= 8``); every 10 iterations the
-  host reads its margins, stops when all are broken, and re-gathers the sub-batch when
-  the survivors fit a smaller size, so broken examples stop costing compute. Called
+  examples still robust (size ``B`` or a bucket under 25% above their count); every 10
+  iterations the host reads its margins, stops when all are broken, and re-gathers the
+  sub-batch when the survivors fit a smaller size, so broken examples stop costing compute. Called
   under ``jax.jit`` (traced inputs), the steps run in a ``lax.while_loop`` on the whole
   batch instead, with the same results: every random draw is keyed by ``(rng, restart,
   example index, iteration)``.
