@@ -16,6 +16,12 @@ trained once with standard training and with PGD adversarial training
 (``configs/at_digits.py``) into ``--root`` (reused when present), and ``random_cnn32``,
 the same CNN on 32x32x3 inputs (random weights, synthetic images labelled by the model:
 :func:`image32_model`), where Square's window schedule and the conv costs differ from 8x8.
+``--workdirs`` adds trained robustjax runs (ReLU MLP, CNN or SmallCNN), e.g. the
+Fashion-MNIST study's standard SmallCNN at 28x28::
+
+  python experiments/benchmarks/autoattack_vs_official.py --models= --norm 2 --eps 0.5 \
+      --num_examples 1000 --workdirs=<study out>/runs/standard/seed0
+
 The port's logits are checked against the JAX logits before anything is attacked.
 Smoke run: ``--models random_cnn32 --num_examples 16 --eps 0.01``.
 
@@ -86,13 +92,13 @@ def torch_port(config, params):
 
 
 def port_module(module, arch, params):
-  """The PyTorch port of a Flax ``models.create('mlp' | 'cnn')`` module and its params."""
+  """The PyTorch port of a Flax ``models.create('mlp' | 'cnn' | 'small_cnn')`` module."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
   mean = None if module.mean is None else torch.tensor(np.asarray(module.mean, np.float32))
   std = None if module.std is None else torch.tensor(np.asarray(module.std, np.float32))
-  if arch == 'mlp' and module.activation != 'relu':
+  if getattr(module, 'activation', 'relu') != 'relu':
     raise ValueError('the port supports ReLU models only')
 
   def dense(p):
@@ -103,7 +109,11 @@ def port_module(module, arch, params):
 
   def conv(p):
     kernel = np.asarray(p['kernel'])  # [kh, kw, in, out]
-    layer = nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[:2], padding='same')
+    if arch == 'small_cnn':  # 4x4, stride 2, padding 1 (SmallCNN)
+      layer = nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[:2], stride=2,
+                        padding=1)
+    else:
+      layer = nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[:2], padding='same')
     layer.weight.data = torch.tensor(kernel.transpose(3, 2, 0, 1).copy())
     layer.bias.data = torch.tensor(np.asarray(p['bias']).copy())
     return layer
@@ -130,7 +140,7 @@ def port_module(module, arch, params):
         h = x.permute(0, 3, 1, 2)
         for i, layer in enumerate(self.convs):
           h = torch.relu(layer(h))
-          if i in (1, 3):
+          if arch == 'cnn' and i in (1, 3):
             h = nn.functional.max_pool2d(h, 2, 2)
         x = h.permute(0, 2, 3, 1)  # flatten in Flax's (H, W, C) order
       x = x.reshape(x.shape[0], -1)
@@ -206,13 +216,20 @@ def main():
   parser.add_argument('--norm', type=float, default=math.inf)
   parser.add_argument('--models', default='standard_mlp,standard_cnn,at_mlp,at_cnn,'
                       + IMAGE32, help=f'comma list; {IMAGE32} is the 32x32x3 model')
+  parser.add_argument('--workdirs', default='',
+                      help='comma list of further robustjax run directories (MLP, CNN or '
+                      'SmallCNN with ReLU, e.g. a Fashion-MNIST run), attacked on their '
+                      'own test set')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)
 
-  names = args.models.split(',')
+  names = [n for n in args.models.split(',') if n]
   workdirs = train_models(args.root) if set(names) - {IMAGE32} else {}
+  for path in filter(None, args.workdirs.split(',')):
+    names.append(path)
+    workdirs[path] = path
   rows = []
   for name in names:
     if name == IMAGE32:
