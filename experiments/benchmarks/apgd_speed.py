@@ -2,9 +2,10 @@
 
 Run: ``python experiments/benchmarks/apgd_speed.py [--steps 100] [--repeats 5]``.
 
-For robustjax's MLP (``models.create('mlp')``) and SOAR's 4-layer CNN
-(``models.create('cnn')``) at batch 128 of 32x32x3 inputs, it times in one process,
-after a warm-up and with ``block_until_ready``:
+For robustjax's MLP (``models.create('mlp')``, 3072-128-128-10), the papers' wider MLP
+(``mlp_wide``: two hidden layers of 1024, as in SOAR's and CRT's experiments) and SOAR's
+4-layer CNN (``models.create('cnn')``) at batch 128 of 32x32x3 inputs, it times in one
+process, after a warm-up and with ``block_until_ready``:
 
 - one jitted input gradient of the summed cross-entropy (the unit);
 - ``robustjax.attacks.apgd`` (Linf, eps 8/255, CE, ``steps`` iterations, one restart:
@@ -13,7 +14,10 @@ after a warm-up and with ``block_until_ready``:
   gradients; each ratio is the median over interleaved pairs, so load drift on a shared
   machine cancels), with the compile time of each setting.
 
-Target (issue 7): one APGD iteration costs at most ~1.15 input gradients.
+Target (issue 7): one APGD iteration costs at most ~1.15 input gradients. The state
+update (next point, best and adversarial points) is memory traffic over ``[B, 3072]``
+arrays whatever the model, so the ratio is highest where the gradient is cheapest: the
+128-wide MLP (docs/design.md, "APGD's loop").
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=100)
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--models', default='mlp,cnn')
+  parser.add_argument('--models', default='mlp,mlp_wide,cnn')
   parser.add_argument('--unrolls', default='auto,True,1,10',
                       help='comma list: auto (the default of apgd), True, ints')
   args = parser.parse_args()
@@ -76,7 +80,10 @@ def main():
   print(f'{"model":5} | {"variant":30} | {"ratio":>7} | {"time s":>8} | {"compile s":>9}')
   print('-' * 72)
   for name in args.models.split(','):
-    model = models.create(name, num_classes=CLASSES)
+    if name == 'mlp_wide':
+      model = models.create('mlp', num_classes=CLASSES, widths=(1024, 1024))
+    else:
+      model = models.create(name, num_classes=CLASSES)
     variables = models.init(model, jax.random.fold_in(key, 3), SHAPE)
     params, rest = models.split_variables(variables)
     logits_fn = models.logits_fn_for(model, rest)
