@@ -345,14 +345,40 @@ def test_a_custom_list_runs_each_attack_with_its_version_settings(monkeypatch):
   assert calls == [('apgd', 100, False, 1)] * 5
 
 
-def test_bucket_sizes_pad_under_a_quarter_with_four_shapes_per_octave():
+def test_bucket_sizes_pad_under_one_over_per_octave_with_that_many_shapes_per_octave():
   assert [attacks_common.bucket_size(n, 100) for n in (1, 8, 9, 33, 64, 65, 99)] == [
       8, 8, 10, 40, 64, 80, 100]
-  sizes = [attacks_common.bucket_size(n, 4096) for n in range(1, 4097)]
-  assert all(n <= s <= max(8, 1.25 * n) for n, s in zip(range(1, 4097), sizes))
-  assert sizes == sorted(sizes)  # a shrinking set never grows its batch
-  assert len(set(sizes)) == 4 * 9 + 1  # 4 log2(4096 / 8) + 1 compiled shapes
+  assert [attacks_common.bucket_size(n, 1000, per_octave=8) for n in (9, 163, 278)] == [
+      9, 176, 288]
+  for per_octave in (1, 2, 4, 8):
+    sizes = [attacks_common.bucket_size(n, 4096, per_octave=per_octave)
+             for n in range(1, 4097)]
+    assert all(n <= s <= max(8, n + n / per_octave) for n, s in zip(range(1, 4097), sizes))
+    assert sizes == sorted(sizes)  # a shrinking set never grows its batch
+    assert len(set(sizes)) <= per_octave * 9 + 1  # per_octave * log2(4096 / 8) + 1 shapes
   assert attacks_common.bucket_size(300, 100) == 100
+
+
+def test_autoattack_pads_a_stage_by_under_an_eighth(monkeypatch):
+  # Class 0's logit is 10 (x0 − 0.3), the others constant: at L∞ 0.1, exactly the 39
+  # points at x0 = 0.35 are breakable, so the second attack runs on the other 33.
+  sizes = []
+  run = apgd_lib.run
+
+  def spy(params, inputs, *args, **kwargs):
+    sizes.append(inputs.shape[0])
+    return run(params, inputs, *args, **kwargs)
+
+  monkeypatch.setattr(apgd_lib, 'run', spy)
+  w = jnp.zeros((2, 4)).at[0, 0].set(10.0)
+  b = jnp.array([-3.0, 0.0, -10.0, -10.0])
+  x0 = jnp.concatenate([jnp.full(33, 0.8), jnp.full(39, 0.35)])
+  x = jnp.stack([x0, jnp.full(72, 0.5)], axis=1)
+  y = jnp.zeros(72, jnp.int32)
+  result = attacks.autoattack(linear, (w, b), (x, y), rng=KEY, eps=0.1, p=INF,
+                              attacks=['apgd-ce', 'apgd-dlr'])
+  np.testing.assert_array_equal(result.robust, np.arange(72) < 33)
+  assert sizes == [72, 36]  # 33 rounded up to a multiple of 4 (quarter octaves: 40)
 
 
 # ---------------------------------------------------------------------------------------

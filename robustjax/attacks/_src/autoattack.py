@@ -24,8 +24,8 @@ L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T and Square's L1 variant.
 Running an attack only on the still-robust points is done on the host between attacks
 (and between APGD's restarts and target classes, as the reference code does): their
 indices are gathered and padded, by repeating the first of them, to a bucketed batch
-size (:func:`robustjax.attacks._src.common.bucket_size`: under 25% of padding, at most
-four compiled shapes per halving of the set, capped at the full batch size). APGD draws each example's random start from
+size (:func:`robustjax.attacks._src.common.bucket_size`: under 12.5% of padding, at most
+eight compiled shapes per halving of the set, capped at the full batch size). APGD draws each example's random start from
 its own key (``fold_in(key, index in the batch)``), so an example's APGD runs do not
 depend on which other examples are still robust. The ensemble is therefore a host-level
 loop and cannot run inside ``jax.jit``; each attack is compiled.
@@ -344,7 +344,9 @@ def autoattack(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKe
       idx = np.flatnonzero(robust)
       if not idx.size:
         break
-      size = _common.bucket_size(idx.size, batch_size)
+      # Finer than Square's in-run buckets: a stage's shape compiles once per attack, and
+      # its padding is paid by every iteration (docs/design.md, "Evaluation").
+      size = _common.bucket_size(idx.size, batch_size, per_octave=8)
       padded = np.concatenate([idx, np.full(size - idx.size, idx[0])])
       x_sub = inputs[padded]
       y_sub = jnp.asarray(labels_np[padded])

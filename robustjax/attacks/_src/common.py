@@ -72,15 +72,16 @@ def compile_static(static_argnames: tuple[str, ...]):
 MIN_BUCKET = 8  # smallest padded batch of the compacting attacks (AutoAttack, Square)
 
 
-def bucket_size(count: int, batch_size: int) -> int:
-  """Padded size for ``count`` rows still attacked, at most B: quarter-octave buckets.
+def bucket_size(count: int, batch_size: int, *, per_octave: int = 4) -> int:
+  """Padded size for ``count`` rows still attacked, at most B: ``per_octave`` buckets.
 
-  ``count`` in ``(2^(m−1), 2^m]`` is rounded up to a multiple of ``2^(m−3)`` (..., 20,
-  24, 28, 32, 40, 48, ...; at least 8), so padding adds under 25% of rows; one compiled
-  program serves every count in a bucket, so compacting the batch as points are broken
-  costs at most four compilations per halving, ``4 log2(B / 8) + 1``.
+  ``count`` in ``(2^(m−1), 2^m]`` is rounded up to a multiple of ``2^m / (2 per_octave)``
+  (``per_octave`` 4: ..., 20, 24, 28, 32, 40, 48, ...; at least 8), so padding adds under
+  ``1 / per_octave`` of the rows. One compiled program serves every count in a bucket:
+  compacting a batch as its points are broken costs at most ``per_octave`` compilations
+  per halving, ``per_octave · log2(B / 8) + 1`` in all.
   """
   if count <= MIN_BUCKET:
     return min(MIN_BUCKET, batch_size)
-  step = (1 << (count - 1).bit_length()) // 8
+  step = max((1 << (count - 1).bit_length()) // (2 * per_octave), 1)
   return min(-(-count // step) * step, batch_size)
