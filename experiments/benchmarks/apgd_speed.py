@@ -66,9 +66,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=100)
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--models', default='mlp,mlp_wide,cnn')
+  parser.add_argument('--models', default='mlp,mlp_wide,cnn',
+                      help='comma list of mlp, mlp_wide (2x1024 hidden), cnn')
   parser.add_argument('--unrolls', default='auto,True,1,10',
-                      help='comma list: auto (the default of apgd), True, ints')
+                      help='comma list: auto (the default of apgd), chunked, True, ints')
   args = parser.parse_args()
   unrolls = [u if u in ('auto', 'chunked') else True if u == 'True' else int(u)
              for u in args.unrolls.split(',')]

@@ -205,7 +205,8 @@ def _check_ball(x_adv, x, eps, norm) -> float:
   """Largest violation of the eps-ball and the [0, 1] box (0 when inside)."""
   delta = (x_adv - x).reshape(len(x), -1)
   norms = np.linalg.norm(delta, ord=norm, axis=1)
-  return float(max(np.max(norms) - eps, -np.min(x_adv), np.max(x_adv) - 1.0, 0.0))
+  # + 0.0: -np.min of an all-zero image is -0.0, which printed as '-0.00e+00'
+  return float(max(np.max(norms) - eps, -np.min(x_adv), np.max(x_adv) - 1.0, 0.0)) + 0.0
 
 
 def main():
@@ -262,8 +263,9 @@ def main():
 
   norm_name = 'Linf' if math.isinf(args.norm) else f'L{args.norm:g}'
   print(f'\nAutoAttack standard, {norm_name} eps={args.eps:g}, {args.num_examples} test '
-        f'points (digits; {IMAGE32}: 32x32x3 synthetic images), CPU ({os.cpu_count()} cores), jax {jax.__version__}, '
-        f'torch {torch.__version__}')
+        f'points of each model\'s data (the digits models: digits; {IMAGE32}: synthetic '
+        f'32x32x3 images; a run directory: its own dataset), CPU ({os.cpu_count()} cores), '
+        f'jax {jax.__version__}, torch {torch.__version__}')
   print('| model | clean | robust (official) | robust (robustjax) | broken only by official '
         '| broken only by robustjax | official s | robustjax s (cold / warm) '
         '| time ratio cold / warm |')

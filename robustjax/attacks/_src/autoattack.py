@@ -18,17 +18,19 @@ raw window schedule (the reference builds it with ``resc_schedule=False``). A cu
 the version (:func:`ensemble_settings`).
 
 For L1 (``p=1``) the standard version follows the reference code's L1 settings: APGD-CE
-(and APGD-DLR, the same configured object) with 5 restarts and APGD-T with 5 targets, both with the decreasing-radius schedule of
-L1-APGD (Croce & Hein 2021, "Mind the box"), then FAB-T and Square's L1 variant.
+(and APGD-DLR, the same configured object) with 5 restarts and APGD-T with 5 targets,
+both with the decreasing-radius schedule of L1-APGD (Croce & Hein 2021, "Mind the box"),
+then FAB-T and Square's L1 variant.
 
 Running an attack only on the still-robust points is done on the host between attacks
 (and between APGD's restarts and target classes, as the reference code does): their
 indices are gathered and padded, by repeating the first of them, to a bucketed batch
 size (:func:`robustjax.attacks._src.common.bucket_size`: under 12.5% of padding, at most
-eight compiled shapes per halving of the set, capped at the full batch size). APGD draws each example's random start from
-its own key (``fold_in(key, index in the batch)``), so an example's APGD runs do not
-depend on which other examples are still robust. The ensemble is therefore a host-level
-loop and cannot run inside ``jax.jit``; each attack is compiled.
+eight compiled shapes per halving of the set, capped at the full batch size). APGD
+draws each example's random start from its own key (``fold_in(key, index in the
+batch)``), so an example's APGD runs do not depend on which other examples are still
+robust. The ensemble is therefore a host-level loop and cannot run inside ``jax.jit``;
+each attack is compiled.
 """
 
 from __future__ import annotations

@@ -807,10 +807,10 @@ def square(logits_fn: LogitsFn, params: Params, batch: Batch, *, rng: PRNGKey, e
   one clean pass for the batch. The steps run in compiled calls on a sub-batch of the
   examples still robust (size ``B`` or a bucket under 25% above their count); every 10
   iterations the host reads its margins, stops when all are broken, and re-gathers the
-  sub-batch when the survivors fit a smaller size, so broken examples stop costing compute. Called
-  under ``jax.jit`` (traced inputs), the steps run in a ``lax.while_loop`` on the whole
-  batch instead, with the same results: every random draw is keyed by ``(rng, restart,
-  example index, iteration)``.
+  sub-batch when the survivors fit a smaller size, so broken examples stop costing
+  compute. Called under ``jax.jit`` (traced inputs), the steps run in a
+  ``lax.while_loop`` on the whole batch instead, with the same results: every random
+  draw is keyed by ``(rng, restart, example index, iteration)``.
 
   Measured with ``experiments/benchmarks/square_speed.py`` (XLA:CPU, a shared 2-core
   machine, L∞, medians of interleaved repeats): one iteration on SOAR's 4-layer CNN,
